@@ -1,0 +1,1 @@
+"""Pure ML: no HTTP, no Celery. One module per algorithm family."""

@@ -1,0 +1,101 @@
+"""The contract every algorithm keeps: a Params model, fit(), and a trained object."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+PREDICT = "predict"
+EMBED = "embed"
+GENERATE = "generate"
+
+
+class Cancelled(Exception):
+    """Raised by Report.check() when the job was cancelled."""
+
+
+class CapabilityError(Exception):
+    """The model cannot answer this kind of request (e.g. embed new points with t-SNE)."""
+
+
+class InputError(Exception):
+    """Input the model cannot take (wrong width, non-finite values); maps to a 4xx."""
+
+
+class Report(Protocol):
+    """How a fit talks to whoever runs it: progress, per-epoch history, cancellation."""
+
+    def progress(self, fraction: float) -> None: ...
+
+    def epoch(self, entry: dict[str, Any]) -> None: ...
+
+    def check(self) -> None:
+        """Raise Cancelled if the job was cancelled; call it between steps."""
+
+
+class NullReport:
+    """A Report that records nothing: for tests and direct use."""
+
+    def progress(self, fraction: float) -> None:
+        pass
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+
+class Params(BaseModel):
+    """Base of every algorithm's params: unknown keys are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Trained(ABC):
+    """A fitted model: answers requests and round-trips through save/load."""
+
+    algorithm: ClassVar[str]
+    metrics: dict[str, Any]
+
+    def predict(self, x: np.ndarray) -> dict[str, Any]:
+        """Return {"predictions": [...], optional "probabilities", ...} for the rows of x."""
+        raise CapabilityError(f"{self.algorithm} cannot predict")
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Return one vector per row of x."""
+        raise CapabilityError(f"{self.algorithm} cannot embed")
+
+    def generate(self, n: int, seed: int | None) -> Any:
+        """Return n new samples."""
+        raise CapabilityError(f"{self.algorithm} cannot generate")
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write everything needed to rebuild the model into an existing directory."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> Trained:
+        """Rebuild the model from what save() wrote; never unpickles arbitrary bytes."""
+
+
+class Algorithm(ABC):
+    """One trainable algorithm of the catalogue."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    data_kinds: ClassVar[tuple[str, ...]]
+    capabilities: ClassVar[tuple[str, ...]]
+    description: ClassVar[str]
+    params_model: ClassVar[type[Params]]
+    trained_cls: ClassVar[type[Trained]]
+    queue: ClassVar[str] = "cpu"
+
+    @abstractmethod
+    def fit(self, x: np.ndarray, params: Params, report: Report) -> Trained:
+        """Train on the rows of x (n_samples × n_features) and return the trained model."""
