@@ -96,6 +96,10 @@ class Algorithm(ABC):
     trained_cls: ClassVar[type[Trained]]
     queue: ClassVar[str] = "cpu"
 
+    def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
+        """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
+        return []
+
     @abstractmethod
     def fit(self, x: np.ndarray, params: Params, report: Report) -> Trained:
         """Train on the rows of x (n_samples × n_features) and return the trained model."""

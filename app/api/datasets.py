@@ -1,0 +1,96 @@
+"""/v1/datasets: upload (streamed), list, show, delete."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api import uploads
+from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.data.ingest import IngestError, inspect_file
+from app.db.tables import new_id
+from app.errors import Problem
+from app.schemas import DatasetList, DatasetOut
+from app.services import datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "CSV with a header, Parquet, NPY or JSONL"},
+                "name": {"type": "string", "description": "defaults to the file name"},
+            },
+        }}},
+    }
+}
+
+
+def _ingest_problem(exc: IngestError) -> Problem:
+    return Problem(exc.detail, status=exc.status, errors=exc.errors(),
+                   title={413: "Content too large", 415: "Unsupported media type"}.get(
+                       exc.status, "Unprocessable content" if exc.status == 422 else "Bad request"))
+
+
+@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
+             responses={413: {"description": "larger than PRETRAINER_MAX_UPLOAD_BYTES"},
+                        415: {"description": "not multipart, or a format it does not read"},
+                        422: {"description": "empty, ragged, undecodable: says which row/column"}})
+async def upload(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                 project: ProjectDep) -> DatasetOut:
+    """Upload a dataset: the body is streamed to the blob store, then its schema is inferred."""
+    staged = store.staging_file()
+    try:
+        got = await uploads.receive(request, staged, settings.max_upload_bytes)
+        try:
+            info = await run_in_threadpool(inspect_file, staged, got.filename)
+        except IngestError as exc:
+            raise _ingest_problem(exc) from exc
+        dataset_id = new_id("ds")
+        key = datasets.blob_key(dataset_id, info.format)
+        name = (got.fields.get("name") or got.filename or dataset_id).strip()[:255] or dataset_id
+        store.publish(staged, key)
+        try:
+            row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
+                "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
+                "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
+                "sha256": got.sha256, "blob_key": key})
+            session.commit()
+        except BaseException:
+            store.delete(f"datasets/{dataset_id}")
+            raise
+        return DatasetOut.from_row(row)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep, project: ProjectDep, limit: Limit = 50,
+                  offset: Offset = 0) -> DatasetList:
+    """The project's datasets, newest first."""
+    rows, total = datasets.list_(session=session, project=project, limit=limit, offset=offset)
+    nxt = offset + len(rows) if offset + len(rows) < total else None
+    return DatasetList(items=[DatasetOut.from_row(r) for r in rows], total=total, next=nxt)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses={404: {"description": "no such dataset"}})
+def get_dataset(dataset_id: str, session: SessionDep, project: ProjectDep) -> DatasetOut:
+    """One dataset with its inferred schema."""
+    return DatasetOut.from_row(datasets.get(session=session, project=project, dataset_id=dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, response_class=Response,
+               responses={404: {"description": "no such dataset"},
+                          409: {"description": "a queued or running job uses it"}})
+def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep, project: ProjectDep) -> Response:
+    """Delete a dataset and its bytes (refused while a job still needs it)."""
+    prefix = datasets.delete(session=session, project=project, dataset_id=dataset_id)
+    session.commit()
+    store.delete(prefix)
+    return Response(status_code=204)

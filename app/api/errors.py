@@ -1,0 +1,65 @@
+"""Every error leaves as RFC 9457 application/problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import Problem
+
+log = logging.getLogger("pretrainer.api")
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://pretrainer.dev/problems/"
+
+
+def problem(status: int, title: str, detail: str, *, slug: str,
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+              for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+    return problem(422, "Unprocessable content", detail, slug="validation-error", errors=errors)
+
+
+async def _problem(_: Request, exc: Problem) -> JSONResponse:
+    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+    title = titles.get(exc.status_code, "HTTP error")
+    return problem(exc.status_code, title, str(exc.detail), slug=title.lower().replace(" ", "-"),
+                   headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.failed path=%s", request.url.path)
+    return problem(500, "Internal server error", "an unexpected error occurred; it has been logged",
+                   slug="internal")
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem+json handlers."""
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,53 @@
+"""/v1/jobs: submit (validate, commit, then enqueue), list, show, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep
+from app.queue import enqueue_train
+from app.schemas import JobCreate, JobList, JobOut
+from app.services import jobs
+from app.services.jobs import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+NOT_FOUND = {404: {"description": "no such job"}}
+Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"}})
+def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
+               project: ProjectDep) -> JobOut:
+    """Start a training job; it is queued at once and trained by a worker."""
+    spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
+                   features=body.features, target=body.target, name=body.name)
+    job = jobs.create(session=session, project=project, spec=spec)
+    session.commit()  # the row is the truth: it exists before any worker can see the message
+    enqueue_train(settings, job.id, job.queue)
+    return JobOut.from_row(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(session: SessionDep, project: ProjectDep, limit: Limit = 50, offset: Offset = 0,
+              status: Status = None) -> JobList:
+    """The project's jobs, newest first; filter with ?status=."""
+    rows, total = jobs.list_(session=session, project=project, limit=limit, offset=offset, status=status)
+    nxt = offset + len(rows) if offset + len(rows) < total else None
+    return JobList(items=[JobOut.from_row(r) for r in rows], total=total, next=nxt)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
+    """One job: status, progress, metrics, history, error and the model it made."""
+    return JobOut.from_row(jobs.get(session=session, project=project, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=NOT_FOUND)
+def cancel_job(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
+    """Cancel a job: a queued one at once, a running one between its steps (within seconds)."""
+    job = jobs.request_cancel(session=session, project=project, job_id=job_id)
+    session.commit()
+    return JobOut.from_row(job)

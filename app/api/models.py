@@ -1,0 +1,160 @@
+"""/v1/models: list, show, delete, and the serving endpoints predict / embed / generate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.data.loaders import FeatureError, instances_to_matrix
+from app.errors import Invalid, NotFound, TooLarge
+from app.ml.base import CapabilityError, InputError
+from app.schemas import (
+    EmbedOut,
+    GenerateIn,
+    GenerateOut,
+    InstancesIn,
+    ModelList,
+    ModelOut,
+    PredictOut,
+    TrainingEmbeddingOut,
+)
+from app.services import models
+from app.serving import Loaded
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+NOT_FOUND = {404: {"description": "no such model"}}
+SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
+                422: {"description": "bad instances, or a request the model cannot answer"}}
+
+
+def _json(payload: Any) -> Response:
+    # orjson writes numpy arrays directly: no per-float Python objects on the way out.
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
+
+
+@router.get("", response_model=ModelList)
+def list_models(session: SessionDep, project: ProjectDep, limit: Limit = 50,
+                offset: Offset = 0) -> ModelList:
+    """The project's models, newest first."""
+    rows, total = models.list_(session=session, project=project, limit=limit, offset=offset)
+    nxt = offset + len(rows) if offset + len(rows) < total else None
+    return ModelList(items=[ModelOut.from_row(r) for r in rows], total=total, next=nxt)
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=NOT_FOUND)
+def get_model(model_id: str, session: SessionDep, project: ProjectDep) -> ModelOut:
+    """One model: algorithm, input schema, capabilities and training metrics."""
+    return ModelOut.from_row(models.get(session=session, project=project, model_id=model_id))
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
+def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: CacheDep,
+                 project: ProjectDep) -> Response:
+    """Delete a model and its files."""
+    key = models.delete(session=session, project=project, model_id=model_id)
+    session.commit()
+    cache.evict(model_id)
+    store.delete(key)
+    return Response(status_code=204)
+
+
+async def _loaded(model_id: str, *, session: Any, cache: Any, project: str, recheck: float) -> Loaded:
+    entry = cache.peek(model_id)
+    if entry is not None and entry.project == project and time.monotonic() - entry.checked_at < recheck:
+        return entry
+    try:
+        row = await run_in_threadpool(models.get, session=session, project=project, model_id=model_id)
+    except NotFound:
+        cache.evict(model_id)
+        raise
+    if entry is None or entry.project != project:
+        entry = await run_in_threadpool(cache.load, row)
+    entry.checked_at = time.monotonic()
+    return entry
+
+
+def _can(entry: Loaded, capability: str) -> None:
+    if capability not in entry.capabilities:
+        can = ", ".join(entry.capabilities) or "nothing over HTTP"
+        extra = (" The embedding of its training rows is at GET /v1/models/{id}/embedding."
+                 .replace("{id}", entry.model_id) if entry.algorithm == "tsne" else "")
+        raise Invalid(f"a {entry.algorithm} model cannot {capability}; it can: {can}.{extra}",
+                      errors=[{"field": "model", "message": f"{capability} is not supported by {entry.algorithm}"}])
+
+
+def _matrix(entry: Loaded, instances: list[Any], limit: int) -> np.ndarray:
+    if len(instances) > limit:
+        raise TooLarge(f"{len(instances)} instances in one call; the limit is {limit} "
+                       "(PRETRAINER_MAX_INSTANCES)", errors=[{"field": "instances", "message": "too many"}])
+    try:
+        return instances_to_matrix(instances, entry.features, entry.dtype)
+    except FeatureError as exc:
+        raise Invalid(exc.message, errors=[{"field": "instances", "message": exc.message}]) from exc
+
+
+async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
+    # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
+    try:
+        return fn() if n <= inline else await run_in_threadpool(fn)
+    except InputError as exc:
+        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
+    except CapabilityError as exc:
+        raise Invalid(str(exc), errors=[{"field": "model", "message": str(exc)}]) from exc
+
+
+@router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS)
+async def predict(model_id: str, body: InstancesIn, session: SessionDep, cache: CacheDep,
+                  settings: SettingsDep, project: ProjectDep) -> Response:
+    """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
+    entry = await _loaded(model_id, session=session, cache=cache, project=project,
+                          recheck=settings.model_recheck_seconds)
+    _can(entry, "predict")
+    x = _matrix(entry, body.instances, settings.max_instances)
+    result = await _answer(lambda: entry.trained.predict(x), len(x), settings.inline_instances)
+    return _json(result)
+
+
+@router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS)
+async def embed(model_id: str, body: InstancesIn, session: SessionDep, cache: CacheDep,
+                settings: SettingsDep, project: ProjectDep) -> Response:
+    """One vector per instance (distances to centroids, component scores, probabilities…)."""
+    entry = await _loaded(model_id, session=session, cache=cache, project=project,
+                          recheck=settings.model_recheck_seconds)
+    _can(entry, "embed")
+    x = _matrix(entry, body.instances, settings.max_instances)
+    vectors = await _answer(lambda: entry.trained.embed(x), len(x), settings.inline_instances)
+    return _json({"embeddings": np.ascontiguousarray(vectors)})
+
+
+@router.post("/{model_id}/generate", response_model=GenerateOut, responses=SERVE_ERRORS)
+async def generate(model_id: str, body: GenerateIn, session: SessionDep, cache: CacheDep,
+                   settings: SettingsDep, project: ProjectDep) -> Response:
+    """n new samples from a generative model."""
+    entry = await _loaded(model_id, session=session, cache=cache, project=project,
+                          recheck=settings.model_recheck_seconds)
+    _can(entry, "generate")
+    samples = await _answer(lambda: entry.trained.generate(body.n, body.seed), body.n, 0)
+    return _json({"samples": samples})
+
+
+@router.get("/{model_id}/embedding", response_model=TrainingEmbeddingOut, responses=SERVE_ERRORS)
+async def training_embedding(model_id: str, session: SessionDep, cache: CacheDep,
+                             settings: SettingsDep, project: ProjectDep) -> Response:
+    """The embedding of the training rows (t-SNE's result), in the dataset's row order."""
+    entry = await _loaded(model_id, session=session, cache=cache, project=project,
+                          recheck=settings.model_recheck_seconds)
+    emb = getattr(entry.trained, "training_embedding", None)
+    if emb is None:
+        raise Invalid(f"a {entry.algorithm} model keeps no training embedding; use POST "
+                      f"/v1/models/{model_id}/embed to embed rows",
+                      errors=[{"field": "model", "message": "no training embedding"}])
+    emb = np.ascontiguousarray(emb)
+    return _json({"n_rows": int(emb.shape[0]), "n_components": int(emb.shape[1]), "embedding": emb})

@@ -1,0 +1,129 @@
+"""Stream a multipart upload to a staged file, hashing and bounding it as the bytes arrive."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+
+from app.errors import Invalid, TooLarge, Unsupported, field_error
+
+MAX_TEXT_FIELD = 4096
+
+
+@dataclass
+class Received:
+    """What the multipart body held: the staged file and the small text fields."""
+
+    path: Path
+    filename: str | None = None
+    size: int = 0
+    sha256: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    has_file: bool = False
+
+
+class _Receiver:
+    """python-multipart callbacks: file parts go to disk, text parts to memory (bounded)."""
+
+    def __init__(self, staged: Path, limit: int) -> None:
+        self.out = Received(path=staged)
+        self.limit = limit
+        self.hash = hashlib.sha256()
+        self.fh: BinaryIO | None = None
+        self._header_field = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name = ""
+        self._is_file = False
+        self._text = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._begin, "on_part_data": self._data, "on_part_end": self._end,
+            "on_header_field": self._hfield, "on_header_value": self._hvalue,
+            "on_headers_finished": self._headers_done,
+        }
+
+    def _begin(self) -> None:
+        self._headers, self._text, self._name, self._is_file = {}, bytearray(), "", False
+
+    def _hfield(self, data: bytes, start: int, end: int) -> None:
+        self._header_field = data[start:end].lower()
+
+    def _hvalue(self, data: bytes, start: int, end: int) -> None:
+        self._headers[self._header_field] = self._headers.get(self._header_field, b"") + data[start:end]
+
+    def _headers_done(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == "file":
+            if self.out.has_file:
+                raise Invalid("only one file per upload", errors=[{"field": "file", "message": "repeated"}])
+            self._is_file = True
+            self.out.has_file = True
+            raw = options.get(b"filename")
+            self.out.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            self.fh = open(self.out.path, "wb")
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._is_file and self.fh is not None:
+            self.out.size += len(chunk)
+            if self.out.size > self.limit:
+                raise TooLarge(f"the file is larger than the upload limit of {self.limit} bytes "
+                               "(PRETRAINER_MAX_UPLOAD_BYTES)")
+            self.hash.update(chunk)
+            self.fh.write(chunk)
+        else:
+            self._text += chunk
+            if len(self._text) > MAX_TEXT_FIELD:
+                raise field_error(self._name or "form", f"longer than {MAX_TEXT_FIELD} bytes")
+
+    def _end(self) -> None:
+        if self._is_file and self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        elif self._name:
+            try:
+                self.out.fields[self._name] = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise field_error(self._name, "is not UTF-8 text")
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def _boundary(request: Request) -> bytes:
+    ctype, options = parse_options_header(request.headers.get("content-type"))
+    if ctype != b"multipart/form-data" or not options.get(b"boundary"):
+        raise Unsupported("send the dataset as multipart/form-data with a `file` part "
+                          "(curl -F file=@data.csv)",
+                          errors=[{"field": "file", "message": "multipart/form-data expected"}])
+    return options[b"boundary"]
+
+
+async def receive(request: Request, staged: Path, limit: int) -> Received:
+    """Stream the request body into staged; the caller removes staged on any error."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise TooLarge(f"the upload is larger than the limit of {limit} bytes (PRETRAINER_MAX_UPLOAD_BYTES)")
+    receiver = _Receiver(staged, limit)
+    parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise Invalid(f"malformed multipart body: {exc}", errors=[{"field": "file", "message": "malformed"}])
+    finally:
+        receiver.close()
+    if not receiver.out.has_file:
+        raise field_error("file", "missing: send the dataset as the multipart part named `file`")
+    receiver.out.sha256 = receiver.hash.hexdigest()
+    return receiver.out

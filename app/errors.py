@@ -1,0 +1,48 @@
+"""Errors that services raise and the HTTP layer maps to problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Problem(Exception):
+    """An error with an HTTP status, rendered as RFC 9457 problem+json."""
+
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                 status: int | None = None, title: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        if status is not None:
+            self.status = status
+        if title is not None:
+            self.title = title
+
+
+class NotFound(Problem):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(Problem):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class Invalid(Problem):
+    status, title, slug = 422, "Unprocessable content", "validation-error"
+
+
+class TooLarge(Problem):
+    status, title, slug = 413, "Content too large", "too-large"
+
+
+class Unsupported(Problem):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+def field_error(field: str, message: str) -> Invalid:
+    """A 422 about one field."""
+    return Invalid(f"{field}: {message}", errors=[{"field": field, "message": message}])

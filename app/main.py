@@ -1,0 +1,27 @@
+"""create_app(settings) -> FastAPI: wiring only."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import algorithms, datasets, errors, health, jobs, models
+from app.config import Settings, get_settings
+from app.serving import ModelCache
+from app.storage import BlobStore
+
+DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
+and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API application for settings (default: from the environment)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.store = BlobStore(settings.blob_dir)
+    app.state.cache = ModelCache(app.state.store, settings.model_cache_size)
+    errors.install(app)
+    for module in (health, datasets, algorithms, jobs, models):
+        app.include_router(module.router)
+    return app

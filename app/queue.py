@@ -1,0 +1,81 @@
+"""The Celery app as both sides see it: the API only sends, the worker also consumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from app.config import Settings
+
+TRAIN_TASK = "jobs.train"
+QUEUES = ("cpu", "gpu")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings shared by producer and worker; see DESIGN.md's reliability notes."""
+    transport: dict[str, Any] = {}
+    url = settings.resolved_broker_url
+    if url.startswith("filesystem"):
+        folder = settings.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            # The filesystem transport polls; keep dispatch latency low on the embedded default.
+            "polling_interval": 0.1,
+        }
+    elif url.startswith(("redis", "rediss")):
+        transport = {"visibility_timeout": settings.visibility_timeout}
+    return {
+        "broker_url": url,
+        "broker_transport_options": transport,
+        # The Redis docs name three places for the visibility timeout; set all three.
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "visibility_timeout": settings.visibility_timeout,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,  # the job row is the truth, not a result backend
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,  # bounded by the job row's attempt count
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "cpu",
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "broker_pool_limit": 10,
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from settings."""
+    app = Celery("pretrainer")
+    app.conf.update(celery_config(settings))
+    return app
+
+
+_producers: dict[str, Celery] = {}
+
+
+def _producer(settings: Settings) -> Celery:
+    """One producer app per broker (and data dir) per process, so connections are pooled."""
+    key = f"{settings.resolved_broker_url}|{settings.data_dir}"
+    if key not in _producers:
+        _producers[key] = make_celery(settings)
+    return _producers[key]
+
+
+def enqueue_train(settings: Settings, job_id: str, queue: str) -> None:
+    """Send the job id to its queue; called only after the job row is committed."""
+    _producer(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue)
+
+
+def ping_broker(settings: Settings, timeout: float = 2.0) -> None:
+    """Raise unless the broker accepts a connection (readiness probe)."""
+    with _producer(settings).connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)

@@ -1,0 +1,155 @@
+"""Run one training job: claim it, load its data, fit, store the artifact, record the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from typing import Any
+
+from app.config import Settings
+from app.data.loaders import load_matrix
+from app.db.session import session_scope
+from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id
+from app.ml import registry
+from app.ml.base import Cancelled
+from app.services import jobs
+from app.services.jobs import Lease
+from app.services.models import artifact_key
+from app.storage import BlobStore
+
+log = logging.getLogger("pretrainer.runner")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this one must stop without writing anything."""
+
+
+class JobReport:
+    """The Report a fit talks to: progress and history go to the job row, cancel comes back."""
+
+    def __init__(self, settings: Settings, lease: Lease) -> None:
+        self.url = settings.resolved_database_url
+        self.lease = lease
+        self.interval = min(settings.heartbeat_seconds, 1.0)
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._progress: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(settings.heartbeat_seconds,),
+                                        daemon=True, name=f"heartbeat-{lease.job_id}")
+
+    def __enter__(self) -> JobReport:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self, every: float) -> None:
+        # The heartbeat renews the lease and learns about cancellation while the fit runs.
+        while not self._stop.wait(min(every, 0.5)):
+            self._sync()
+
+    def _sync(self) -> None:
+        try:
+            with session_scope(self.url) as s:
+                owned, cancel = jobs.heartbeat(session=s, lease=self.lease, progress=self._progress)
+        except Exception:  # a DB blip must not kill training; the next beat retries
+            log.warning("job.heartbeat_failed job_id=%s", self.lease.job_id, exc_info=True)
+            return
+        if not owned:
+            self.lost.set()
+        if cancel:
+            self.cancelled.set()
+
+    def progress(self, fraction: float) -> None:
+        self._progress = max(0.0, min(1.0, float(fraction)))
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        with session_scope(self.url) as s:
+            if not jobs.append_history(session=s, lease=self.lease, entry=entry):
+                self.lost.set()
+        self.check()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(self.lease.job_id)
+        if self.cancelled.is_set():
+            raise Cancelled()
+
+
+def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
+    """Train job_id if this delivery should; every outcome ends in the job row."""
+    url = settings.resolved_database_url
+    with session_scope(url) as s:
+        lease = jobs.claim(session=s, job_id=job_id, worker=worker,
+                           stale_after=settings.heartbeat_seconds * 3,
+                           max_attempts=settings.max_attempts)
+    if lease is None:
+        log.info("job.skipped job_id=%s", job_id)
+        return
+    log.info("job.started job_id=%s epoch=%s", job_id, lease.epoch)
+    try:
+        with JobReport(settings, lease) as report:
+            _train(settings, lease, report)
+    except Cancelled:
+        _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"))
+    except LeaseLost:
+        log.warning("job.lease_lost job_id=%s", job_id)
+    except Exception as exc:  # a training error ends the job failed, never stuck running
+        log.warning("job.failed job_id=%s\n%s", job_id, traceback.format_exc())
+        _end(url, lease, FAILED, (type(exc).__name__, _message(exc)))
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc).strip() or repr(exc)
+    return text[:2000]
+
+
+def _end(url: str, lease: Lease, status: str, error: tuple[str, str]) -> None:
+    with session_scope(url) as s:
+        jobs.end(session=s, lease=lease, status=status, error=error)
+    log.info("job.ended job_id=%s status=%s", lease.job_id, status)
+
+
+def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
+    url = settings.resolved_database_url
+    store = BlobStore(settings.blob_dir)
+    with session_scope(url) as s:
+        job = jobs.load_for_run(session=s, lease=lease)
+        dataset = s.get(Dataset, job.dataset_id)
+        if dataset is None:
+            raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
+        spec = {"algorithm": job.algorithm, "params": job.params, "features": job.features,
+                "project": job.project, "dataset_id": dataset.id, "format": dataset.format,
+                "columns": dataset.columns, "blob_key": dataset.blob_key}
+    algo = registry.get(spec["algorithm"])
+    params = algo.params_model.model_validate(spec["params"])
+    report.progress(0.01)
+    x = load_matrix(store.path(spec["blob_key"]), spec["format"], spec["features"], spec["columns"])
+    report.check()
+    trained = algo.fit(x, params, report)
+    report.check()
+    model_id = new_id("mdl")
+    key = artifact_key(model_id)
+    with store.staging_dir() as staged:
+        trained.save(staged)
+        store.publish(staged, key)
+    metrics = json.loads(json.dumps(trained.metrics, default=float))
+    by_name = {c["name"]: c for c in spec["columns"]}
+    model = Model(
+        id=model_id, project=spec["project"], algorithm=algo.name, family=algo.family,
+        job_id=lease.job_id, dataset_id=spec["dataset_id"], params=spec["params"],
+        input_schema={"features": [{"name": f, "dtype": by_name[f]["dtype"]} for f in spec["features"]],
+                      "dtype": str(x.dtype)},
+        capabilities=list(algo.capabilities), metrics=metrics, artifact_key=key,
+    )
+    report.check()
+    with session_scope(url) as s:
+        if not jobs.succeed(session=s, lease=lease, model=model, metrics=metrics):
+            store.delete(key)  # the lease moved on: this try's artifact must not survive
+            raise LeaseLost(lease.job_id)
+    log.info("job.succeeded job_id=%s model_id=%s", lease.job_id, model_id)

@@ -1,0 +1,184 @@
+"""Request and response models of the public /v1 contract (separate from the tables)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from app.db.tables import Dataset, Job, Model
+
+
+class Out(BaseModel):
+    @field_serializer("*", when_used="json", check_fields=False)
+    def _utc(self, value: Any) -> Any:
+        # SQLite hands back naive datetimes; everything stored is UTC, so say so.
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class ColumnOut(BaseModel):
+    name: str
+    dtype: str = Field(description="float64, float32, int64, int32, bool or string")
+    nulls: int = Field(0, description="Number of missing values")
+
+
+class DatasetOut(Out):
+    id: str
+    name: str
+    kind: str = Field(description="tabular (image and text come with later releases)")
+    format: str = Field(description="csv, parquet, npy or jsonl")
+    n_rows: int
+    columns: list[ColumnOut]
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Dataset) -> DatasetOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class Page(BaseModel):
+    total: int
+    next: int | None = Field(None, description="offset of the next page; null on the last one")
+
+
+class DatasetList(Page):
+    items: list[DatasetOut]
+
+
+class AlgorithmOut(BaseModel):
+    name: str
+    family: str
+    data_kinds: list[str]
+    capabilities: list[str] = Field(description="which of predict, embed, generate the model answers")
+    description: str
+    queue: str
+    extras: list[str] = Field(default_factory=list)
+    params_schema: dict[str, Any]
+
+
+class AlgorithmList(BaseModel):
+    items: list[AlgorithmOut]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "algorithm": "kmeans",
+         "params": {"n_clusters": 3, "random_state": 0}}]})
+
+    dataset_id: str = Field(max_length=64)
+    algorithm: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    features: list[str] | None = Field(
+        None, description="columns to train on; default: every numeric column but the target")
+    target: str | None = Field(None, max_length=255)
+    name: str | None = Field(None, max_length=255)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(Out):
+    id: str
+    name: str | None
+    dataset_id: str
+    algorithm: str
+    family: str
+    queue: str
+    params: dict[str, Any]
+    features: list[str]
+    target: str | None
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress: float = Field(ge=0, le=1)
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    error: JobError | None
+    model_id: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobOut:
+        error = JobError(type=row.error_type, message=row.error_message or "") if row.error_type else None
+        return cls(
+            id=row.id, name=row.name, dataset_id=row.dataset_id, algorithm=row.algorithm,
+            family=row.family, queue=row.queue, params=row.params, features=row.features,
+            target=row.target, status=row.status, progress=row.progress, metrics=row.metrics,
+            history=row.history, error=error, model_id=row.model_id, attempts=row.attempts,
+            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+        )
+
+
+class JobList(Page):
+    items: list[JobOut]
+
+
+class ModelOut(Out):
+    id: str
+    name: str | None
+    algorithm: str
+    family: str
+    job_id: str
+    dataset_id: str
+    params: dict[str, Any]
+    input_schema: dict[str, Any]
+    capabilities: list[str]
+    metrics: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Model) -> ModelOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class ModelList(Page):
+    items: list[ModelOut]
+
+
+class InstancesIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"instances": [[0.5, 1.2, -3.0]]}, {"instances": [{"x0": 0.5, "x1": 1.2, "x2": -3.0}]}]})
+
+    instances: list[Any] = Field(
+        description="rows as lists in the model's feature order, or objects keyed by column name")
+
+
+class PredictOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+
+
+class EmbedOut(BaseModel):
+    embeddings: list[list[float]]
+
+
+class GenerateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(1, ge=1, le=10_000)
+    seed: int | None = None
+
+
+class GenerateOut(BaseModel):
+    samples: list[Any]
+
+
+class TrainingEmbeddingOut(BaseModel):
+    n_rows: int
+    n_components: int
+    embedding: list[list[float]]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Service functions: the one place per resource where SQL lives."""

@@ -1,0 +1,57 @@
+"""Datasets: rows in the database, bytes in the blob store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.tables import ACTIVE, Dataset, Job
+from app.errors import Conflict, NotFound
+
+
+def blob_key(dataset_id: str, fmt: str) -> str:
+    """Where a dataset's bytes live in the blob store."""
+    return f"datasets/{dataset_id}/data.{fmt}"
+
+
+def create(*, session: Session, project: str, dataset_id: str, fields: dict[str, Any]) -> Dataset:
+    """Insert a dataset row whose bytes are already published."""
+    row = Dataset(id=dataset_id, project=project, **fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get(*, session: Session, project: str, dataset_id: str) -> Dataset:
+    """One dataset of the project, or NotFound."""
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.project != project:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    return row
+
+
+def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    """A page of the project's datasets, newest first, and the total count."""
+    where = Dataset.project == project
+    total = session.scalar(select(func.count()).select_from(Dataset).where(where)) or 0
+    rows = session.scalars(
+        select(Dataset).where(where).order_by(Dataset.created_at.desc(), Dataset.id)
+        .limit(limit).offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def delete(*, session: Session, project: str, dataset_id: str) -> str:
+    """Delete a dataset's row unless an active job needs it; return the blob prefix to remove after commit."""
+    row = get(session=session, project=project, dataset_id=dataset_id)
+    busy = session.scalars(
+        select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE))
+    ).all()
+    if busy:
+        raise Conflict(f"dataset {dataset_id} is used by active jobs: {', '.join(busy)}; "
+                       "cancel them or wait for them to finish")
+    session.delete(row)
+    session.flush()
+    return f"datasets/{dataset_id}"

@@ -1,0 +1,241 @@
+"""Jobs: created by the API, claimed and finished by workers under a lease on the row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.data.loaders import FeatureError, check_features
+from app.db.tables import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    Model,
+    new_id,
+    utcnow,
+)
+from app.errors import Invalid, NotFound
+from app.ml import registry
+from app.services import datasets
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a client asks for in POST /v1/jobs."""
+
+    dataset_id: str
+    algorithm: str
+    params: dict[str, Any]
+    features: list[str] | None = None
+    target: str | None = None
+    name: str | None = None
+
+
+def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        errors.append({"field": f"params.{loc}" if loc else "params", "message": err["msg"]})
+    return errors
+
+
+def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str, Any]:
+    """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422."""
+    try:
+        algo = registry.get(spec.algorithm)
+    except KeyError:
+        names = ", ".join(sorted(registry.ALGORITHMS))
+        raise Invalid(f"unknown algorithm {spec.algorithm!r}; available: {names}",
+                      errors=[{"field": "algorithm", "message": f"unknown; available: {names}"}])
+    try:
+        params = algo.params_model.model_validate(spec.params)
+    except ValidationError as exc:
+        errors = _param_errors(exc)
+        raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                      errors=errors)
+    try:
+        ds = datasets.get(session=session, project=project, dataset_id=spec.dataset_id)
+    except NotFound as exc:
+        raise Invalid(exc.detail, errors=[{"field": "dataset_id", "message": "no such dataset"}])
+    if ds.kind not in algo.data_kinds:
+        raise Invalid(f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
+                      f"dataset {ds.id} is {ds.kind}",
+                      errors=[{"field": "dataset_id", "message": f"{ds.kind} data does not fit {algo.name}"}])
+    exclude = [spec.target] if spec.target else []
+    try:
+        features = check_features(ds.columns, spec.features, exclude=exclude)
+    except FeatureError as exc:
+        raise Invalid(exc.message, errors=[{"field": "features", "message": exc.message}])
+    problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=len(features))
+    if problems:
+        errors = [{"field": f"params.{f}", "message": m} for f, m in problems]
+        raise Invalid("the params do not fit the dataset: "
+                      + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+    return {
+        "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
+        "params": params.model_dump(mode="json"), "features": features,
+        "target": spec.target, "name": spec.name,
+    }
+
+
+def create(*, session: Session, project: str, spec: JobSpec) -> Job:
+    """Validate and insert a queued job; the caller commits, then enqueues."""
+    fields = validate_spec(session=session, project=project, spec=spec)
+    job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
+              metrics={}, history=[], **fields)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get(*, session: Session, project: str, job_id: str) -> Job:
+    """One job of the project, or NotFound."""
+    row = session.get(Job, job_id)
+    if row is None or row.project != project:
+        raise NotFound(f"job {job_id} does not exist")
+    return row
+
+
+def list_(*, session: Session, project: str, limit: int, offset: int,
+          status: str | None = None) -> tuple[list[Job], int]:
+    """A page of the project's jobs, newest first, and the total count."""
+    where = [Job.project == project] + ([Job.status == status] if status else [])
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def request_cancel(*, session: Session, project: str, job_id: str) -> Job:
+    """Cancel a queued job at once; flag a running one so its worker stops between steps."""
+    job = get(session=session, project=project, job_id=job_id)
+    if job.status in TERMINAL:
+        return job
+    now = utcnow()
+    session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
+    session.execute(
+        update(Job).where(Job.id == job.id, Job.status == QUEUED)
+        .values(status=CANCELLED, finished_at=now, error_type="Cancelled",
+                error_message="cancelled before it started")
+    )
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+# ---- worker side: the lease --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that this worker owns this try of the job."""
+
+    job_id: str
+    epoch: int
+    worker: str
+
+
+def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
+          max_attempts: int) -> Lease | None:
+    """Take the job if nobody alive holds it; None means this delivery has nothing to do."""
+    job = session.get(Job, job_id)
+    if job is None or job.status in TERMINAL:
+        return None
+    now = utcnow()
+    heartbeat = _aware(job.heartbeat_at)
+    if job.status == RUNNING and heartbeat and now - heartbeat < timedelta(seconds=stale_after):
+        return None  # a redelivery while the first worker is still training (celery#5935)
+    if job.cancel_requested:
+        _finish(session, job, job.lease_epoch, CANCELLED, error=("Cancelled", "cancelled by request"))
+        return None
+    if job.attempts >= max_attempts:
+        message = (f"gave up after {job.attempts} attempts: the worker was lost each time "
+                   "(killed, out of memory or crashed) while training this job")
+        _finish(session, job, job.lease_epoch, FAILED, error=("WorkerLost", message))
+        return None
+    epoch = job.lease_epoch + 1
+    taken = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_epoch == job.lease_epoch)
+        .values(status=RUNNING, lease_epoch=epoch, worker=worker, heartbeat_at=now,
+                attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now))
+    ).rowcount
+    session.flush()
+    return Lease(job_id, epoch, worker) if taken == 1 else None
+
+
+def _aware(value: Any) -> Any:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    from datetime import UTC
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:
+    """Renew the lease; return (still_owner, cancel_requested)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = progress
+    owned = session.execute(
+        update(Job).where(Job.id == lease.job_id, Job.lease_epoch == lease.epoch,
+                          Job.status == RUNNING).values(**values)
+    ).rowcount == 1
+    cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id)))
+    return owned, cancel
+
+
+def append_history(*, session: Session, lease: Lease, entry: dict[str, Any]) -> bool:
+    """Add one epoch's entry to the job's history; False if the lease is lost."""
+    job = session.get(Job, lease.job_id)
+    if job is None or job.lease_epoch != lease.epoch:
+        return False
+    job.history = [*job.history, entry]
+    session.flush()
+    return True
+
+
+def load_for_run(*, session: Session, lease: Lease) -> Job:
+    """The job row as the worker needs it."""
+    job = session.get(Job, lease.job_id)
+    assert job is not None
+    return job
+
+
+def succeed(*, session: Session, lease: Lease, model: Model, metrics: dict[str, Any]) -> bool:
+    """Record the model and end the job succeeded; False (nothing written) if the lease is lost."""
+    job = session.get(Job, lease.job_id, with_for_update=True)
+    if job is None or job.lease_epoch != lease.epoch or job.status != RUNNING:
+        return False
+    session.add(model)
+    job.model_id = model.id
+    job.metrics = metrics
+    job.progress = 1.0
+    _finish(session, job, lease.epoch, SUCCEEDED)
+    return True
+
+
+def end(*, session: Session, lease: Lease, status: str, error: tuple[str, str] | None) -> bool:
+    """End the job failed or cancelled, if this worker still holds it."""
+    job = session.get(Job, lease.job_id, with_for_update=True)
+    if job is None or job.lease_epoch != lease.epoch or job.status != RUNNING:
+        return False
+    _finish(session, job, lease.epoch, status, error=error)
+    return True
+
+
+def _finish(session: Session, job: Job, epoch: int, status: str,
+            error: tuple[str, str] | None = None) -> None:
+    job.status = status
+    job.finished_at = utcnow()
+    job.lease_epoch = epoch
+    if error:
+        job.error_type, job.error_message = error
+    session.flush()

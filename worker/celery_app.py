@@ -1,0 +1,28 @@
+"""The Celery worker: the `jobs.train` task is a thin shell around app.runner.run_job."""
+
+from __future__ import annotations
+
+import socket
+
+from celery.signals import worker_process_init
+
+from app.config import get_settings
+from app.queue import TRAIN_TASK, make_celery
+from app.runner import run_job
+
+settings = get_settings()
+celery = make_celery(settings)
+
+
+@worker_process_init.connect
+def _fresh_engines(**_: object) -> None:
+    # Forked children must not share the parent's database connections.
+    from app.db.session import get_engine, get_sessionmaker
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+
+
+@celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
+def train(job_id: str) -> None:
+    """Train one job, identified by id; the job row says what to do."""
+    run_job(job_id, settings=settings, worker=f"{socket.gethostname()}:{train.request.hostname}")
