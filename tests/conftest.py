@@ -1,0 +1,58 @@
+"""Fixtures shared by every test package: small datasets made here, and an API on a temp dir."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import make_blobs
+
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.main import create_app
+
+
+def blobs(n: int = 300, d: int = 4, centers: int = 3, seed: int = 0) -> np.ndarray:
+    """Well-separated clusters, the data every clustering test starts from."""
+    x, _ = make_blobs(n_samples=n, n_features=d, centers=centers, random_state=seed)
+    return x
+
+
+def to_csv(x: np.ndarray, names: list[str] | None = None) -> bytes:
+    """A CSV with a header row (columns a, b, c… unless named)."""
+    names = names or [chr(ord("a") + i) for i in range(x.shape[1])]
+    buf = io.StringIO()
+    buf.write(",".join(names) + "\n")
+    np.savetxt(buf, x, delimiter=",", fmt="%.17g")
+    return buf.getvalue().encode()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded-default settings in a fresh data dir, migrated."""
+    s = Settings(data_dir=tmp_path / "data")
+    s.data_dir.mkdir()
+    upgrade(s.resolved_database_url)
+    return s
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API in-process; jobs are queued on the filesystem broker with no worker to take them."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def blobs_csv() -> bytes:
+    return to_csv(blobs())
+
+
+def upload(client: TestClient, content: bytes, filename: str = "data.csv", **data: str) -> dict:
+    """POST /v1/datasets and return the JSON (asserting nothing about the status)."""
+    r = client.post("/v1/datasets", files={"file": (filename, content)}, data=data)
+    return {"status": r.status_code, "body": r.json(), "headers": dict(r.headers)}

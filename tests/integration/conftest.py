@@ -1,0 +1,159 @@
+"""Real processes: the API and a Celery worker started the way a user starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("PRETRAINER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PG_ADMIN = os.environ.get("PRETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A started `make run` / `pretrainer up`, stopped as a whole process group."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"service not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Nothing of ours may outlive the test (a stray worker would eat later tests' jobs).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PRETRAINER_", "MAKE")) and k not in ("MFLAGS",)}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The README's own command, `make run`, on the embedded default (SQLite, fs broker)."""
+    tmp = tmp_path_factory.mktemp("embedded")
+    port = free_port()
+    env = _env(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(tmp / "data"))
+    svc = Service(["make", "--no-print-directory", "run"], env, tmp / "service.log", port)
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _redis_available() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        return None
+    except Exception as exc:
+        return f"Redis not reachable at {REDIS_URL}: {exc}"
+
+
+def _postgres_available() -> str | None:
+    from sqlalchemy import create_engine, text
+
+    try:
+        with create_engine(PG_ADMIN).connect() as c:
+            c.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN}: {exc}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database for this module, dropped afterwards."""
+    reason = _postgres_available()
+    if reason:
+        pytest.skip(reason)
+    from sqlalchemy import create_engine, text
+
+    name = f"pretrainer_it_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        from app.db.session import get_engine
+
+        get_engine.cache_clear()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    reason = _redis_available()
+    if reason:
+        pytest.skip(reason)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete("cpu", "gpu")  # leftovers of an earlier, interrupted run
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
+               postgres_url: str) -> Iterator[Service]:
+    """`pretrainer up` on Redis and PostgreSQL."""
+    tmp = tmp_path_factory.mktemp("production")
+    port = free_port()
+    env = _env(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(tmp / "data"),
+               PRETRAINER_BROKER_URL=redis_url, PRETRAINER_DATABASE_URL=postgres_url)
+    svc = Service([str(Path(sys.executable).parent / "pretrainer"), "up"], env, tmp / "service.log", port)
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
