@@ -1,0 +1,28 @@
+"""`make bench`: run every benchmark and print a summary of the ratios."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bench import dispatch_latency, ingest, predict_throughput, training_overhead
+
+BENCHES = {
+    "predict_throughput": predict_throughput.run,
+    "dispatch_latency": dispatch_latency.run,
+    "training_overhead": training_overhead.run,
+    "ingest": ingest.run,
+}
+
+
+def main(names: list[str]) -> int:
+    """Run the named benchmarks (all by default) and print their figures as JSON."""
+    results = {}
+    for name in names or list(BENCHES):
+        results[name] = BENCHES[name]()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

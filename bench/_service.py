@@ -1,0 +1,145 @@
+"""Start and stop real service processes for a benchmark; generate load on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A process group started for the benchmark, always torn down."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], port: int, ready_path: str) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(Path(self.log.name).read_text()[-3000:])
+            try:
+                if httpx.get(self.base + ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"not ready: {cmd}")
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+
+def service(data_dir: Path, **env_extra: str) -> Proc:
+    """`pretrainer up` with a fresh data dir (embedded default unless env says otherwise)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRETRAINER_")}
+    env.update(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(data_dir), PRETRAINER_LOG_LEVEL="warning")
+    env.update(env_extra)
+    return Proc([str(BIN / "pretrainer"), "up"], env, port, "/readyz")
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+async def _hammer(url: str, body: bytes, concurrency: int, seconds: float) -> Load:
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    headers = {"content-type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        async def one() -> None:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                r = await client.post(url, content=body, headers=headers)
+                r.raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        took = time.perf_counter() - start
+    latencies.sort()
+    return Load(len(latencies), took, statistics.median(latencies) * 1e3,
+                latencies[int(0.95 * (len(latencies) - 1))] * 1e3)
+
+
+def hammer(url: str, body: bytes, concurrency: int = 8, seconds: float = 10.0) -> Load:
+    """POST body to url from `concurrency` keep-alive connections for `seconds`."""
+    asyncio.run(_hammer(url, body, concurrency, 1.0))  # warm-up: connections, caches
+    return asyncio.run(_hammer(url, body, concurrency, seconds))
+
+
+def redis_pg_env() -> dict[str, str] | None:
+    """Broker and database for the production wiring, when the local servers answer."""
+    import uuid
+
+    import redis
+    from sqlalchemy import create_engine, text
+
+    admin_url = os.environ.get("PRETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    redis_url = os.environ.get("PRETRAINER_TEST_REDIS", "redis://127.0.0.1:6379/14")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+        name = f"pretrainer_bench_{uuid.uuid4().hex[:8]}"
+        with create_engine(admin_url, isolation_level="AUTOCOMMIT").connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception:
+        return None
+    return {"PRETRAINER_BROKER_URL": redis_url,
+            "PRETRAINER_DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{name}"}
+
+
+def drop_database(url: str) -> None:
+    """Remove a database made by redis_pg_env."""
+    from sqlalchemy import create_engine, text
+
+    admin_url = os.environ.get("PRETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    name = url.rsplit("/", 1)[1]
+    with create_engine(admin_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def wait_job(http: httpx.Client, job_id: str, timeout: float = 600) -> dict:
+    """Poll a job until it ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(job_id)
