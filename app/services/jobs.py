@@ -77,7 +77,9 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str,
         raise Invalid(exc.message, errors=[{"field": "features", "message": exc.message}])
     problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=len(features))
     if problems:
-        errors = [{"field": f"params.{f}", "message": m} for f, m in problems]
+        # "dataset" problems are about the rows themselves (too many, too few), not a param.
+        errors = [{"field": "dataset_id" if f == "dataset" else f"params.{f}", "message": m}
+                  for f, m in problems]
         raise Invalid("the params do not fit the dataset: "
                       + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
     return {
