@@ -1,0 +1,275 @@
+"""Loaders: a stored dataset (or a predict request) as the numeric arrays that models take."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from app.data.ingest import MAX_BLOCK_SIZE, iter_jsonl
+
+NUMERIC_DTYPES = ("float64", "float32", "int64", "int32", "bool")  # bool counts as 0/1
+_ARROW_TYPES = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
+                "int32": pa.int32(), "bool": pa.bool_(), "string": pa.string()}
+_NUMBER_TYPES = frozenset({int, float, bool})
+_JSONL_BLOCK_ROWS = 1 << 16
+
+
+class FeatureError(Exception):
+    """Features that do not fit the data: the API answers 422 naming the column."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+
+def numeric_columns(columns: list[dict[str, Any]]) -> list[str]:
+    """Names of the columns a model can take as numbers (floats, ints and bools), in order."""
+    return [c["name"] for c in columns if c["dtype"] in NUMERIC_DTYPES]
+
+
+def check_features(columns: list[dict[str, Any]], features: list[str] | None,
+                   exclude: Sequence[str] = ()) -> list[str]:
+    """Resolve a job's feature list: all numeric columns but `exclude` when None; else check it."""
+    by_name = {c["name"]: c for c in columns}
+    if features is None:
+        chosen = [name for name in numeric_columns(columns) if name not in exclude]
+        if not chosen:
+            raise FeatureError("the dataset has no numeric columns to use as features "
+                               f"(its columns: {_describe(columns)})")
+    else:
+        chosen = _checked_names(features, by_name, exclude)
+    for name in chosen:
+        _check_usable(by_name[name], implicit=features is None)
+    return chosen
+
+
+def _checked_names(features: list[str], by_name: dict[str, dict[str, Any]],
+                   exclude: Sequence[str]) -> list[str]:
+    if not features:
+        raise FeatureError("features is empty; name at least one column, or leave features out "
+                           "to use every numeric column")
+    seen: set[str] = set()
+    for name in features:
+        if name not in by_name:
+            raise FeatureError(f'unknown column "{name}"; available: {_names(list(by_name))}',
+                               column=name)
+        if name in exclude:
+            raise FeatureError(f'column "{name}" is the target; it cannot also be a feature',
+                               column=name)
+        if name in seen:
+            raise FeatureError(f'column "{name}" is listed twice in features', column=name)
+        seen.add(name)
+    return list(features)
+
+
+def _check_usable(column: dict[str, Any], *, implicit: bool) -> None:
+    name, dtype, nulls = column["name"], column["dtype"], column.get("nulls", 0)
+    if dtype not in NUMERIC_DTYPES:
+        raise FeatureError(f'column "{name}" is {dtype}; features must be numeric '
+                           "(float, int or bool)", column=name)
+    if nulls:
+        fix = "pass features without it" if implicit else "leave it out of features"
+        raise FeatureError(f'column "{name}" has {nulls} missing values; fill them in the data '
+                           f"or {fix}", column=name)
+
+
+def _describe(columns: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c['name']} ({c['dtype']})" for c in columns[:20]) + (
+        ", …" if len(columns) > 20 else "")
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def load_matrix(path: Path, format: str, features: list[str],
+                columns: list[dict[str, Any]]) -> np.ndarray:
+    """The chosen columns as a C-contiguous 2-D array: float32 if all are float32, else float64."""
+    by_name = {c["name"]: c for c in columns}
+    for name in features:
+        if name not in by_name:
+            raise FeatureError(f'unknown column "{name}"; available: {_names(list(by_name))}',
+                               column=name)
+    all32 = all(by_name[f]["dtype"] == "float32" for f in features)
+    dtype = np.dtype(np.float32 if all32 else np.float64)
+    path = Path(path)
+    if format == "csv":
+        types = {f: _ARROW_TYPES[by_name[f]["dtype"]] for f in features}
+        return _table_matrix(_read_csv(path, features, types), features, dtype)
+    if format == "parquet":
+        return _table_matrix(pq.read_table(path, columns=features), features, dtype)
+    if format == "npy":
+        arr = _npy_2d(path)
+        return np.ascontiguousarray(arr[:, _npy_indices(features)], dtype=dtype)
+    if format == "jsonl":
+        return _jsonl_matrix(path, features, dtype)
+    raise ValueError(f"unknown dataset format {format!r}")
+
+
+def load_column(path: Path, format: str, name: str, *, dtype: str | None = None) -> np.ndarray:
+    """One column as a numpy array (strings as an object array); `dtype` pins a CSV's type."""
+    path = Path(path)
+    if format == "csv":
+        return _csv_column(path, name, dtype)
+    if format == "parquet":
+        return pq.read_table(path, columns=[name]).column(0).to_numpy()
+    if format == "npy":
+        arr = _npy_2d(path)
+        index = int(name[1:]) if name[:1] == "x" and name[1:].isdigit() else -1
+        if not 0 <= index < arr.shape[1]:
+            raise FeatureError(f'unknown column "{name}"; the array has columns '
+                               f"x0..x{arr.shape[1] - 1}", column=name)
+        return np.array(arr[:, index])
+    if format == "jsonl":
+        return _jsonl_column(path, name)
+    raise ValueError(f"unknown dataset format {format!r}")
+
+
+def _read_csv(path: Path, names: list[str], types: dict[str, pa.DataType] | None) -> pa.Table:
+    # Same parsing and null rules as inspection, so the stored schema holds here too.
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=MAX_BLOCK_SIZE),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(include_columns=names, column_types=types,
+                                             strings_can_be_null=True),
+    )
+
+
+def _csv_column(path: Path, name: str, dtype: str | None) -> np.ndarray:
+    if dtype is not None:
+        table = _read_csv(path, [name], {name: _ARROW_TYPES[dtype]})
+    else:
+        try:
+            table = _read_csv(path, [name], None)
+        except pa.ArrowInvalid:  # the first block's type guess failed later on: keep the text
+            table = _read_csv(path, [name], {name: pa.string()})
+    return table.column(0).to_numpy()
+
+
+def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.ndarray:
+    out = np.empty((table.num_rows, len(features)), dtype=dtype)
+    for j, name in enumerate(features):
+        start = 0
+        for chunk in table.column(name).chunks:
+            if chunk.null_count:  # NaN stands for missing; ints and bools cannot hold it
+                chunk = chunk.cast(pa.float64())
+            out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
+    return out
+
+
+def _npy_2d(path: Path) -> np.ndarray:
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    return arr.reshape(-1, 1) if arr.ndim == 1 else arr
+
+
+def _npy_indices(names: list[str]) -> list[int] | slice:
+    indices = [int(name[1:]) for name in names]  # npy columns are named x0, x1, …
+    if indices == list(range(len(indices))):
+        return slice(0, len(indices))  # a view: no fancy-index copy of the whole array
+    return indices
+
+
+def _jsonl_rows(path: Path, names: list[str]) -> Iterable[list[Any]]:
+    indices = [int(name[1:]) if name[1:].isdigit() else -1 for name in names]
+    for _, value in iter_jsonl(path):
+        if isinstance(value, list):
+            yield [value[i] for i in indices]
+        else:
+            yield [value[name] for name in names]
+
+
+def _jsonl_matrix(path: Path, features: list[str], dtype: np.dtype) -> np.ndarray:
+    # Convert in blocks: a list of Python floats for the whole file would be ~10x the array.
+    blocks, rows = [], []
+    for row in _jsonl_rows(path, features):
+        rows.append(row)
+        if len(rows) == _JSONL_BLOCK_ROWS:
+            blocks.append(np.array(rows, dtype=dtype))
+            rows = []
+    blocks.append(np.array(rows, dtype=dtype).reshape(-1, len(features)))
+    return np.ascontiguousarray(np.concatenate(blocks))
+
+
+def _jsonl_column(path: Path, name: str) -> np.ndarray:
+    values = [row[0] for row in _jsonl_rows(path, [name])]
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {bool} and None not in values:
+        return np.array(values, dtype=bool)
+    if kinds == {int} and None not in values:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:  # beyond int64: inspection typed the column float64 too
+            return np.array(values, dtype=np.float64)
+    if kinds and kinds <= {int, float}:
+        return np.array(values, dtype=np.float64)
+    return np.array(values, dtype=object)
+
+
+# ---------------------------------------------------------------------------------- instances
+
+
+def instances_to_matrix(instances: list[Any], features: list[str], dtype: str) -> np.ndarray:
+    """Predict-request instances (lists in feature order, or objects by column) as a 2-D array."""
+    if not isinstance(instances, list) or not instances:
+        raise FeatureError("instances is empty; send at least one instance")
+    rows = [_instance_row(i, inst, features) for i, inst in enumerate(instances)]
+    try:
+        with np.errstate(over="ignore"):  # overflow to inf is reported below, by position
+            x = np.array(rows, dtype=dtype)
+    except OverflowError:
+        raise _too_large(rows, dtype) from None
+    if not np.isfinite(x).all():
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
+        raise FeatureError(f"instances[{i}][{j}] is not a finite {dtype} number "
+                           f"(got {rows[i][j]!r})", column=features[j])
+    return x
+
+
+def _instance_row(i: int, inst: Any, features: list[str]) -> list[Any]:
+    if isinstance(inst, list):
+        if len(inst) != len(features):
+            raise FeatureError(f"instances[{i}] has {len(inst)} values, expected {len(features)} "
+                               f"({_names(features)})")
+        where: list[Any] = list(range(len(inst)))
+        values = inst
+    elif isinstance(inst, dict):
+        missing = next((f for f in features if f not in inst), None)
+        if missing is not None:
+            raise FeatureError(f'instances[{i}] is missing column "{missing}"', column=missing)
+        where = [f'"{f}"' for f in features]
+        values = [inst[f] for f in features]
+    else:
+        raise FeatureError(f"instances[{i}] must be a list of {len(features)} numbers or an "
+                           "object keyed by column name")
+    for j, v in enumerate(values):
+        if type(v) not in _NUMBER_TYPES:
+            raise FeatureError(f"instances[{i}][{where[j]}] is not a number (got {_show(v)})",
+                               column=features[j])
+    return values
+
+
+def _show(v: Any) -> str:
+    text = "null" if v is None else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _too_large(rows: list[list[Any]], dtype: str) -> FeatureError:
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            try:
+                float(v)
+            except OverflowError:
+                return FeatureError(f"instances[{i}][{j}] is too large for {dtype}")
+    return FeatureError(f"a value in instances is too large for {dtype}")
