@@ -19,15 +19,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     url = settings.resolved_broker_url
     if url.startswith("filesystem"):
         folder = settings.broker_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             # The filesystem transport polls; keep dispatch latency low on the embedded default.
-            "polling_interval": 0.1,
+            "polling_interval": 0.02,
         }
     elif url.startswith(("redis", "rediss")):
         transport = {"visibility_timeout": settings.visibility_timeout}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -129,16 +130,19 @@ def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
     algo = registry.get(spec["algorithm"])
     params = algo.params_model.model_validate(spec["params"])
     report.progress(0.01)
+    t0 = time.perf_counter()
     x = load_matrix(store.path(spec["blob_key"]), spec["format"], spec["features"], spec["columns"])
     report.check()
+    t1 = time.perf_counter()
     trained = algo.fit(x, params, report)
     report.check()
+    timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
     model_id = new_id("mdl")
     key = artifact_key(model_id)
     with store.staging_dir() as staged:
         trained.save(staged)
         store.publish(staged, key)
-    metrics = json.loads(json.dumps(trained.metrics, default=float))
+    metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
     by_name = {c["name"]: c for c in spec["columns"]}
     model = Model(
         id=model_id, project=spec["project"], algorithm=algo.name, family=algo.family,

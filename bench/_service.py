@@ -141,5 +141,5 @@ def wait_job(http: httpx.Client, job_id: str, timeout: float = 600) -> dict:
         job = http.get(f"/v1/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise TimeoutError(job_id)

@@ -20,6 +20,9 @@ def _fresh_engines(**_: object) -> None:
     from app.db.session import get_engine, get_sessionmaker
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    # Pay one-time start-up costs here, not inside the first job's clock.
+    from app.data.loaders import warm_up
+    warm_up()
 
 
 @celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from app.data.ingest import MAX_BLOCK_SIZE, iter_jsonl
+from app.data.ingest import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, iter_jsonl
 
 NUMERIC_DTYPES = ("float64", "float32", "int64", "int32", "bool")  # bool counts as 0/1
 _ARROW_TYPES = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
@@ -136,10 +136,22 @@ def load_column(path: Path, format: str, name: str, *, dtype: str | None = None)
 
 
 def _read_csv(path: Path, names: list[str], types: dict[str, pa.DataType] | None) -> pa.Table:
+    # Small blocks parse twice as fast with quoted newlines allowed; only rows longer than a
+    # block need the big one (inspection accepted rows up to MAX_BLOCK_SIZE).
+    try:
+        return _read_csv_blocks(path, names, types, DEFAULT_BLOCK_SIZE)
+    except pa.ArrowInvalid as exc:
+        if "straddling" not in str(exc) and "block size" not in str(exc):
+            raise
+        return _read_csv_blocks(path, names, types, MAX_BLOCK_SIZE)
+
+
+def _read_csv_blocks(path: Path, names: list[str], types: dict[str, pa.DataType] | None,
+                     block_size: int) -> pa.Table:
     # Same parsing and null rules as inspection, so the stored schema holds here too.
     return pacsv.read_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=MAX_BLOCK_SIZE),
+        read_options=pacsv.ReadOptions(block_size=block_size),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(include_columns=names, column_types=types,
                                              strings_can_be_null=True),
@@ -158,7 +170,8 @@ def _csv_column(path: Path, name: str, dtype: str | None) -> np.ndarray:
 
 
 def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.ndarray:
-    out = np.empty((table.num_rows, len(features)), dtype=dtype)
+    # Column-major while filling (each column is one contiguous write), row-major at the end.
+    out = np.empty((table.num_rows, len(features)), dtype=dtype, order="F")
     for j, name in enumerate(features):
         start = 0
         for chunk in table.column(name).chunks:
@@ -166,7 +179,7 @@ def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.n
                 chunk = chunk.cast(pa.float64())
             out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
-    return out
+    return np.ascontiguousarray(out)
 
 
 def _npy_2d(path: Path) -> np.ndarray:
@@ -273,3 +286,11 @@ def _too_large(rows: list[list[Any]], dtype: str) -> FeatureError:
             except OverflowError:
                 return FeatureError(f"instances[{i}][{j}] is too large for {dtype}")
     return FeatureError(f"a value in instances is too large for {dtype}")
+
+
+def warm_up() -> None:
+    """Spin up pyarrow's CSV reader once: its first call in a process costs as much as a read."""
+    import io
+
+    pacsv.read_csv(io.BytesIO(b"a,b\n1,2\n"),
+                   parse_options=pacsv.ParseOptions(newlines_in_values=True))

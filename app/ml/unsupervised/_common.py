@@ -17,7 +17,7 @@ from app.ml.base import Algorithm, InputError, Params, Report, Trained
 
 FAMILY = "unsupervised"
 # Silhouette is O(n²); above this many rows it is computed on a seeded random sample.
-SILHOUETTE_SAMPLE_SIZE = 5000
+SILHOUETTE_SAMPLE_SIZE = 2000
 SEED_MAX = 2**32 - 1  # numpy's limit for a seed
 FLOAT_DTYPES = ("float32", "float64")
 SCALER_PART = "scaler"
