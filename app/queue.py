@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import Settings
 
@@ -44,7 +44,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,  # bounded by the job row's attempt count
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "cpu",
-        "task_queues": [Queue(name) for name in QUEUES],
+        # Each queue its own exchange and key: a bare Queue(name) would borrow the default's.
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_default_exchange": "cpu",
+        "task_default_routing_key": "cpu",
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,

@@ -45,3 +45,12 @@ def test_openapi_documents_the_contract(client):
 def test_unknown_route_is_problem_json(client):
     r = client.get("/v1/nothing")
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_each_queue_routes_to_itself(settings):
+    from app.queue import enqueue_train
+
+    enqueue_train(settings, "job_gpu", "gpu")
+    enqueue_train(settings, "job_cpu", "cpu")
+    files = sorted(p.name.rsplit(".", 2)[1] for p in (settings.broker_dir / "queue").iterdir())
+    assert files == ["cpu", "gpu"]
