@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(6 * 3600, ge=60)
     # A job is failed, not retried, after this many deliveries (poison-job guard).
     max_attempts: int = Field(3, ge=1)
+    # ZIP uploads of images: bounds checked while extracting (zip bombs beat a ratio check alone).
+    max_zip_members: int = Field(200_000, ge=1)
+    max_zip_uncompressed_bytes: int = Field(8 * 1024**3, ge=1)
+    max_zip_ratio: float = Field(200.0, gt=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
+    checkpoint_seconds: float = Field(0.0, ge=0)
+    # Micro-batching of torch predict/embed calls in the API process.
+    batch_max_size: int = Field(64, ge=1)
+    batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"
 
     @property

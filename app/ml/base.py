@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -36,6 +37,9 @@ class Report(Protocol):
     def check(self) -> None:
         """Raise Cancelled if the job was cancelled; call it between steps."""
 
+    def checkpoint(self, write: Callable[[Path], None]) -> bool:
+        """Offer a checkpoint: the runner calls write(path) when one is due; True if written."""
+
 
 class NullReport:
     """A Report that records nothing: for tests and direct use."""
@@ -48,6 +52,9 @@ class NullReport:
 
     def check(self) -> None:
         pass
+
+    def checkpoint(self, write: Callable[[Path], None]) -> bool:
+        return False
 
 
 class Params(BaseModel):
@@ -95,6 +102,8 @@ class Algorithm(ABC):
     params_model: ClassVar[type[Params]]
     trained_cls: ClassVar[type[Trained]]
     queue: ClassVar[str] = "cpu"
+    # True when fit() takes labels (y=…) to evaluate the representation it learns.
+    uses_labels: ClassVar[bool] = False
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
@@ -102,4 +111,8 @@ class Algorithm(ABC):
 
     @abstractmethod
     def fit(self, x: np.ndarray, params: Params, report: Report) -> Trained:
-        """Train on the rows of x (n_samples × n_features) and return the trained model."""
+        """Train on the rows of x (n_samples × n_features) and return the trained model.
+
+        Image data arrives as uint8 (n, height, width, channels). Algorithms with uses_labels
+        also take `y=` (int class indices, or None when the dataset has no labels).
+        """
