@@ -25,20 +25,37 @@ class ColumnOut(BaseModel):
     nulls: int = Field(0, description="Number of missing values")
 
 
+class ClassOut(BaseModel):
+    name: str
+    count: int = Field(description="Number of images in the class")
+
+
 class DatasetOut(Out):
     id: str
     name: str
-    kind: str = Field(description="tabular (image and text come with later releases)")
-    format: str = Field(description="csv, parquet, npy or jsonl")
+    kind: str = Field(description="tabular or image")
+    format: str = Field(description="csv, parquet, npy, jsonl or zip")
     n_rows: int
     columns: list[ColumnOut]
     size_bytes: int
     sha256: str
     created_at: datetime
+    image: dict[str, Any] | None = Field(
+        None, description="image datasets: height, width and channels of the stored arrays, "
+                          'original sizes ("WxH": count, top 20) and Pillow modes (mode: count)')
+    classes: list[ClassOut] | None = Field(
+        None, description="image datasets: one class per folder, in label order ([] if unlabelled)")
+    labelled: bool | None = Field(None, description="image datasets: whether it has classes")
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
-        return cls.model_validate(row, from_attributes=True)
+        fields = {name: getattr(row, name) for name in cls.model_fields if name not in _DETAILS}
+        details = row.details or {}
+        return cls.model_validate({**fields, **{k: details.get(k) for k in _DETAILS}})
+
+
+# DatasetOut fields filled from the row's `details` (absent for tabular datasets).
+_DETAILS = ("image", "classes", "labelled")
 
 
 class Page(BaseModel):

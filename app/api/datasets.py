@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import uploads
 from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.config import Settings
+from app.data.images import ZipLimits
 from app.data.ingest import IngestError, inspect_file
 from app.db.tables import new_id
 from app.errors import Problem
@@ -24,7 +27,8 @@ UPLOAD_BODY = {
             "type": "object", "required": ["file"],
             "properties": {
                 "file": {"type": "string", "format": "binary",
-                         "description": "CSV with a header, Parquet, NPY or JSONL"},
+                         "description": "CSV with a header, Parquet, NPY, JSONL, or a ZIP "
+                                        "of PNG/JPEG images (a folder per class if labelled)"},
                 "name": {"type": "string", "description": "defaults to the file name"},
             },
         }}},
@@ -39,35 +43,46 @@ def _ingest_problem(exc: IngestError) -> Problem:
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
-             responses={413: {"description": "larger than PRETRAINER_MAX_UPLOAD_BYTES"},
+             responses={413: {"description": "larger than PRETRAINER_MAX_UPLOAD_BYTES, or a ZIP "
+                                              "over a PRETRAINER_MAX_ZIP_* limit"},
                         415: {"description": "not multipart, or a format it does not read"},
-                        422: {"description": "empty, ragged, undecodable: says which row/column"}})
+                        422: {"description": "empty, ragged, undecodable, unsafe ZIP member: "
+                                             "says which row/column/member"}})
 async def upload(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
                  project: ProjectDep) -> DatasetOut:
     """Upload a dataset: the body is streamed to the blob store, then its schema is inferred."""
-    staged = store.staging_file()
-    try:
+    # The upload and anything derived from it (image arrays) are staged in one folder and
+    # published together; the folder is removed on any error before that.
+    with store.staging_dir() as folder:
+        staged = folder / "data.upload"
         got = await uploads.receive(request, staged, settings.max_upload_bytes)
         try:
-            info = await run_in_threadpool(inspect_file, staged, got.filename)
+            info = await run_in_threadpool(inspect_file, staged, got.filename, derived_dir=folder,
+                                           zip_limits=_zip_limits(settings))
         except IngestError as exc:
             raise _ingest_problem(exc) from exc
         dataset_id = new_id("ds")
         key = datasets.blob_key(dataset_id, info.format)
+        staged.rename(folder / PurePosixPath(key).name)
         name = (got.fields.get("name") or got.filename or dataset_id).strip()[:255] or dataset_id
-        store.publish(staged, key)
-        try:
-            row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
-                "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
-                "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
-                "sha256": got.sha256, "blob_key": key})
-            session.commit()
-        except BaseException:
-            store.delete(f"datasets/{dataset_id}")
-            raise
-        return DatasetOut.from_row(row)
-    finally:
-        staged.unlink(missing_ok=True)
+        store.publish(folder, f"datasets/{dataset_id}")
+    try:
+        row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
+            "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
+            "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
+            "sha256": got.sha256, "blob_key": key, "details": info.details})
+        session.commit()
+    except BaseException:
+        store.delete(f"datasets/{dataset_id}")
+        raise
+    return DatasetOut.from_row(row)
+
+
+def _zip_limits(settings: Settings) -> ZipLimits:
+    # app.data takes plain values, not Settings: it is used outside the API too.
+    return ZipLimits(max_members=settings.max_zip_members,
+                     max_uncompressed_bytes=settings.max_zip_uncompressed_bytes,
+                     max_ratio=settings.max_zip_ratio, max_image_pixels=settings.max_image_pixels)
 
 
 @router.get("", response_model=DatasetList)

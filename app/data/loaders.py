@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from app.data.images import IMAGES_FILE, INDEX_FILE, LABELS_FILE
 from app.data.ingest import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, iter_jsonl
 
 NUMERIC_DTYPES = ("float64", "float32", "int64", "int32", "bool")  # bool counts as 0/1
@@ -228,6 +230,27 @@ def _jsonl_column(path: Path, name: str) -> np.ndarray:
     if kinds and kinds <= {int, float}:
         return np.array(values, dtype=np.float64)
     return np.array(values, dtype=object)
+
+
+# ------------------------------------------------------------------------------------- images
+
+
+def load_images(dataset_dir: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """An image dataset's folder as (uint8 NHWC images, int64 labels or None, class names)."""
+    dataset_dir = Path(dataset_dir)
+    index = json.loads((dataset_dir / INDEX_FILE).read_text(encoding="utf-8"))
+    classes = [str(c) for c in index.get("classes", [])]
+    # Memory-mapped and read-only: the pages are read as batches touch them.
+    images = np.asarray(np.load(dataset_dir / IMAGES_FILE, mmap_mode="r", allow_pickle=False))
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{IMAGES_FILE} holds {images.dtype} {images.shape}, expected uint8 NHWC")
+    if not classes:
+        return images, None, []
+    labels = np.asarray(np.load(dataset_dir / LABELS_FILE, allow_pickle=False))
+    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(f"{LABELS_FILE} holds {labels.dtype} {labels.shape}, expected int64 "
+                         f"({images.shape[0]},)")
+    return images, labels, classes
 
 
 # ---------------------------------------------------------------------------------- instances
