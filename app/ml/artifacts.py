@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -52,23 +51,31 @@ def is_allowed(type_name: str) -> bool:
     return type_name in ALLOWED_TYPES or type_name.startswith(ALLOWED_PREFIXES)
 
 
+def _skops() -> Any:
+    # skops walks every scikit-learn module on import (seconds, and it pulls in torch through
+    # scikit-learn's array-API shims), so only the code that saves or loads pays for it.
+    import skops.io
+
+    return skops.io
+
+
 def save_estimator(obj: Any, path: Path) -> None:
     """Write a scikit-learn object with skops."""
-    sio.dump(obj, Path(path))
+    _skops().dump(obj, Path(path))
 
 
 def load_estimator(path: Path, expected: type | tuple[type, ...] | None = None) -> Any:
     """Load a skops file whose every untrusted type is allow-listed, and check its class."""
     path = Path(path)
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        untrusted = _skops().get_untrusted_types(file=path)
     except Exception as exc:  # a corrupt or foreign file: refuse it, never guess
         raise UnsafeArtifact(f"{path.name} is not a readable skops file: {exc}") from exc
     refused = [t for t in untrusted if not is_allowed(t)]
     if refused:
         raise UnsafeArtifact(f"{path.name} holds types that are not allow-listed: "
                              f"{', '.join(refused)}; refusing to load it")
-    obj = sio.load(path, trusted=untrusted)
+    obj = _skops().load(path, trusted=untrusted)
     if expected is not None and not isinstance(obj, expected):
         raise UnsafeArtifact(f"{path.name} holds a {type(obj).__name__}, "
                              f"expected {_names(expected)}")
