@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
     checkpoint_seconds: float = Field(0.0, ge=0)
     # Micro-batching of torch predict/embed calls in the API process.
+    batching: bool = True
     batch_max_size: int = Field(64, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"

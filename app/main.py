@@ -20,7 +20,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION)
     app.state.settings = settings
     app.state.store = BlobStore(settings.blob_dir)
-    app.state.cache = ModelCache(app.state.store, settings.model_cache_size)
+    app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
+                                 batch_max_size=settings.batch_max_size,
+                                 batch_max_wait=settings.batch_max_wait_ms / 1000)
     errors.install(app)
     for module in (health, datasets, algorithms, jobs, models):
         app.include_router(module.router)

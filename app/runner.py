@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.config import Settings
-from app.data.loaders import load_matrix
+from app.data.loaders import load_column, load_images, load_matrix
 from app.db.session import session_scope
 from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id
 from app.ml import registry
@@ -27,12 +33,20 @@ class LeaseLost(Exception):
     """Another worker owns the job now; this one must stop without writing anything."""
 
 
+def checkpoint_key(job_id: str) -> str:
+    """Where a running job's latest checkpoint lives in the blob store."""
+    return f"jobs/{job_id}/checkpoint.pt"
+
+
 class JobReport:
     """The Report a fit talks to: progress and history go to the job row, cancel comes back."""
 
     def __init__(self, settings: Settings, lease: Lease) -> None:
         self.url = settings.resolved_database_url
         self.lease = lease
+        self.store = BlobStore(settings.blob_dir)
+        self.checkpoint_seconds = settings.checkpoint_seconds
+        self._last_checkpoint = time.monotonic()
         self.interval = min(settings.heartbeat_seconds, 1.0)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
@@ -75,6 +89,23 @@ class JobReport:
                 self.lost.set()
         self.check()
 
+    def checkpoint(self, write: Callable[[Path], None]) -> bool:
+        """Write a checkpoint when one is due; a worker that lost its lease writes nothing."""
+        self.check()
+        if time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
+            return False
+        target = self.store.path(checkpoint_key(self.lease.job_id))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.store.staging_file()
+        try:
+            write(staged)
+            self.check()  # the lease may have moved while writing
+            os.replace(staged, target)  # atomic: a reader sees the old or the new, never half
+        finally:
+            staged.unlink(missing_ok=True)
+        self._last_checkpoint = time.monotonic()
+        return True
+
     def check(self) -> None:
         if self.lost.is_set():
             raise LeaseLost(self.lease.job_id)
@@ -93,16 +124,17 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
         log.info("job.skipped job_id=%s", job_id)
         return
     log.info("job.started job_id=%s epoch=%s", job_id, lease.epoch)
+    store = BlobStore(settings.blob_dir)
     try:
         with JobReport(settings, lease) as report:
             _train(settings, lease, report)
     except Cancelled:
-        _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"))
+        _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
     except LeaseLost:
         log.warning("job.lease_lost job_id=%s", job_id)
     except Exception as exc:  # a training error ends the job failed, never stuck running
         log.warning("job.failed job_id=%s\n%s", job_id, traceback.format_exc())
-        _end(url, lease, FAILED, (type(exc).__name__, _message(exc)))
+        _end(url, lease, FAILED, (type(exc).__name__, _message(exc)), store)
 
 
 def _message(exc: Exception) -> str:
@@ -110,10 +142,45 @@ def _message(exc: Exception) -> str:
     return text[:2000]
 
 
-def _end(url: str, lease: Lease, status: str, error: tuple[str, str]) -> None:
+def _end(url: str, lease: Lease, status: str, error: tuple[str, str], store: BlobStore) -> None:
     with session_scope(url) as s:
-        jobs.end(session=s, lease=lease, status=status, error=error)
+        ended = jobs.end(session=s, lease=lease, status=status, error=error)
+    if ended:  # a job that ended will not resume: its checkpoint would only be an orphan
+        store.delete(checkpoint_key(lease.job_id))
     log.info("job.ended job_id=%s status=%s", lease.job_id, status)
+
+
+@dataclass
+class TrainingData:
+    """What a fit receives, and the facts about it the model record keeps."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    classes: list[str]
+    input_schema: dict[str, Any]
+
+
+def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
+    """Load a job's rows (tabular matrix or uint8 images) and its labels, if any."""
+    path = store.path(spec["blob_key"])
+    if spec["kind"] == "image":
+        x, y, classes = load_images(path.parent)
+        height, width, channels = (int(v) for v in x.shape[1:])
+        schema = {"kind": "image", "height": height, "width": width, "channels": channels,
+                  "dtype": "uint8", "classes": classes}
+        return TrainingData(x, y, classes, schema)
+    x = load_matrix(path, spec["format"], spec["features"], spec["columns"])
+    y, classes = None, []
+    if spec["target"]:
+        raw = load_column(path, spec["format"], spec["target"])
+        values, y = np.unique(raw.astype(str), return_inverse=True)
+        classes = [str(v) for v in values]
+    by_name = {c["name"]: c for c in spec["columns"]}
+    schema = {"kind": "tabular", "dtype": str(x.dtype),
+              "features": [{"name": f, "dtype": by_name[f]["dtype"]} for f in spec["features"]]}
+    if classes:
+        schema["classes"] = classes
+    return TrainingData(x, y, classes, schema)
 
 
 def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
@@ -125,16 +192,20 @@ def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
         if dataset is None:
             raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
         spec = {"algorithm": job.algorithm, "params": job.params, "features": job.features,
-                "project": job.project, "dataset_id": dataset.id, "format": dataset.format,
-                "columns": dataset.columns, "blob_key": dataset.blob_key}
+                "target": job.target, "project": job.project, "dataset_id": dataset.id,
+                "kind": dataset.kind, "format": dataset.format, "columns": dataset.columns,
+                "blob_key": dataset.blob_key}
     algo = registry.get(spec["algorithm"])
     params = algo.params_model.model_validate(spec["params"])
     report.progress(0.01)
     t0 = time.perf_counter()
-    x = load_matrix(store.path(spec["blob_key"]), spec["format"], spec["features"], spec["columns"])
+    data = load_training_data(store, spec)
     report.check()
     t1 = time.perf_counter()
-    trained = algo.fit(x, params, report)
+    if algo.uses_labels:
+        trained = algo.fit(data.x, params, report, y=data.y)  # type: ignore[call-arg]
+    else:
+        trained = algo.fit(data.x, params, report)
     report.check()
     timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
     model_id = new_id("mdl")
@@ -143,17 +214,16 @@ def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
         trained.save(staged)
         store.publish(staged, key)
     metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
-    by_name = {c["name"]: c for c in spec["columns"]}
     model = Model(
         id=model_id, project=spec["project"], algorithm=algo.name, family=algo.family,
         job_id=lease.job_id, dataset_id=spec["dataset_id"], params=spec["params"],
-        input_schema={"features": [{"name": f, "dtype": by_name[f]["dtype"]} for f in spec["features"]],
-                      "dtype": str(x.dtype)},
-        capabilities=list(algo.capabilities), metrics=metrics, artifact_key=key,
+        input_schema=data.input_schema, capabilities=list(algo.capabilities), metrics=metrics,
+        artifact_key=key,
     )
     report.check()
     with session_scope(url) as s:
         if not jobs.succeed(session=s, lease=lease, model=model, metrics=metrics):
             store.delete(key)  # the lease moved on: this try's artifact must not survive
             raise LeaseLost(lease.job_id)
+    store.delete(checkpoint_key(lease.job_id))  # the model supersedes the job's checkpoint
     log.info("job.succeeded job_id=%s model_id=%s", lease.job_id, model_id)

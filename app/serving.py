@@ -1,16 +1,91 @@
-"""Serving: an LRU cache of loaded models in the API process, so requests never reload them."""
+"""Serving: an LRU cache of loaded models in the API process, and micro-batching for torch models."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from app.ml import registry
 from app.ml.base import Trained
 from app.storage import BlobStore
+
+
+class MicroBatcher:
+    """Gathers concurrent requests to one model into one forward pass.
+
+    A request waits at most `max_wait` seconds for company; a batch never exceeds `max_size`
+    rows. While one batch runs, the next one fills up, so under load batches grow by themselves.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], max_size: int, max_wait: float) -> None:
+        self.fn = fn
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self._pending: list[tuple[np.ndarray, asyncio.Future[Any]]] = []
+        self._rows = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, x: np.ndarray) -> Any:
+        """The model's answer for the rows of x, computed together with other callers' rows."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((x, future))
+        self._rows += len(x)
+        if self._rows >= self.max_size:
+            self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            if self._rows < self.max_size and self.max_wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.max_wait)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            batch = self._take()
+            await self._run(batch)
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Any]]]:
+        batch, rows = [], 0
+        while self._pending and (not batch or rows + len(self._pending[0][0]) <= self.max_size):
+            item = self._pending.pop(0)
+            batch.append(item)
+            rows += len(item[0])
+        self._rows -= rows
+        return batch
+
+    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future[Any]]]) -> None:
+        try:
+            out = await run_in_threadpool(self.fn, np.concatenate([x for x, _ in batch]))
+        except Exception as exc:  # every caller of the batch learns of it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for x, future in batch:
+            if not future.done():
+                future.set_result(_rows(out, start, start + len(x)))
+            start += len(x)
+
+
+def _rows(out: Any, start: int, stop: int) -> Any:
+    """Rows start:stop of a batched answer: an array, a list, or a dict of per-row lists."""
+    if isinstance(out, dict):
+        return {k: _rows(v, start, stop) if isinstance(v, (list, np.ndarray)) else v
+                for k, v in out.items()}
+    return out[start:stop]
 
 
 @dataclass
@@ -20,19 +95,35 @@ class Loaded:
     model_id: str
     project: str
     algorithm: str
+    family: str
     capabilities: tuple[str, ...]
-    features: list[str]
-    dtype: str
+    schema: dict[str, Any]
     trained: Trained
     checked_at: float
+    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.schema.get("kind", "tabular"))
+
+    @property
+    def features(self) -> list[str]:
+        return [f["name"] for f in self.schema.get("features", [])]
+
+    @property
+    def dtype(self) -> str:
+        return str(self.schema.get("dtype", "float64"))
 
 
 class ModelCache:
     """Bounded LRU of loaded models; loads happen outside the lock so one slow load blocks nobody."""
 
-    def __init__(self, store: BlobStore, size: int) -> None:
+    def __init__(self, store: BlobStore, size: int, *, batch_max_size: int = 64,
+                 batch_max_wait: float = 0.002) -> None:
         self.store = store
         self.size = size
+        self.batch_max_size = batch_max_size
+        self.batch_max_wait = batch_max_wait
         self._items: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -51,10 +142,8 @@ class ModelCache:
         """Load the model of a database row and cache it."""
         trained = registry.load_trained(row.algorithm, self.store.path(row.artifact_key))
         entry = Loaded(
-            model_id=row.id, project=row.project, algorithm=row.algorithm,
-            capabilities=tuple(row.capabilities),
-            features=[f["name"] for f in row.input_schema["features"]],
-            dtype=row.input_schema.get("dtype", "float64"), trained=trained,
+            model_id=row.id, project=row.project, algorithm=row.algorithm, family=row.family,
+            capabilities=tuple(row.capabilities), schema=dict(row.input_schema), trained=trained,
             checked_at=time.monotonic(),
         )
         with self._lock:
@@ -64,6 +153,13 @@ class ModelCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return entry
+
+    def batcher(self, entry: Loaded, op: str) -> MicroBatcher:
+        """The micro-batcher of one model's predict or embed (created on first use)."""
+        if op not in entry.batchers:
+            fn = getattr(entry.trained, op)
+            entry.batchers[op] = MicroBatcher(fn, self.batch_max_size, self.batch_max_wait)
+        return entry.batchers[op]
 
     def evict(self, model_id: str) -> None:
         """Forget a model (deleted)."""

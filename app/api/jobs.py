@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
+from app.api import events
 from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep
 from app.queue import enqueue_train
 from app.schemas import JobCreate, JobList, JobOut
@@ -43,6 +45,19 @@ def list_jobs(session: SessionDep, project: ProjectDep, limit: Limit = 50, offse
 def get_job(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
     """One job: status, progress, metrics, history, error and the model it made."""
     return JobOut.from_row(jobs.get(session=session, project=project, job_id=job_id))
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    **NOT_FOUND, 200: {"description": "text/event-stream of `status`, `progress`, `epoch` and a "
+                       "final `end` event carrying the whole job",
+                       "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+def job_events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep,
+               project: ProjectDep) -> StreamingResponse:
+    """Follow a job as server-sent events; the stream ends when the job does."""
+    jobs.get(session=session, project=project, job_id=job_id)  # 404 before the stream starts
+    body = events.stream(request, settings.resolved_database_url, project, job_id)
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=NOT_FOUND)

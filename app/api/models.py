@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.config import Settings
+from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
-from app.errors import Invalid, NotFound, TooLarge
+from app.errors import Invalid, NotFound, TooLarge, field_error
 from app.ml.base import CapabilityError, InputError
 from app.schemas import (
     EmbedOut,
@@ -90,14 +93,70 @@ def _can(entry: Loaded, capability: str) -> None:
                       errors=[{"field": "model", "message": f"{capability} is not supported by {entry.algorithm}"}])
 
 
-def _matrix(entry: Loaded, instances: list[Any], limit: int) -> np.ndarray:
+def _matrix(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarray:
+    limit = settings.max_instances
     if len(instances) > limit:
         raise TooLarge(f"{len(instances)} instances in one call; the limit is {limit} "
                        "(PRETRAINER_MAX_INSTANCES)", errors=[{"field": "instances", "message": "too many"}])
+    if entry.kind == "image":
+        return _images(entry, instances, settings.max_image_pixels)
     try:
         return instances_to_matrix(instances, entry.features, entry.dtype)
     except FeatureError as exc:
         raise Invalid(exc.message, errors=[{"field": "instances", "message": exc.message}]) from exc
+
+
+def _images(entry: Loaded, instances: list[Any], max_pixels: int) -> np.ndarray:
+    """Decode {"b64": …} instances (or raw bytes from a multipart upload) as at training."""
+    if not instances:
+        raise field_error("instances", "is empty; send at least one image")
+    s = entry.schema
+    out = np.empty((len(instances), s["height"], s["width"], s["channels"]), dtype=np.uint8)
+    for i, item in enumerate(instances):
+        try:
+            if isinstance(item, bytes):
+                raw = item
+            elif isinstance(item, dict) and isinstance(item.get("b64"), str):
+                raw = decode_b64(item["b64"])
+            else:
+                raise ImageError('each image instance is {"b64": "<base64 PNG or JPEG>"}')
+            img = decode_image(raw, height=s["height"], width=s["width"], channels=s["channels"],
+                               max_pixels=max_pixels)
+        except ImageError as exc:
+            raise field_error(f"instances[{i}]", str(exc)) from exc
+        out[i] = img.reshape(out.shape[1:])
+    return out
+
+
+async def _instances(request: Request) -> list[Any]:
+    """Instances from a JSON body, or image files from a multipart body."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+        return [await f.read() for f in files]  # type: ignore[union-attr]
+    try:
+        return InstancesIn.model_validate_json(await request.body()).instances
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                  for e in exc.errors()]
+        raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+
+
+async def _compute(cache: CacheDep, entry: Loaded, op: str, x: np.ndarray,
+                   settings: Settings) -> Any:
+    """Run predict/embed: micro-batched for torch models, inline or in a thread otherwise."""
+    if entry.family != "unsupervised" and settings.batching:
+        return await _answer_async(cache.batcher(entry, op).submit(x))
+    fn = getattr(entry.trained, op)
+    return await _answer(lambda: fn(x), len(x), settings.inline_instances)
+
+
+async def _answer_async(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except InputError as exc:
+        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
 
 
 async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
@@ -110,27 +169,36 @@ async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
         raise Invalid(str(exc), errors=[{"field": "model", "message": str(exc)}]) from exc
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS)
-async def predict(model_id: str, body: InstancesIn, session: SessionDep, cache: CacheDep,
+INSTANCES_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": InstancesIn.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
+        "type": "array", "items": {"type": "string", "format": "binary"},
+        "description": "image files, for image models"}}}},
+}}}
+
+
+@router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS,
+             openapi_extra=INSTANCES_BODY)
+async def predict(model_id: str, request: Request, session: SessionDep, cache: CacheDep,
                   settings: SettingsDep, project: ProjectDep) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
     entry = await _loaded(model_id, session=session, cache=cache, project=project,
                           recheck=settings.model_recheck_seconds)
     _can(entry, "predict")
-    x = _matrix(entry, body.instances, settings.max_instances)
-    result = await _answer(lambda: entry.trained.predict(x), len(x), settings.inline_instances)
-    return _json(result)
+    x = _matrix(entry, await _instances(request), settings)
+    return _json(await _compute(cache, entry, "predict", x, settings))
 
 
-@router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS)
-async def embed(model_id: str, body: InstancesIn, session: SessionDep, cache: CacheDep,
+@router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS,
+             openapi_extra=INSTANCES_BODY)
+async def embed(model_id: str, request: Request, session: SessionDep, cache: CacheDep,
                 settings: SettingsDep, project: ProjectDep) -> Response:
-    """One vector per instance (distances to centroids, component scores, probabilities…)."""
+    """One vector per instance (distances to centroids, component scores, learned codes…)."""
     entry = await _loaded(model_id, session=session, cache=cache, project=project,
                           recheck=settings.model_recheck_seconds)
     _can(entry, "embed")
-    x = _matrix(entry, body.instances, settings.max_instances)
-    vectors = await _answer(lambda: entry.trained.embed(x), len(x), settings.inline_instances)
+    x = _matrix(entry, await _instances(request), settings)
+    vectors = await _compute(cache, entry, "embed", x, settings)
     return _json({"embeddings": np.ascontiguousarray(vectors)})
 
 

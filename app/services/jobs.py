@@ -18,6 +18,7 @@ from app.db.tables import (
     RUNNING,
     SUCCEEDED,
     TERMINAL,
+    Dataset,
     Job,
     Model,
     new_id,
@@ -70,12 +71,8 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str,
         raise Invalid(f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
                       f"dataset {ds.id} is {ds.kind}",
                       errors=[{"field": "dataset_id", "message": f"{ds.kind} data does not fit {algo.name}"}])
-    exclude = [spec.target] if spec.target else []
-    try:
-        features = check_features(ds.columns, spec.features, exclude=exclude)
-    except FeatureError as exc:
-        raise Invalid(exc.message, errors=[{"field": "features", "message": exc.message}])
-    problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=len(features))
+    features, n_features = _resolve_features(ds, spec)
+    problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=n_features)
     if problems:
         # "dataset" problems are about the rows themselves (too many, too few), not a param.
         errors = [{"field": "dataset_id" if f == "dataset" else f"params.{f}", "message": m}
@@ -87,6 +84,27 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str,
         "params": params.model_dump(mode="json"), "features": features,
         "target": spec.target, "name": spec.name,
     }
+
+
+def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
+    """The feature columns of a tabular job (and their count), or the pixel count of images."""
+    if ds.kind == "image":
+        for name in ("features", "target"):
+            if getattr(spec, name):
+                raise Invalid(f"{name} does not apply to image datasets: labels come from the "
+                              "class folders", errors=[{"field": name, "message": "not for images"}])
+        image = (ds.details or {}).get("image", {})
+        return [], int(image.get("height", 1) * image.get("width", 1) * image.get("channels", 1))
+    names = [c["name"] for c in ds.columns]
+    if spec.target and spec.target not in names:
+        message = f'unknown column "{spec.target}"; available: {", ".join(names)}'
+        raise Invalid(message, errors=[{"field": "target", "message": message}])
+    exclude = [spec.target] if spec.target else []
+    try:
+        features = check_features(ds.columns, spec.features, exclude=exclude)
+    except FeatureError as exc:
+        raise Invalid(exc.message, errors=[{"field": "features", "message": exc.message}])
+    return features, len(features)
 
 
 def create(*, session: Session, project: str, spec: JobSpec) -> Job:

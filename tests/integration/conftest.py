@@ -31,6 +31,7 @@ class Service:
 
     def __init__(self, cmd: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = Path(env["PRETRAINER_DATA_DIR"])
         self.log = log
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -72,7 +73,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The README's own command, `make run`, on the embedded default (SQLite, fs broker)."""
     tmp = tmp_path_factory.mktemp("embedded")
@@ -107,7 +108,7 @@ def _postgres_available() -> str | None:
         return f"PostgreSQL not reachable at {PG_ADMIN}: {exc}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database for this module, dropped afterwards."""
     reason = _postgres_available()
@@ -131,7 +132,7 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     reason = _redis_available()
     if reason:
@@ -143,7 +144,7 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def production(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
                postgres_url: str) -> Iterator[Service]:
     """`pretrainer up` on Redis and PostgreSQL."""
