@@ -1,0 +1,86 @@
+"""The micro-batcher: concurrent callers share forward passes and each gets its own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.serving import MicroBatcher
+
+
+class Counting:
+    """A model stand-in that records the size of every batch it is given."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.batches.append(len(x))
+        time.sleep(self.delay)
+        return x * 2
+
+    def predict(self, x: np.ndarray) -> dict:
+        return {"predictions": (x[:, 0] + 1).tolist(), "reconstruction_error": x[:, 1].tolist(),
+                "note": "same for all"}
+
+
+def test_concurrent_requests_are_batched_and_split_back():
+    model = Counting(delay=0.02)
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(model.embed, max_size=16, max_wait=0.01)
+        rows = [np.full((1, 3), i, dtype=np.float32) for i in range(32)]
+        return await asyncio.gather(*(batcher.submit(r) for r in rows))
+
+    out = asyncio.run(main())
+    for i, got in enumerate(out):
+        np.testing.assert_array_equal(got, np.full((1, 3), 2 * i))
+    assert sum(model.batches) == 32
+    assert max(model.batches) <= 16 and len(model.batches) <= 4  # not 32 separate passes
+
+
+def test_dict_answers_are_split_per_caller():
+    model = Counting()
+
+    async def main() -> list[dict]:
+        batcher = MicroBatcher(model.predict, max_size=8, max_wait=0.005)
+        return await asyncio.gather(*(batcher.submit(np.array([[i, 10 * i]] * (i + 1), dtype=float))
+                                      for i in range(3)))
+
+    out = asyncio.run(main())
+    for i, got in enumerate(out):
+        assert got["predictions"] == [i + 1.0] * (i + 1)
+        assert got["reconstruction_error"] == [10.0 * i] * (i + 1)
+        assert got["note"] == "same for all"
+
+
+def test_an_error_reaches_every_caller_of_the_batch():
+    def boom(x: np.ndarray) -> np.ndarray:
+        raise ValueError("bad batch")
+
+    async def main() -> list:
+        batcher = MicroBatcher(boom, max_size=4, max_wait=0.005)
+        return await asyncio.gather(*(batcher.submit(np.zeros((1, 2))) for _ in range(3)),
+                                    return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert all(isinstance(e, ValueError) for e in out)
+
+
+def test_a_lone_request_waits_no_longer_than_max_wait():
+    model = Counting()
+
+    async def main() -> float:
+        batcher = MicroBatcher(model.embed, max_size=64, max_wait=0.01)
+        t0 = time.perf_counter()
+        await batcher.submit(np.ones((1, 2)))
+        return time.perf_counter() - t0
+
+    assert asyncio.run(main()) == pytest.approx(0.01, abs=0.05)
