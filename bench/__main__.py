@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import dispatch_latency, ingest, predict_throughput, training_overhead
+from bench import (
+    contrastive_digits,
+    deep_training_overhead,
+    dispatch_latency,
+    ingest,
+    microbatch,
+    predict_throughput,
+    training_overhead,
+)
 
 BENCHES = {
     "predict_throughput": predict_throughput.run,
     "dispatch_latency": dispatch_latency.run,
     "training_overhead": training_overhead.run,
     "ingest": ingest.run,
+    "deep_training_overhead": deep_training_overhead.run,
+    "contrastive_digits": contrastive_digits.run,
+    "microbatch": microbatch.run,
 }
 
 

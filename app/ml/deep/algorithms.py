@@ -1,0 +1,148 @@
+"""The family's catalogue entries: metadata, params and shape checks (no torch here).
+
+fit() imports the torch side (app.ml.deep.training) only when a job actually trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from app.ml.base import EMBED, GENERATE, PREDICT, Algorithm, Params, Report
+from app.ml.deep.model import (
+    AutoencoderModel,
+    ContrastiveModel,
+    DeepModel,
+    GANModel,
+    VAEModel,
+)
+from app.ml.deep.params import (
+    AutoencoderParams,
+    ContrastiveParams,
+    GANParams,
+    TrainParams,
+    VAEParams,
+    validation_rows,
+)
+
+FAMILY = "self_supervised"
+# check_fit names this for problems of the data itself rather than of one param.
+DATASET = "dataset"
+
+
+class DeepAlgorithm(Algorithm):
+    """An algorithm of the self-supervised family: trains on the gpu queue, on rows or images."""
+
+    family: ClassVar[str] = FAMILY
+    data_kinds: ClassVar[tuple[str, ...]] = ("tabular", "image")
+    queue: ClassVar[str] = "gpu"
+    uses_labels: ClassVar[bool] = True  # labels only score the embedding; training ignores them
+    extras: ClassVar[tuple[str, ...]] = ()
+    trained_cls: ClassVar[type[DeepModel]]
+    validates: ClassVar[bool] = True  # False: no validation split, val_loss or early stopping
+    min_train_rows: ClassVar[int] = 1
+
+    def own(self, params: Params | dict[str, Any]) -> TrainParams:
+        """params as this algorithm's Params model (a dict is validated)."""
+        if isinstance(params, self.params_model):
+            return params  # type: ignore[return-value]
+        if isinstance(params, Params):
+            params = params.model_dump()
+        return self.params_model.model_validate(params)  # type: ignore[return-value]
+
+    def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
+        """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
+        p = self.own(params)
+        if n_rows < 2:
+            return [(DATASET, f"{self.name} needs at least 2 rows to train on, got {n_rows}")]
+        if not self.validates:
+            return []
+        n_val = validation_rows(n_rows, p.validation_fraction)
+        found = []
+        if n_rows - n_val < self.min_train_rows:
+            found.append(("validation_fraction", (
+                f"validation_fraction={p.validation_fraction} leaves {n_rows - n_val} of "
+                f"{n_rows} rows to train on; lower it")))
+        if p.early_stopping_patience and n_val == 0:
+            found.append(("early_stopping_patience", (
+                "early stopping needs validation rows, but validation_fraction="
+                f"{p.validation_fraction} of {n_rows} rows holds none out; raise "
+                "validation_fraction or set the patience to 0")))
+        return found
+
+    def fit(self, x: np.ndarray, params: Params, report: Report,
+            y: np.ndarray | None = None) -> DeepModel:
+        """Train on rows (n, d) or uint8 images (n, h, w, c); y only scores the embedding."""
+        from app.ml.deep.training import fit_model
+
+        return fit_model(self, x, self.own(params), report, y=y)
+
+
+class AutoencoderAlgorithm(DeepAlgorithm):
+    """autoencoder."""
+
+    name: ClassVar[str] = "autoencoder"
+    description: ClassVar[str] = (
+        "Autoencoder (PyTorch): an encoder squeezes each row or image into a latent_dim code and "
+        "a decoder rebuilds it, trained on reconstruction error (denoising with noise > 0). MLP "
+        "for tables, small conv net for images. embed gives the code; predict the "
+        "reconstruction and its per-row error (an anomaly score). Metrics: "
+        "val_reconstruction_error, and kNN / linear-probe accuracy when labels are given.")
+    capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
+    params_model: ClassVar[type[AutoencoderParams]] = AutoencoderParams
+    trained_cls: ClassVar[type[AutoencoderModel]] = AutoencoderModel
+
+
+class VAEAlgorithm(DeepAlgorithm):
+    """vae."""
+
+    name: ClassVar[str] = "vae"
+    description: ClassVar[str] = (
+        "Variational autoencoder (PyTorch, beta-VAE): learns a Gaussian latent space by "
+        "maximising the evidence lower bound. embed gives the posterior mean; predict the "
+        "reconstruction with its error and negative ELBO per row; generate decodes draws from "
+        "the prior (rows, or PNG images as base64).")
+    capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED, GENERATE)
+    params_model: ClassVar[type[VAEParams]] = VAEParams
+    trained_cls: ClassVar[type[VAEModel]] = VAEModel
+
+
+class ContrastiveAlgorithm(DeepAlgorithm):
+    """contrastive."""
+
+    name: ClassVar[str] = "contrastive"
+    description: ClassVar[str] = (
+        "Contrastive learning (PyTorch, SimCLR-style): two random views of each example "
+        "(crops, small rotations, jitter and noise for images; SCARF feature corruption for "
+        "tables) are pulled together and pushed from the rest of the batch with the NT-Xent "
+        "(InfoNCE) loss at a temperature. embed gives the encoder output: a backbone for "
+        "transfer. Metrics: kNN / linear-probe accuracy when labels are given.")
+    capabilities: ClassVar[tuple[str, ...]] = (EMBED,)
+    params_model: ClassVar[type[ContrastiveParams]] = ContrastiveParams
+    trained_cls: ClassVar[type[ContrastiveModel]] = ContrastiveModel
+    min_train_rows: ClassVar[int] = 2
+
+
+class GANAlgorithm(DeepAlgorithm):
+    """gan."""
+
+    name: ClassVar[str] = "gan"
+    description: ClassVar[str] = (
+        "Generative adversarial network (PyTorch): a generator learns to turn noise into rows "
+        "or images that a discriminator cannot tell from the data (non-saturating loss; "
+        "DCGAN-style conv nets for images). generate gives new samples; embed the "
+        "discriminator's penultimate features. History has d_loss and g_loss per epoch.")
+    capabilities: ClassVar[tuple[str, ...]] = (EMBED, GENERATE)
+    params_model: ClassVar[type[GANParams]] = GANParams
+    trained_cls: ClassVar[type[GANModel]] = GANModel
+    validates: ClassVar[bool] = False
+
+
+# The family's algorithms, in catalogue order.
+ALGORITHMS: tuple[DeepAlgorithm, ...] = (
+    AutoencoderAlgorithm(),
+    VAEAlgorithm(),
+    ContrastiveAlgorithm(),
+    GANAlgorithm(),
+)

@@ -1,0 +1,64 @@
+"""autoencoder: encoder → code → decoder, trained on reconstruction MSE (optionally denoising)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from app.ml.deep.nets import Decoder, Encoder, flat_per_row
+from app.ml.deep.params import AutoencoderParams
+from app.ml.deep.preprocess import Prep
+from app.ml.deep.runtime import Runtime, SingleLossObjective
+
+
+def architecture(p: AutoencoderParams) -> dict[str, Any]:
+    """What config.json records to rebuild the network."""
+    return {"latent_dim": p.latent_dim, "hidden_dims": list(p.hidden_dims),
+            "base_channels": p.base_channels}
+
+
+class AutoencoderNet(nn.Module):
+    """Encoder to a latent_dim code, decoder back to model space."""
+
+    def __init__(self, arch: dict[str, Any], prep: Prep) -> None:
+        super().__init__()
+        self.encoder = Encoder(arch, prep, int(arch["latent_dim"]))
+        self.decoder = Decoder(arch, prep, int(arch["latent_dim"]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The code of each row."""
+        return self.encoder(x)
+
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        """Reconstruction (model space) and per-row MSE in model space."""
+        recon = self(x)
+        return {"reconstruction": recon,
+                "reconstruction_error": flat_per_row((recon.float() - x) ** 2).mean(dim=1)}
+
+
+def build(arch: dict[str, Any], prep: Prep) -> AutoencoderNet:
+    """The network of a saved or new model."""
+    return AutoencoderNet(arch, prep)
+
+
+class AutoencoderObjective(SingleLossObjective):
+    """Reconstruction MSE; with noise, of the clean input from a noisy one."""
+
+    def __init__(self, net: AutoencoderNet, rt: Runtime, p: AutoencoderParams) -> None:
+        super().__init__(net, rt, p)
+        self.net, self.noise = net, p.noise
+
+    def loss(self, xb: Tensor, *, training: bool) -> Tensor:
+        inputs = xb + self.noise * self.rt.randn(*xb.shape) if training and self.noise else xb
+        return F.mse_loss(self.net(inputs).float(), xb)
+
+
+def objective(net: AutoencoderNet, rt: Runtime, p: AutoencoderParams,
+              prep: Prep) -> AutoencoderObjective:
+    """The training objective of a new network."""
+    return AutoencoderObjective(net, rt, p)

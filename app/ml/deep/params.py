@@ -1,0 +1,146 @@
+"""Params of the self-supervised family: the shared training knobs and each algorithm's own.
+
+Torch-free: these models are the JSON Schema of GET /v1/algorithms, which the API builds at start.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from app.ml.base import Params
+
+SEED_MAX = 2**32 - 1
+Width = Annotated[int, Field(ge=1, le=8192)]
+
+
+def validation_rows(n_rows: int, fraction: float) -> int:
+    """How many of n_rows the seeded validation split holds out (never all of them)."""
+    return min(round(n_rows * fraction), n_rows - 1) if fraction > 0 else 0
+
+
+class TrainParams(Params):
+    """What every PyTorch training job takes: the loop, the optimizer, the device, the split."""
+
+    epochs: int = Field(20, ge=1, le=10_000, description="Passes over the training rows.")
+    batch_size: int = Field(
+        128, ge=1, le=65_536,
+        description="Rows per optimisation step (clamped to the number of training rows).")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Adam(W) step size.")
+    weight_decay: float = Field(
+        0.0, ge=0, le=10, description="Decoupled weight decay of AdamW; 0 is plain Adam.")
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX,
+        description="Seeds weight init, the validation split, shuffling and every random draw; "
+        "on CPU the same seed gives the same model.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' trains on a CUDA GPU when the worker has one, else on CPU; "
+        "'cuda' fails the job if the worker has none.")
+    validation_fraction: float = Field(
+        0.1, ge=0, le=0.5,
+        description="Share of the rows held out (seeded) to compute val_loss after each epoch; "
+        "0 trains on every row and reports no val_loss.")
+    early_stopping_patience: int = Field(
+        0, ge=0, le=10_000,
+        description="Stop after this many epochs without a better val_loss and keep the best "
+        "epoch's weights; 0 turns early stopping off.")
+    standardize: bool = Field(
+        True,
+        description="Tabular: z-score every feature with the training rows' mean and std. "
+        "Images: normalise every channel with the training images' mean and std (after "
+        "scaling pixels to [0, 1]). Saved with the model and applied to every request.")
+
+
+def hidden_dims_field(default: list[int]) -> list[int]:
+    """The hidden_dims param: one list of widths, shared by the tabular MLP and the image head."""
+    # A plain (copied per instance by pydantic) default, so the JSON Schema shows it.
+    return Field(  # type: ignore[no-any-return]
+        list(default), min_length=1, max_length=8,
+        description="Widths of the hidden fully connected layers, first to last. Tabular: the "
+        "MLP encoder (the decoder/generator mirrors it). Images: the layers between the "
+        "convolutional stack and the output.")
+
+
+BASE_CHANNELS = Field(
+    32, ge=4, le=256,
+    description="Images only: channels of the first convolution; each stride-2 stage doubles "
+    "them (at most 8x).")
+
+
+class AutoencoderParams(TrainParams):
+    """Params of autoencoder."""
+
+    latent_dim: int = Field(16, ge=1, le=4096, description="Size of the code (the embedding).")
+    hidden_dims: list[Width] = hidden_dims_field([256, 128])
+    base_channels: int = BASE_CHANNELS
+    noise: float = Field(
+        0.0, ge=0, le=10,
+        description="Std of Gaussian noise added to the (normalised) inputs during training: "
+        "a denoising autoencoder. 0 trains a plain autoencoder.")
+
+
+class VAEParams(TrainParams):
+    """Params of vae."""
+
+    latent_dim: int = Field(16, ge=1, le=4096,
+                            description="Size of the latent space; embed returns the posterior "
+                            "mean, generate decodes draws from the N(0, I) prior.")
+    hidden_dims: list[Width] = hidden_dims_field([256, 128])
+    base_channels: int = BASE_CHANNELS
+    beta: float = Field(
+        1.0, ge=0, le=1000,
+        description="Weight of the KL term (beta-VAE); 1 is the evidence lower bound, larger "
+        "values trade reconstruction for a smoother latent space.")
+
+
+class ContrastiveParams(TrainParams):
+    """Params of contrastive."""
+
+    embedding_dim: int = Field(64, ge=1, le=4096,
+                               description="Size of the encoder output, which embed returns.")
+    projection_dim: int = Field(32, ge=1, le=4096,
+                                description="Size of the projection head's output, where the "
+                                "loss is computed; the head is used in training only.")
+    hidden_dims: list[Width] = hidden_dims_field([256, 128])
+    base_channels: int = BASE_CHANNELS
+    temperature: float = Field(
+        0.5, gt=0, le=10,
+        description="Temperature of the NT-Xent (InfoNCE) loss; lower values weigh hard "
+        "negatives more.")
+    crop_scale_min: float = Field(
+        0.6, gt=0, le=1,
+        description="Images: smallest area (fraction of the image) of a random resized crop.")
+    rotation_degrees: float = Field(10.0, ge=0, le=180,
+                                    description="Images: largest random rotation of a view.")
+    translate: float = Field(0.1, ge=0, le=0.5,
+                             description="Images: largest random shift, as a fraction of the size.")
+    color_jitter: float = Field(
+        0.2, ge=0, le=1,
+        description="Images: largest random brightness shift and contrast change (fraction).")
+    flip: bool = Field(False, description="Images: also flip views horizontally at random "
+                       "(off by default: digits and text must not be mirrored).")
+    mask_fraction: float = Field(
+        0.3, ge=0, le=1,
+        description="Tabular (SCARF): share of features of a view replaced by the same "
+        "feature of a random other row.")
+    view_noise: float = Field(
+        0.05, ge=0, le=10,
+        description="Std of Gaussian noise added to each view (standardised units for tabular, "
+        "pixel intensity in [0, 1] for images).")
+
+
+class GANParams(TrainParams):
+    """Params of gan."""
+
+    learning_rate: float = Field(2e-4, gt=0, le=10,
+                                 description="Adam step size of both the generator and the "
+                                 "discriminator.")
+    validation_fraction: float = Field(
+        0.0, ge=0, le=0.5,
+        description="Ignored by gan: it trains on every row (its losses do not measure sample "
+        "quality, so there is nothing to validate or stop early on).")
+    early_stopping_patience: int = Field(0, ge=0, le=10_000, description="Ignored by gan.")
+    latent_dim: int = Field(32, ge=1, le=4096, description="Size of the generator's noise input.")
+    hidden_dims: list[Width] = hidden_dims_field([256, 128])
+    base_channels: int = BASE_CHANNELS
