@@ -56,3 +56,18 @@ def upload(client: TestClient, content: bytes, filename: str = "data.csv", **dat
     """POST /v1/datasets and return the JSON (asserting nothing about the status)."""
     r = client.post("/v1/datasets", files={"file": (filename, content)}, data=data)
     return {"status": r.status_code, "body": r.json(), "headers": dict(r.headers)}
+
+
+def read_events(http, job_id: str, **kwargs) -> list[tuple[str, dict]]:
+    """Follow GET /v1/jobs/{id}/events to its end; return (event, data) pairs."""
+    import json
+
+    events, event = [], None
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", **kwargs) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line[6:])))
+    return events

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -104,6 +104,14 @@ class Algorithm(ABC):
     queue: ClassVar[str] = "cpu"
     # True when fit() takes labels (y=…) to evaluate the representation it learns.
     uses_labels: ClassVar[bool] = False
+
+    def own(self, params: Params | dict[str, Any]) -> Any:
+        """params as this algorithm's Params model (a dict is validated)."""
+        if isinstance(params, self.params_model):
+            return params
+        if isinstance(params, Params):
+            params = params.model_dump()
+        return self.params_model.model_validate(params)
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 from app.runner import run_job
-from tests.conftest import upload
-
-
-def read_events(client, job_id: str) -> list[tuple[str, dict]]:
-    events = []
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                events.append((event, json.loads(line[6:])))
-    return events
+from tests.conftest import read_events, upload
 
 
 def test_events_follow_a_job_until_it_ends(client, settings, blobs_csv):

@@ -15,7 +15,12 @@ import pytest
 
 from app.data.ingest import inspect_file
 from app.data.loaders import (
-    FeatureError, check_features, instances_to_matrix, load_column, load_matrix, numeric_columns,
+    FeatureError,
+    check_features,
+    instances_to_matrix,
+    load_column,
+    load_matrix,
+    numeric_columns,
 )
 
 COLUMNS = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 import zipfile
 
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.conftest import to_csv
+from tests.conftest import read_events, to_csv
 from tests.integration.test_end_to_end import wait_job
 
 pytestmark = pytest.mark.integration
@@ -36,18 +35,6 @@ def digits_zip(n: int = 400) -> bytes:
     return buf.getvalue()
 
 
-def read_events(http, job_id: str) -> list[tuple[str, dict]]:
-    events, event = [], None
-    with http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=300) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                events.append((event, json.loads(line[6:])))
-    return events
-
-
 def test_contrastive_on_image_zip_with_events_and_b64_embed(embedded):
     http = embedded.http
     r = http.post("/v1/datasets", files={"file": ("digits.zip", digits_zip())})
@@ -60,7 +47,7 @@ def test_contrastive_on_image_zip_with_events_and_b64_embed(embedded):
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["queue"] == "gpu"
-    events = read_events(http, job["id"])
+    events = read_events(http, job["id"], timeout=300)
     names = [e for e, _ in events]
     assert names.count("epoch") == 3 and names[-1] == "end"
     assert [d["epoch"] for e, d in events if e == "epoch"] == [1, 2, 3]

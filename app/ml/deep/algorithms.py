@@ -5,7 +5,7 @@ fit() imports the torch side (app.ml.deep.training) only when a job actually tra
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -21,7 +21,6 @@ from app.ml.deep.params import (
     AutoencoderParams,
     ContrastiveParams,
     GANParams,
-    TrainParams,
     VAEParams,
     validation_rows,
 )
@@ -42,14 +41,6 @@ class DeepAlgorithm(Algorithm):
     trained_cls: ClassVar[type[DeepModel]]
     validates: ClassVar[bool] = True  # False: no validation split, val_loss or early stopping
     min_train_rows: ClassVar[int] = 1
-
-    def own(self, params: Params | dict[str, Any]) -> TrainParams:
-        """params as this algorithm's Params model (a dict is validated)."""
-        if isinstance(params, self.params_model):
-            return params  # type: ignore[return-value]
-        if isinstance(params, Params):
-            params = params.model_dump()
-        return self.params_model.model_validate(params)  # type: ignore[return-value]
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""

@@ -190,14 +190,6 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[UnsupervisedModel]]
 
-    def own(self, params: Params | dict[str, Any]) -> P:
-        """params as this algorithm's Params model (a dict is validated)."""
-        if isinstance(params, self.params_model):
-            return params  # type: ignore[return-value]
-        if isinstance(params, Params):
-            params = params.model_dump()
-        return self.params_model.model_validate(params)  # type: ignore[return-value]
-
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
         return self.problems(self.own(params), n_rows=n_rows, n_features=n_features)
