@@ -3,7 +3,8 @@
 The models are autoencoders with two 2048- and two 4096-wide layers: one row's forward pass
 reads every weight (a memory-bound matrix-vector product), which is what batching amortizes.
 The smaller the model, the more HTTP handling (about 2 ms of CPU a call here, client included)
-dominates and the less batching can win; both sizes are reported.
+dominates and the less batching can win; both sizes are reported. BENCH_SERVICE_ENV="K=V …"
+passes extra environment to the service (e.g. OMP_NUM_THREADS=1 to try a one-thread torch).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def _csv(x: np.ndarray) -> bytes:
 
 
 WIDTHS = (2048, 4096)
+EXTRA_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_SERVICE_ENV", "").split() if kv)
 
 
 def _measure(batching: bool, tmp: Path, x: np.ndarray, width: int) -> tuple[float, float, float]:
-    svc = service(tmp / f"data-{batching}-{width}", PRETRAINER_BATCHING=str(batching).lower())
+    svc = service(tmp / f"data-{batching}-{width}", PRETRAINER_BATCHING=str(batching).lower(),
+                  **EXTRA_ENV)
     try:
         http = httpx.Client(base_url=svc.base, timeout=120)
         ds = http.post("/v1/datasets", files={"file": ("x.csv", _csv(x))}).json()
