@@ -12,10 +12,11 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
+from app.db.session import get_sessionmaker
 from app.errors import Invalid, NotFound, TooLarge, field_error
 from app.ml.base import CapabilityError, InputError
 from app.schemas import (
@@ -29,7 +30,7 @@ from app.schemas import (
     TrainingEmbeddingOut,
 )
 from app.services import models
-from app.serving import Loaded
+from app.serving import Loaded, ModelCache
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND = {404: {"description": "no such model"}}
@@ -69,12 +70,24 @@ def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: Cac
     return Response(status_code=204)
 
 
-async def _loaded(model_id: str, *, session: Any, cache: Any, project: str, recheck: float) -> Loaded:
+def _row(url: str, project: str, model_id: str) -> Any:
+    with get_sessionmaker(url)() as session:
+        return models.get(session=session, project=project, model_id=model_id)
+
+
+async def _loaded(request: Request, model_id: str, project: str) -> Loaded:
+    """The cached model, re-checked against its row at most every model_recheck_seconds.
+
+    The hot path touches neither the database nor the thread pool: serving routes take their
+    settings and cache from app.state instead of dependencies for the same reason.
+    """
+    settings, cache = request.app.state.settings, request.app.state.cache
     entry = cache.peek(model_id)
-    if entry is not None and entry.project == project and time.monotonic() - entry.checked_at < recheck:
+    if (entry is not None and entry.project == project
+            and time.monotonic() - entry.checked_at < settings.model_recheck_seconds):
         return entry
     try:
-        row = await run_in_threadpool(models.get, session=session, project=project, model_id=model_id)
+        row = await run_in_threadpool(_row, settings.resolved_database_url, project, model_id)
     except NotFound:
         cache.evict(model_id)
         raise
@@ -143,7 +156,7 @@ async def _instances(request: Request) -> list[Any]:
         raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
 
-async def _compute(cache: CacheDep, entry: Loaded, op: str, x: np.ndarray,
+async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
     """Run predict/embed: micro-batched for torch models, inline or in a thread otherwise."""
     if entry.family != "unsupervised" and settings.batching:
@@ -179,11 +192,10 @@ INSTANCES_BODY = {"requestBody": {"required": True, "content": {
 
 @router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS,
              openapi_extra=INSTANCES_BODY)
-async def predict(model_id: str, request: Request, session: SessionDep, cache: CacheDep,
-                  settings: SettingsDep, project: ProjectDep) -> Response:
+async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
-    entry = await _loaded(model_id, session=session, cache=cache, project=project,
-                          recheck=settings.model_recheck_seconds)
+    settings, cache = request.app.state.settings, request.app.state.cache
+    entry = await _loaded(request, model_id, project)
     _can(entry, "predict")
     x = _matrix(entry, await _instances(request), settings)
     return _json(await _compute(cache, entry, "predict", x, settings))
@@ -191,11 +203,10 @@ async def predict(model_id: str, request: Request, session: SessionDep, cache: C
 
 @router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS,
              openapi_extra=INSTANCES_BODY)
-async def embed(model_id: str, request: Request, session: SessionDep, cache: CacheDep,
-                settings: SettingsDep, project: ProjectDep) -> Response:
+async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
     """One vector per instance (distances to centroids, component scores, learned codes…)."""
-    entry = await _loaded(model_id, session=session, cache=cache, project=project,
-                          recheck=settings.model_recheck_seconds)
+    settings, cache = request.app.state.settings, request.app.state.cache
+    entry = await _loaded(request, model_id, project)
     _can(entry, "embed")
     x = _matrix(entry, await _instances(request), settings)
     vectors = await _compute(cache, entry, "embed", x, settings)
@@ -203,22 +214,19 @@ async def embed(model_id: str, request: Request, session: SessionDep, cache: Cac
 
 
 @router.post("/{model_id}/generate", response_model=GenerateOut, responses=SERVE_ERRORS)
-async def generate(model_id: str, body: GenerateIn, session: SessionDep, cache: CacheDep,
-                   settings: SettingsDep, project: ProjectDep) -> Response:
+async def generate(model_id: str, body: GenerateIn, request: Request,
+                   project: ProjectDep) -> Response:
     """n new samples from a generative model."""
-    entry = await _loaded(model_id, session=session, cache=cache, project=project,
-                          recheck=settings.model_recheck_seconds)
+    entry = await _loaded(request, model_id, project)
     _can(entry, "generate")
     samples = await _answer(lambda: entry.trained.generate(body.n, body.seed), body.n, 0)
     return _json({"samples": samples})
 
 
 @router.get("/{model_id}/embedding", response_model=TrainingEmbeddingOut, responses=SERVE_ERRORS)
-async def training_embedding(model_id: str, session: SessionDep, cache: CacheDep,
-                             settings: SettingsDep, project: ProjectDep) -> Response:
+async def training_embedding(model_id: str, request: Request, project: ProjectDep) -> Response:
     """The embedding of the training rows (t-SNE's result), in the dataset's row order."""
-    entry = await _loaded(model_id, session=session, cache=cache, project=project,
-                          recheck=settings.model_recheck_seconds)
+    entry = await _loaded(request, model_id, project)
     emb = getattr(entry.trained, "training_embedding", None)
     if emb is None:
         raise Invalid(f"a {entry.algorithm} model keeps no training embedding; use POST "
