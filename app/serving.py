@@ -126,6 +126,7 @@ class ModelCache:
         self.batch_max_wait = batch_max_wait
         self._items: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -139,7 +140,23 @@ class ModelCache:
             return entry
 
     def load(self, row: Any) -> Loaded:
-        """Load the model of a database row and cache it."""
+        """Load the model of a database row and cache it; concurrent callers share one load.
+
+        Without this, the first burst of requests to a cold model would each read and build it.
+        """
+        with self._lock:
+            gate = self._loading.setdefault(row.id, threading.Lock())
+        with gate:
+            with self._lock:
+                entry = self._items.get(row.id)
+            if entry is not None and entry.project == row.project:
+                return entry
+            entry = self._build(row)
+        with self._lock:
+            self._loading.pop(row.id, None)
+        return entry
+
+    def _build(self, row: Any) -> Loaded:
         trained = registry.load_trained(row.algorithm, self.store.path(row.artifact_key))
         entry = Loaded(
             model_id=row.id, project=row.project, algorithm=row.algorithm, family=row.family,

@@ -1,7 +1,9 @@
 """A k-means job on 200,000 x 32 floats end to end vs bare KMeans.fit + loading the same file.
 
-Both sides are measured in steady state: one untimed run first (the worker's and this
-process's first large allocation costs ~0.3 s either way), then the median of REPEATS runs.
+Both sides are measured in steady state: one run first (the worker's and this process's first
+large allocation costs ~0.3 s either way, and the service's first job on a dataset parses the
+CSV and keeps its numeric columns as Arrow beside it), then the median of REPEATS runs. The
+first job's time is printed too.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def run() -> dict:
             http = httpx.Client(base_url=svc.base, timeout=120)
             with path.open("rb") as fh:
                 ds = http.post("/v1/datasets", files={"file": ("big.csv", fh)}).json()
-            _job(http, ds["id"])
+            first, _ = _job(http, ds["id"])  # parses the CSV and keeps its numeric columns
             job_runs = [_job(http, ds["id"]) for _ in range(REPEATS)]
         finally:
             svc.stop()
@@ -68,10 +70,13 @@ def run() -> dict:
     same = abs(done["metrics"]["inertia"] - inertia) <= 1e-6 * inertia
     ratio = ours / bare
     m = done["metrics"]
-    print(f"  job breakdown: load {m['load_seconds']:.2f} s, fit+metrics {m['fit_seconds']:.2f} s")
+    print(f"  job breakdown: load {m['load_seconds']:.2f} s, fit+metrics {m['fit_seconds']:.2f} s; "
+          f"the dataset's first job (CSV parsed, cache written) took {first:.2f} s "
+          f"= {first / bare:.2f}x")
     print(f"training overhead: job {ours:.2f} s end to end vs bare load+fit {bare:.2f} s "
           f"(medians of {REPEATS}) -> {ratio:.2f}x (goal <= 1.2x); same inertia: {same}")
     return {"job_s": round(ours, 2), "bare_s": round(bare, 2), "ratio": round(ratio, 3),
+            "first_job_s": round(first, 2), "first_job_ratio": round(first / bare, 3),
             "same_inertia": same, "goal": "<= 1.2"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,7 @@ def load_matrix(path: Path, format: str, features: list[str],
     dtype = np.dtype(np.float32 if all32 else np.float64)
     path = Path(path)
     if format == "csv":
-        types = {f: _ARROW_TYPES[by_name[f]["dtype"]] for f in features}
-        return _table_matrix(_read_csv(path, features, types), features, dtype)
+        return _table_matrix(_csv_numeric(path, features, columns), features, dtype)
     if format == "parquet":
         return _table_matrix(pq.read_table(path, columns=features), features, dtype)
     if format == "npy":
@@ -116,6 +116,43 @@ def load_matrix(path: Path, format: str, features: list[str],
     if format == "jsonl":
         return _jsonl_matrix(path, features, dtype)
     raise ValueError(f"unknown dataset format {format!r}")
+
+
+# Parsing text is most of a CSV job's load time; the first job on a dataset keeps its numeric
+# columns beside it in Arrow IPC (memory-mapped, no parsing), and later jobs read those.
+CSV_CACHE = "numeric.arrow"
+
+
+def _csv_numeric(path: Path, features: list[str], columns: list[dict[str, Any]]) -> pa.Table:
+    cache = path.parent / CSV_CACHE
+    stat = path.stat()
+    source = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    if cache.exists():
+        try:
+            with pa.memory_map(str(cache)) as mapped:
+                table = pa.ipc.open_file(mapped).read_all()
+            meta = table.schema.metadata or {}
+            if meta.get(b"source") == source and all(f in table.column_names for f in features):
+                return table.select(features)
+        except (OSError, pa.ArrowInvalid):  # a damaged cache is rebuilt, never trusted
+            pass
+    by_name = {c["name"]: c for c in columns}
+    wanted = list(dict.fromkeys([*numeric_columns(columns), *features]))
+    table = _read_csv(path, wanted, {f: _ARROW_TYPES[by_name[f]["dtype"]] for f in wanted})
+    _write_cache(table.replace_schema_metadata({"source": source}), cache)
+    return table.select(features)
+
+
+def _write_cache(table: pa.Table, cache: Path) -> None:
+    staged = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        with pa.OSFile(str(staged), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(staged, cache)  # atomic: concurrent jobs see a whole cache or none
+    except OSError:
+        pass  # the cache only saves time; a read-only or full disk must not fail the job
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def load_column(path: Path, format: str, name: str, *, dtype: str | None = None) -> np.ndarray:

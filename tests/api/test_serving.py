@@ -84,3 +84,32 @@ def test_a_lone_request_waits_no_longer_than_max_wait():
         return time.perf_counter() - t0
 
     assert asyncio.run(main()) == pytest.approx(0.01, abs=0.05)
+
+
+def test_a_burst_on_a_cold_model_loads_it_once(settings, client, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.ml import registry
+    from app.serving import ModelCache
+    from app.storage import BlobStore
+    from tests.api.test_models import train
+
+    job = train(client, settings, "kmeans", {"n_clusters": 3})
+    from app.db.session import get_sessionmaker
+    from app.services import models
+
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        row = models.get(session=s, project="default", model_id=job["model_id"])
+    calls = []
+    real = registry.load_trained
+
+    def slow_load(*args):
+        calls.append(1)
+        time.sleep(0.2)
+        return real(*args)
+
+    monkeypatch.setattr(registry, "load_trained", slow_load)
+    cache = ModelCache(BlobStore(settings.blob_dir), 4)
+    with ThreadPoolExecutor(8) as pool:
+        entries = list(pool.map(lambda _: cache.load(row), range(8)))
+    assert len(calls) == 1 and all(e is entries[0] for e in entries)

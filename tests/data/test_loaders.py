@@ -307,3 +307,21 @@ def test_hex_ints_that_later_meet_floats_become_strings(tmp_path):
 
 def stored_with_block(path: Path, block_size: int) -> list[dict]:
     return [asdict(c) for c in inspect_file(path, path.name, block_size=block_size).columns]
+
+
+def test_csv_numeric_cache_gives_the_same_matrix_and_survives_damage(tmp_path):
+    from app.data.ingest import inspect_file
+    from app.data.loaders import CSV_CACHE
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3))
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,label,c\n" + "".join(
+        f"{float(r[0])!r},{float(r[1])!r},k{i % 3},{float(r[2])!r}\n" for i, r in enumerate(x)))
+    columns = [vars(c) for c in inspect_file(path, "data.csv").columns]
+    first = load_matrix(path, "csv", ["a", "c"], columns)
+    assert (tmp_path / CSV_CACHE).is_file()
+    np.testing.assert_array_equal(first, x[:, [0, 2]])
+    np.testing.assert_array_equal(load_matrix(path, "csv", ["c", "b"], columns), x[:, [2, 1]])
+    (tmp_path / CSV_CACHE).write_bytes(b"not arrow at all")
+    np.testing.assert_array_equal(load_matrix(path, "csv", ["a", "c"], columns), first)
