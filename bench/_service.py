@@ -173,12 +173,12 @@ def drop_database(url: str) -> None:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def wait_job(http: httpx.Client, job_id: str, timeout: float = 600) -> dict:
+def wait_job(http: httpx.Client, job_id: str, timeout: float = 600, poll: float = 0.02) -> dict:
     """Poll a job until it ends."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = http.get(f"/v1/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
-        time.sleep(0.02)
+        time.sleep(poll)
     raise TimeoutError(job_id)

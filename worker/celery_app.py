@@ -21,8 +21,11 @@ def _fresh_engines(**_: object) -> None:
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
     # Pay one-time start-up costs here, not inside the first job's clock.
-    from app.data.loaders import warm_up
-    warm_up()
+    from app.data.loaders import warm_up as warm_loaders
+    from app.ml.artifacts import warm_up as warm_artifacts
+
+    warm_loaders()
+    warm_artifacts()
 
 
 @celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)

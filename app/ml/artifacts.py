@@ -59,6 +59,11 @@ def _skops() -> Any:
     return skops.io
 
 
+def warm_up() -> None:
+    """Import skops now (a worker at start-up) rather than inside the first job's clock."""
+    _skops()
+
+
 def save_estimator(obj: Any, path: Path) -> None:
     """Write a scikit-learn object with skops."""
     _skops().dump(obj, Path(path))
