@@ -64,6 +64,13 @@ def test_contrastive_on_image_zip_with_events_and_b64_embed(embedded):
     files = [("files", (f"{i}.png", digits_png(i), "image/png")) for i in range(5)]
     multi = http.post(f"/v1/models/{mid}/embed", files=files).json()
     np.testing.assert_allclose(multi["embeddings"], emb.json()["embeddings"], rtol=1e-5)
+    # Another size and mode is converted and resized as at training (8x8 grayscale here).
+    big = Image.fromarray(np.kron(load_digits().images[0], np.ones((2, 2))).astype(np.uint8) * 15)
+    buf = io.BytesIO()
+    big.convert("RGB").save(buf, format="PNG")
+    other = http.post(f"/v1/models/{mid}/embed",
+                      json={"instances": [{"b64": base64.b64encode(buf.getvalue()).decode()}]})
+    assert other.status_code == 200 and np.asarray(other.json()["embeddings"]).shape == (1, 16)
     bad = http.post(f"/v1/models/{mid}/embed", json={"instances": [b64[0], {"b64": "bm90IGFuIGltYWdl"}]})
     assert bad.status_code == 422 and "instances[1]" in bad.text
     assert http.post(f"/v1/models/{mid}/predict", json={"instances": b64}).status_code == 422
@@ -87,6 +94,33 @@ def test_vae_on_rows_generates_and_predicts(embedded):
     assert one == two and len(one) == 3 and len(one[0]) == 64
     pred = http.post(f"/v1/models/{mid}/predict", json={"instances": digits.data[:4].tolist()}).json()
     assert len(pred["predictions"]) == 4 and len(pred["negative_elbo"]) == 4
+
+
+def test_gan_and_autoencoder_on_images(embedded):
+    http = embedded.http
+    ds = http.post("/v1/datasets", files={"file": ("digits.zip", digits_zip(200))}).json()
+    ids = {}
+    for algo in ("gan", "autoencoder"):
+        r = http.post("/v1/jobs", json={"dataset_id": ds["id"], "algorithm": algo,
+                                        "params": {"epochs": 2, "batch_size": 64}})
+        assert r.status_code == 202, r.text
+        ids[algo] = r.json()["id"]
+    for algo, job_id in ids.items():
+        job = wait_job(http, job_id, {"succeeded", "failed", "cancelled"}, timeout=180)
+        assert job["status"] == "succeeded", job
+        ids[algo] = job
+    gan = ids["gan"]
+    assert {"d_loss", "g_loss"} <= set(gan["history"][0])
+    samples = http.post(f"/v1/models/{gan['model_id']}/generate", json={"n": 4, "seed": 3}).json()["samples"]
+    assert len(samples) == 4
+    for s in samples:
+        img = Image.open(io.BytesIO(base64.b64decode(s["b64"])))
+        assert img.size == (8, 8)
+    ae = ids["autoencoder"]
+    b64 = [{"b64": base64.b64encode(digits_png(i)).decode()} for i in range(3)]
+    out = http.post(f"/v1/models/{ae['model_id']}/predict", json={"instances": b64}).json()
+    assert np.asarray(out["predictions"]).shape == (3, 8, 8, 1)
+    assert len(out["reconstruction_error"]) == 3 and "val_reconstruction_error" in ae["metrics"]
 
 
 def test_cancel_a_running_deep_job_within_seconds(embedded):
