@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, reaper
 from app.api import algorithms, datasets, errors, health, jobs, models
 from app.config import Settings, get_settings
 from app.serving import ModelCache
@@ -14,10 +17,18 @@ DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or tra
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    stop = reaper.start(app.state.settings)
+    yield
+    stop.set()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API application for settings (default: from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION,
+                  lifespan=_lifespan)
     app.state.settings = settings
     app.state.store = BlobStore(settings.blob_dir)
     app.state.cache = ModelCache(app.state.store, settings.model_cache_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -47,6 +48,7 @@ class JobReport:
         self.store = BlobStore(settings.blob_dir)
         self.checkpoint_seconds = settings.checkpoint_seconds
         self._last_checkpoint = time.monotonic()
+        self.resuming = False
         self.interval = min(settings.heartbeat_seconds, 1.0)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
@@ -84,8 +86,13 @@ class JobReport:
         self._progress = max(0.0, min(1.0, float(fraction)))
 
     def epoch(self, entry: dict[str, Any]) -> None:
+        since = None
+        if self.resuming:  # the first epoch after a resume says so in the history
+            entry = {**entry, "resumed": True, "attempt": self.lease.epoch}
+            since = entry.get("epoch")  # epochs the lost try ran past its checkpoint go
+            self.resuming = False
         with session_scope(self.url) as s:
-            if not jobs.append_history(session=s, lease=self.lease, entry=entry):
+            if not jobs.append_history(session=s, lease=self.lease, entry=entry, since=since):
                 self.lost.set()
         self.check()
 
@@ -113,13 +120,32 @@ class JobReport:
             raise Cancelled()
 
 
+def worker_id() -> str:
+    """Who holds a lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_dead(worker: str) -> bool:
+    """True when the lease holder was a process of this host that no longer runs."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     """Train job_id if this delivery should; every outcome ends in the job row."""
     url = settings.resolved_database_url
     with session_scope(url) as s:
         lease = jobs.claim(session=s, job_id=job_id, worker=worker,
                            stale_after=settings.heartbeat_seconds * 3,
-                           max_attempts=settings.max_attempts)
+                           max_attempts=settings.max_attempts, holder_dead=holder_dead)
     if lease is None:
         log.info("job.skipped job_id=%s", job_id)
         return
@@ -194,7 +220,7 @@ def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
         spec = {"algorithm": job.algorithm, "params": job.params, "features": job.features,
                 "target": job.target, "project": job.project, "dataset_id": dataset.id,
                 "kind": dataset.kind, "format": dataset.format, "columns": dataset.columns,
-                "blob_key": dataset.blob_key}
+                "blob_key": dataset.blob_key, "attempts": job.attempts}
     algo = registry.get(spec["algorithm"])
     params = algo.params_model.model_validate(spec["params"])
     report.progress(0.01)
@@ -202,10 +228,13 @@ def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
     data = load_training_data(store, spec)
     report.check()
     t1 = time.perf_counter()
-    if algo.uses_labels:
-        trained = algo.fit(data.x, params, report, y=data.y)  # type: ignore[call-arg]
-    else:
-        trained = algo.fit(data.x, params, report)
+    kwargs: dict[str, Any] = {"y": data.y} if algo.uses_labels else {}
+    checkpoint = store.path(checkpoint_key(lease.job_id))
+    if algo.resumable and checkpoint.is_file():
+        kwargs["resume_from"] = checkpoint  # an earlier try was lost: continue, don't restart
+        report.resuming = True
+        log.info("job.resuming job_id=%s attempt=%s", lease.job_id, spec["attempts"])
+    trained = algo.fit(data.x, params, report, **kwargs)
     report.check()
     timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
     model_id = new_id("mdl")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 from celery.signals import worker_process_init
 
 from app.config import get_settings
 from app.queue import TRAIN_TASK, make_celery
-from app.runner import run_job
+from app.runner import run_job, worker_id
 
 settings = get_settings()
 celery = make_celery(settings)
@@ -31,4 +29,4 @@ def _fresh_engines(**_: object) -> None:
 @celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
 def train(job_id: str) -> None:
     """Train one job, identified by id; the job row says what to do."""
-    run_job(job_id, settings=settings, worker=f"{socket.gethostname()}:{train.request.hostname}")
+    run_job(job_id, settings=settings, worker=worker_id())

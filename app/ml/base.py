@@ -104,6 +104,8 @@ class Algorithm(ABC):
     queue: ClassVar[str] = "cpu"
     # True when fit() takes labels (y=…) to evaluate the representation it learns.
     uses_labels: ClassVar[bool] = False
+    # True when fit() takes `resume_from=<checkpoint path>` and continues from that epoch.
+    resumable: ClassVar[bool] = False
 
     def own(self, params: Params | dict[str, Any]) -> Any:
         """params as this algorithm's Params model (a dict is validated)."""

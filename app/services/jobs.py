@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -166,14 +167,20 @@ class Lease:
 
 
 def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
-          max_attempts: int) -> Lease | None:
-    """Take the job if nobody alive holds it; None means this delivery has nothing to do."""
+          max_attempts: int, holder_dead: Callable[[str], bool] = lambda _: False) -> Lease | None:
+    """Take the job if nobody alive holds it; None means this delivery has nothing to do.
+
+    holder_dead(worker) tells whether a holder is known dead (a process of this host that no
+    longer exists), so a redelivery after a killed child resumes at once instead of waiting
+    for the heartbeat to go stale.
+    """
     job = session.get(Job, job_id)
     if job is None or job.status in TERMINAL:
         return None
     now = utcnow()
     heartbeat = _aware(job.heartbeat_at)
-    if job.status == RUNNING and heartbeat and now - heartbeat < timedelta(seconds=stale_after):
+    fresh = heartbeat is not None and now - heartbeat < timedelta(seconds=stale_after)
+    if job.status == RUNNING and fresh and not (job.worker and holder_dead(job.worker)):
         return None  # a redelivery while the first worker is still training (celery#5935)
     if job.cancel_requested:
         _finish(session, job, job.lease_epoch, CANCELLED, error=("Cancelled", "cancelled by request"))
@@ -212,14 +219,46 @@ def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) 
     return owned, cancel
 
 
-def append_history(*, session: Session, lease: Lease, entry: dict[str, Any]) -> bool:
-    """Add one epoch's entry to the job's history; False if the lease is lost."""
+def append_history(*, session: Session, lease: Lease, entry: dict[str, Any],
+                   since: int | None = None) -> bool:
+    """Add one epoch's entry to the job's history; False if the lease is lost.
+
+    since: drop entries of this epoch and later first (a resumed try redoes them).
+    """
     job = session.get(Job, lease.job_id)
     if job is None or job.lease_epoch != lease.epoch:
         return False
-    job.history = [*job.history, entry]
+    kept = [e for e in job.history if since is None or e.get("epoch", 0) < since]
+    job.history = [*kept, entry]
     session.flush()
     return True
+
+
+def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job]:
+    """Running jobs whose heartbeat stopped: requeue them (returned) or fail poison jobs.
+
+    Each change is conditional on the lease epoch it read, so two reapers (API replicas) or a
+    worker that comes back cannot both win; bumping the epoch fences the vanished worker off.
+    """
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    stale = session.scalars(select(Job).where(Job.status == RUNNING, Job.heartbeat_at < cutoff)).all()
+    requeued = []
+    for job in stale:
+        values: dict[str, Any] = {"lease_epoch": job.lease_epoch + 1, "worker": None}
+        if job.attempts >= max_attempts:
+            values.update(status=FAILED, finished_at=utcnow(), error_type="WorkerLost",
+                          error_message=f"its worker stopped answering on each of {job.attempts} "
+                          "attempts (killed, out of memory or partitioned); not retried again")
+        else:
+            values.update(status=QUEUED)
+        won = session.execute(
+            update(Job).where(Job.id == job.id, Job.lease_epoch == job.lease_epoch,
+                              Job.status == RUNNING).values(**values)
+        ).rowcount == 1
+        if won and values["status"] == QUEUED:
+            requeued.append(job)
+    session.flush()
+    return requeued
 
 
 def load_for_run(*, session: Session, lease: Lease) -> Job:

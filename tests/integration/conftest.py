@@ -32,6 +32,7 @@ class Service:
     def __init__(self, cmd: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.data_dir = Path(env["PRETRAINER_DATA_DIR"])
+        self.database_url = env.get("PRETRAINER_DATABASE_URL", "")
         self.log = log
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -5,6 +5,7 @@ fit() imports the torch side (app.ml.deep.training) only when a job actually tra
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +37,7 @@ class DeepAlgorithm(Algorithm):
     family: ClassVar[str] = FAMILY
     data_kinds: ClassVar[tuple[str, ...]] = ("tabular", "image")
     queue: ClassVar[str] = "gpu"
+    resumable: ClassVar[bool] = True
     uses_labels: ClassVar[bool] = True  # labels only score the embedding; training ignores them
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[DeepModel]]
@@ -63,11 +65,17 @@ class DeepAlgorithm(Algorithm):
         return found
 
     def fit(self, x: np.ndarray, params: Params, report: Report,
-            y: np.ndarray | None = None) -> DeepModel:
-        """Train on rows (n, d) or uint8 images (n, h, w, c); y only scores the embedding."""
+            y: np.ndarray | None = None, resume_from: Path | None = None) -> DeepModel:
+        """Train on rows (n, d) or uint8 images (n, h, w, c); y only scores the embedding.
+
+        resume_from: a checkpoint this service wrote for the same job; training continues
+        after its epoch with its weights, optimizer and RNG state.
+        """
+        from app.ml.deep.runtime import load_checkpoint
         from app.ml.deep.training import fit_model
 
-        return fit_model(self, x, self.own(params), report, y=y)
+        state = load_checkpoint(resume_from) if resume_from is not None else None
+        return fit_model(self, x, self.own(params), report, y=y, resume_from=state)
 
 
 class AutoencoderAlgorithm(DeepAlgorithm):
