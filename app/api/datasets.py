@@ -6,17 +6,26 @@ from dataclasses import asdict
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.api import uploads
-from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import (
+    IdempotencyHeader,
+    Limit,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from app.config import Settings
 from app.data.images import ZipLimits
 from app.data.ingest import IngestError, inspect_file
 from app.db.tables import new_id
 from app.errors import Problem
 from app.schemas import DatasetList, DatasetOut
-from app.services import datasets
+from app.services import datasets, idempotency
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -49,8 +58,15 @@ def _ingest_problem(exc: IngestError) -> Problem:
                         422: {"description": "empty, ragged, undecodable, unsafe ZIP member: "
                                              "says which row/column/member"}})
 async def upload(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
-                 project: ProjectDep) -> DatasetOut:
-    """Upload a dataset: the body is streamed to the blob store, then its schema is inferred."""
+                 project: ProjectDep, idempotency_key: IdempotencyHeader = None) -> DatasetOut:
+    """Upload a dataset: the body is streamed to the blob store, then its schema is inferred.
+
+    With an Idempotency-Key header, a retry returns the first upload's dataset.
+    """
+    key_ = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    if key_ and (first := idempotency.find(session=session, project=project, route="datasets",
+                                           key=key_, fingerprint=None)):
+        return DatasetOut.from_row(datasets.get(session=session, project=project, dataset_id=first))
     # The upload and anything derived from it (image arrays) are staged in one folder and
     # published together; the folder is removed on any error before that.
     with store.staging_dir() as folder:
@@ -71,7 +87,17 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
             "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
             "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
             "sha256": got.sha256, "blob_key": key, "details": info.details})
+        if key_:
+            idempotency.remember(session=session, project=project, route="datasets", key=key_,
+                                 fingerprint=got.sha256, resource_id=dataset_id)
         session.commit()
+    except IntegrityError:  # the same key raced in from another request: keep the first
+        session.rollback()
+        store.delete(f"datasets/{dataset_id}")
+        first = idempotency.find(session=session, project=project, route="datasets",
+                                 key=key_ or "", fingerprint=None)
+        return DatasetOut.from_row(datasets.get(session=session, project=project,
+                                                dataset_id=first or ""))
     except BaseException:
         store.delete(f"datasets/{dataset_id}")
         raise

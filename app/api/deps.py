@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -55,5 +55,7 @@ StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ProjectDep = Annotated[str, Depends(get_project)]
+IdempotencyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="a retry with the same key returns the first result")]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="rows to skip")]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import IntegrityError
 
 from app.api import events
-from app.api.deps import Limit, Offset, ProjectDep, SessionDep, SettingsDep
+from app.api.deps import IdempotencyHeader, Limit, Offset, ProjectDep, SessionDep, SettingsDep
 from app.queue import enqueue_train
 from app.schemas import JobCreate, JobList, JobOut
-from app.services import jobs
+from app.services import idempotency, jobs
 from app.services.jobs import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -21,13 +23,30 @@ Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|
 
 @router.post("", status_code=202, response_model=JobOut,
              responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"}})
-def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
-               project: ProjectDep) -> JobOut:
-    """Start a training job; it is queued at once and trained by a worker."""
+def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+               idempotency_key: IdempotencyHeader = None) -> JobOut:
+    """Start a training job; it is queued at once and trained by a worker.
+
+    With an Idempotency-Key header, a retry of the same request returns the first job.
+    """
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    if key and (first := idempotency.find(session=session, project=project, route="jobs",
+                                          key=key, fingerprint=fingerprint)):
+        return JobOut.from_row(jobs.get(session=session, project=project, job_id=first))
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec)
-    session.commit()  # the row is the truth: it exists before any worker can see the message
+    try:
+        if key:
+            idempotency.remember(session=session, project=project, route="jobs", key=key,
+                                 fingerprint=fingerprint, resource_id=job.id)
+        session.commit()  # the row is the truth: it exists before any worker can see the message
+    except IntegrityError:  # the same key raced in from another request: it won
+        session.rollback()
+        first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
+                                 fingerprint=fingerprint)
+        return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
     enqueue_train(settings, job.id, job.queue)
     return JobOut.from_row(job)
 
