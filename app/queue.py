@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.transport import filesystem
+from kombu.utils.json import dumps
 
 from app.config import Settings
 
 TRAIN_TASK = "jobs.train"
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, but a message file appears only once it is whole.
+
+    kombu writes the file in place while a polling consumer may already move and parse it;
+    an empty read crashes the worker and loses the message. Write aside, then rename.
+    """
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        staged = os.path.join(self.data_folder_out, f".{name}.tmp")  # not a `<queue>.msg` name
+        with open(staged, "wb") as fh:
+            fh.write(dumps(payload).encode())
+        os.replace(staged, final)
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """The embedded broker: kombu's filesystem transport with atomic message files."""
+
+    Channel = _AtomicFilesystemChannel
 QUEUES = ("cpu", "gpu")
 
 
@@ -34,6 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport = {"visibility_timeout": settings.visibility_timeout}
     return {
         "broker_url": url,
+        "broker_transport": f"{__name__}:AtomicFilesystemTransport" if url.startswith("filesystem") else None,
         "broker_transport_options": transport,
         # The Redis docs name three places for the visibility timeout; set all three.
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},

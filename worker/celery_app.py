@@ -5,11 +5,16 @@ from __future__ import annotations
 from celery.signals import worker_process_init
 
 from app.config import get_settings
+from app.ml.artifacts import warm_up as warm_artifacts
 from app.queue import TRAIN_TASK, make_celery
 from app.runner import run_job, worker_id
 
 settings = get_settings()
 celery = make_celery(settings)
+# skops takes seconds to import (it walks all of scikit-learn): import it once here, before the
+# pool forks, so children inherit it. In worker_process_init it would delay each child's "up"
+# signal past Celery's 4 s alive timeout on a busy machine, and the child would be restarted.
+warm_artifacts()
 
 
 @worker_process_init.connect
@@ -20,10 +25,8 @@ def _fresh_engines(**_: object) -> None:
     get_sessionmaker.cache_clear()
     # Pay one-time start-up costs here, not inside the first job's clock.
     from app.data.loaders import warm_up as warm_loaders
-    from app.ml.artifacts import warm_up as warm_artifacts
 
     warm_loaders()
-    warm_artifacts()
 
 
 @celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
