@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -150,36 +152,44 @@ async def _instances(request: Request) -> list[Any]:
         return [await f.read() for f in files]  # type: ignore[union-attr]
     try:
         return InstancesIn.model_validate_json(await request.body()).instances
-    except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+    except ValidationError as exc:  # the same 422 as a body FastAPI validated itself
+        raise RequestValidationError(exc.errors()) from exc
+
+
+@contextmanager
+def _model_errors() -> Iterator[None]:
+    """What a model refuses (bad rows, a capability it lacks) is the client's 422."""
+    try:
+        yield
+    except InputError as exc:
+        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
+    except CapabilityError as exc:
+        raise Invalid(str(exc), errors=[{"field": "model", "message": str(exc)}]) from exc
 
 
 async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
     """Run predict/embed: micro-batched for torch models, inline or in a thread otherwise."""
     if entry.family != "unsupervised" and settings.batching:
-        return await _answer_async(cache.batcher(entry, op).submit(x))
+        with _model_errors():
+            return await cache.batcher(entry, op).submit(x)
     fn = getattr(entry.trained, op)
     return await _answer(lambda: fn(x), len(x), settings.inline_instances)
 
 
-async def _answer_async(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except InputError as exc:
-        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
-
-
 async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
     # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
-    try:
+    with _model_errors():
         return fn() if n <= inline else await run_in_threadpool(fn)
-    except InputError as exc:
-        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
-    except CapabilityError as exc:
-        raise Invalid(str(exc), errors=[{"field": "model", "message": str(exc)}]) from exc
+
+
+async def _serve(request: Request, model_id: str, project: str, op: str) -> Any:
+    """The shared body of predict and embed: load, check, decode the instances, answer."""
+    settings, cache = request.app.state.settings, request.app.state.cache
+    entry = await _loaded(request, model_id, project)
+    _can(entry, op)
+    x = _matrix(entry, await _instances(request), settings)
+    return await _compute(cache, entry, op, x, settings)
 
 
 INSTANCES_BODY = {"requestBody": {"required": True, "content": {
@@ -194,22 +204,14 @@ INSTANCES_BODY = {"requestBody": {"required": True, "content": {
              openapi_extra=INSTANCES_BODY)
 async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
-    settings, cache = request.app.state.settings, request.app.state.cache
-    entry = await _loaded(request, model_id, project)
-    _can(entry, "predict")
-    x = _matrix(entry, await _instances(request), settings)
-    return _json(await _compute(cache, entry, "predict", x, settings))
+    return _json(await _serve(request, model_id, project, "predict"))
 
 
 @router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS,
              openapi_extra=INSTANCES_BODY)
 async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
     """One vector per instance (distances to centroids, component scores, learned codes…)."""
-    settings, cache = request.app.state.settings, request.app.state.cache
-    entry = await _loaded(request, model_id, project)
-    _can(entry, "embed")
-    x = _matrix(entry, await _instances(request), settings)
-    vectors = await _compute(cache, entry, "embed", x, settings)
+    vectors = await _serve(request, model_id, project, "embed")
     return _json({"embeddings": np.ascontiguousarray(vectors)})
 
 
