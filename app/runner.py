@@ -42,14 +42,13 @@ def checkpoint_key(job_id: str) -> str:
 class JobReport:
     """The Report a fit talks to: progress and history go to the job row, cancel comes back."""
 
-    def __init__(self, settings: Settings, lease: Lease) -> None:
+    def __init__(self, settings: Settings, lease: Lease, store: BlobStore) -> None:
         self.url = settings.resolved_database_url
         self.lease = lease
-        self.store = BlobStore(settings.blob_dir)
+        self.store = store
         self.checkpoint_seconds = settings.checkpoint_seconds
         self._last_checkpoint = time.monotonic()
         self.resuming = False
-        self.interval = min(settings.heartbeat_seconds, 1.0)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._progress: float | None = None
@@ -101,13 +100,11 @@ class JobReport:
         self.check()
         if time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
             return False
-        target = self.store.path(checkpoint_key(self.lease.job_id))
-        target.parent.mkdir(parents=True, exist_ok=True)
         staged = self.store.staging_file()
         try:
             write(staged)
             self.check()  # the lease may have moved while writing
-            os.replace(staged, target)  # atomic: a reader sees the old or the new, never half
+            self.store.replace(staged, checkpoint_key(self.lease.job_id))
         finally:
             staged.unlink(missing_ok=True)
         self._last_checkpoint = time.monotonic()
@@ -152,8 +149,8 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     log.info("job.started job_id=%s epoch=%s", job_id, lease.epoch)
     store = BlobStore(settings.blob_dir)
     try:
-        with JobReport(settings, lease) as report:
-            _train(settings, lease, report)
+        with JobReport(settings, lease, store) as report:
+            _train(settings, lease, report, store)
     except Cancelled:
         _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
     except LeaseLost:
@@ -209,9 +206,8 @@ def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
     return TrainingData(x, y, classes, schema)
 
 
-def _train(settings: Settings, lease: Lease, report: JobReport) -> None:
+def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore) -> None:
     url = settings.resolved_database_url
-    store = BlobStore(settings.blob_dir)
     with session_scope(url) as s:
         job = jobs.load_for_run(session=s, lease=lease)
         dataset = s.get(Dataset, job.dataset_id)

@@ -49,6 +49,17 @@ class BlobStore:
         os.replace(staged, target)
         return target
 
+    def replace(self, staged: Path, key: str) -> Path:
+        """Atomically move a staged file to key, replacing the previous version.
+
+        Only for blobs this service rewrites itself (a job's latest checkpoint): a reader sees
+        the old file or the new one, never half of either.
+        """
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        return target
+
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         """Write a blob: visible under key only once the block ends without error."""
