@@ -24,7 +24,7 @@ from app.data.images import ZipLimits
 from app.data.ingest import IngestError, inspect_file
 from app.db.tables import new_id
 from app.errors import Problem
-from app.schemas import DatasetList, DatasetOut
+from app.schemas import DatasetList, DatasetOut, Page
 from app.services import datasets, idempotency
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -116,8 +116,8 @@ def list_datasets(session: SessionDep, project: ProjectDep, limit: Limit = 50,
                   offset: Offset = 0) -> DatasetList:
     """The project's datasets, newest first."""
     rows, total = datasets.list_(session=session, project=project, limit=limit, offset=offset)
-    nxt = offset + len(rows) if offset + len(rows) < total else None
-    return DatasetList(items=[DatasetOut.from_row(r) for r in rows], total=total, next=nxt)
+    return DatasetList(items=[DatasetOut.from_row(r) for r in rows], total=total,
+                       next=Page.next_offset(offset, len(rows), total))
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses={404: {"description": "no such dataset"}})

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.api import events
 from app.api.deps import IdempotencyHeader, Limit, Offset, ProjectDep, SessionDep, SettingsDep
 from app.queue import enqueue_train
-from app.schemas import JobCreate, JobList, JobOut
+from app.schemas import JobCreate, JobList, JobOut, Page
 from app.services import idempotency, jobs
 from app.services.jobs import JobSpec
 
@@ -56,8 +56,8 @@ def list_jobs(session: SessionDep, project: ProjectDep, limit: Limit = 50, offse
               status: Status = None) -> JobList:
     """The project's jobs, newest first; filter with ?status=."""
     rows, total = jobs.list_(session=session, project=project, limit=limit, offset=offset, status=status)
-    nxt = offset + len(rows) if offset + len(rows) < total else None
-    return JobList(items=[JobOut.from_row(r) for r in rows], total=total, next=nxt)
+    return JobList(items=[JobOut.from_row(r) for r in rows], total=total,
+                     next=Page.next_offset(offset, len(rows), total))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

@@ -28,6 +28,7 @@ from app.schemas import (
     InstancesIn,
     ModelList,
     ModelOut,
+    Page,
     PredictOut,
     TrainingEmbeddingOut,
 )
@@ -51,8 +52,8 @@ def list_models(session: SessionDep, project: ProjectDep, limit: Limit = 50,
                 offset: Offset = 0) -> ModelList:
     """The project's models, newest first."""
     rows, total = models.list_(session=session, project=project, limit=limit, offset=offset)
-    nxt = offset + len(rows) if offset + len(rows) < total else None
-    return ModelList(items=[ModelOut.from_row(r) for r in rows], total=total, next=nxt)
+    return ModelList(items=[ModelOut.from_row(r) for r in rows], total=total,
+                     next=Page.next_offset(offset, len(rows), total))
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=NOT_FOUND)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.tables import ACTIVE, Dataset, Job
 from app.errors import Conflict, NotFound
+from app.services import page
 
 
 def blob_key(dataset_id: str, fmt: str) -> str:
@@ -34,13 +35,7 @@ def get(*, session: Session, project: str, dataset_id: str) -> Dataset:
 
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Dataset], int]:
     """A page of the project's datasets, newest first, and the total count."""
-    where = Dataset.project == project
-    total = session.scalar(select(func.count()).select_from(Dataset).where(where)) or 0
-    rows = session.scalars(
-        select(Dataset).where(where).order_by(Dataset.created_at.desc(), Dataset.id)
-        .limit(limit).offset(offset)
-    ).all()
-    return list(rows), total
+    return page(session, Dataset, [Dataset.project == project], limit=limit, offset=offset)
 
 
 def delete(*, session: Session, project: str, dataset_id: str) -> str:

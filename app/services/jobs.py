@@ -27,7 +27,7 @@ from app.db.tables import (
 )
 from app.errors import Invalid, NotFound
 from app.ml import registry
-from app.services import datasets
+from app.services import datasets, page
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,7 @@ def list_(*, session: Session, project: str, limit: int, offset: int,
           status: str | None = None) -> tuple[list[Job], int]:
     """A page of the project's jobs, newest first, and the total count."""
     where = [Job.project == project] + ([Job.status == status] if status else [])
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-    rows = session.scalars(
-        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
-    return list(rows), total
+    return page(session, Job, where, limit=limit, offset=offset)
 
 
 def request_cancel(*, session: Session, project: str, job_id: str) -> Job:
@@ -178,7 +174,7 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
     if job is None or job.status in TERMINAL:
         return None
     now = utcnow()
-    heartbeat = _aware(job.heartbeat_at)
+    heartbeat = job.heartbeat_at
     fresh = heartbeat is not None and now - heartbeat < timedelta(seconds=stale_after)
     if job.status == RUNNING and fresh and not (job.worker and holder_dead(job.worker)):
         return None  # a redelivery while the first worker is still training (celery#5935)
@@ -198,12 +194,6 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
     ).rowcount
     session.flush()
     return Lease(job_id, epoch, worker) if taken == 1 else None
-
-
-def _aware(value: Any) -> Any:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    from datetime import UTC
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:

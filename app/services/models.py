@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.tables import Model
 from app.errors import NotFound
+from app.services import page
 
 
 def artifact_key(model_id: str) -> str:
@@ -24,13 +24,7 @@ def get(*, session: Session, project: str, model_id: str) -> Model:
 
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Model], int]:
     """A page of the project's models, newest first, and the total count."""
-    where = Model.project == project
-    total = session.scalar(select(func.count()).select_from(Model).where(where)) or 0
-    rows = session.scalars(
-        select(Model).where(where).order_by(Model.created_at.desc(), Model.id)
-        .limit(limit).offset(offset)
-    ).all()
-    return list(rows), total
+    return page(session, Model, [Model.project == project], limit=limit, offset=offset)
 
 
 def delete(*, session: Session, project: str, model_id: str) -> str:
