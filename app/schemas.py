@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.tables import Dataset, Job, Model
-
-
-class Out(BaseModel):
-    @field_serializer("*", when_used="json", check_fields=False)
-    def _utc(self, value: Any) -> Any:
-        # SQLite hands back naive datetimes; everything stored is UTC, so say so.
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 class ColumnOut(BaseModel):
@@ -30,7 +21,7 @@ class ClassOut(BaseModel):
     count: int = Field(description="Number of images in the class")
 
 
-class DatasetOut(Out):
+class DatasetOut(BaseModel):
     id: str
     name: str
     kind: str = Field(description="tabular or image")
@@ -61,6 +52,11 @@ _DETAILS = ("image", "classes", "labelled")
 class Page(BaseModel):
     total: int
     next: int | None = Field(None, description="offset of the next page; null on the last one")
+
+    @staticmethod
+    def next_offset(offset: int, count: int, total: int) -> int | None:
+        """Where the page after one of count rows from offset starts, or None after the last."""
+        return offset + count if offset + count < total else None
 
 
 class DatasetList(Page):
@@ -101,7 +97,7 @@ class JobError(BaseModel):
     message: str
 
 
-class JobOut(Out):
+class JobOut(BaseModel):
     id: str
     name: str | None
     dataset_id: str
@@ -138,7 +134,7 @@ class JobList(Page):
     items: list[JobOut]
 
 
-class ModelOut(Out):
+class ModelOut(BaseModel):
     id: str
     name: str | None
     algorithm: str
