@@ -30,7 +30,7 @@ def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:] or parts
-    return ".".join(parts)
+    return ".".join(parts) or "body"  # an error of the whole body (not JSON at all) has no loc
 
 
 async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

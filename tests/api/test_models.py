@@ -64,6 +64,8 @@ def test_missing_column_and_non_number_are_422(client, settings):
     assert r.status_code == 422
     r = client.post(url, json={"instances": []})
     assert r.status_code == 422
+    r = client.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
 
 
 def test_generate_on_kmeans_says_what_the_model_can_do(client, settings):
