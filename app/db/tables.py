@@ -118,6 +118,10 @@ class Model(Base):
     capabilities: Mapped[list[Any]] = mapped_column(JSONType)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
     artifact_key: Mapped[str] = mapped_column(String(255))
+    # The model this one was fine-tuned from (a `transfer` job on `model:<id>`), and the
+    # whole chain: backbone model/architecture, weights sha256, pretraining dataset.
+    backbone_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
