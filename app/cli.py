@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from app import logs
 from app.config import Settings, get_settings
 
 log = logging.getLogger("pretrainer.cli")
@@ -48,7 +49,8 @@ def cmd_api(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.api_workers, log_level=settings.log_level, access_log=False)
+                workers=settings.api_workers, log_level=settings.log_level, access_log=False,
+                log_config=logs.dict_config(settings.log_level))
     return 0
 
 
@@ -57,7 +59,8 @@ def cmd_worker(settings: Settings, queues: str | None, concurrency: int | None) 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from worker.celery_app import celery
 
-    argv = ["worker", "-Q", queues or settings.worker_queues,
+    # --quiet (before the sub-command): no ASCII-art banner on stdout, the log is JSON lines.
+    argv = ["--quiet", "worker", "-Q", queues or settings.worker_queues,
             "-c", str(concurrency or settings.worker_concurrency), "--prefetch-multiplier", "1",
             "-n", f"pretrainer-{os.getpid()}@%h", "--loglevel", settings.log_level.upper(),
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -129,8 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _settings_env(args)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)
     if args.command == "migrate":
         return cmd_migrate(settings)
     if args.command == "api":

@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     # Empty means the embedded default under data_dir (SQLite file / filesystem broker).
     database_url: str = ""
     broker_url: str = ""
+    # Blob store: empty means data_dir/blobs; s3://bucket/prefix for S3-compatible storage.
+    storage_url: str = ""
+    # S3 endpoint and credentials (empty: boto's defaults, e.g. AWS_* variables or a role).
+    s3_endpoint_url: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str | None = None
     # How many uvicorn worker processes `pretrainer api` starts.
     api_workers: int = Field(1, ge=1, le=64)
     # Queues a worker consumes when none are named on the command line.
@@ -29,6 +36,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096)
     max_instances: int = Field(10_000, ge=1)
+    # Bound on an .npy or Arrow predict/embed body (10,000 × 384 float64 is about 31 MB).
+    max_payload_bytes: int = Field(256 * 1024**2, ge=1024)
     model_cache_size: int = Field(16, ge=1)
     # How long a cached model answers before its row is looked up again (deleted elsewhere).
     model_recheck_seconds: float = Field(2.0, ge=0)
@@ -74,6 +83,11 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         """Root of the local blob store."""
         return self.data_dir.resolve() / "blobs"
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """Local copies of S3 blobs that readers need on disk."""
+        return self.data_dir.resolve() / "blob-cache"
 
 
 @lru_cache

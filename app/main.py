@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, reaper
-from app.api import algorithms, datasets, errors, health, jobs, models
+from app import __version__, logs, reaper
+from app.api import algorithms, datasets, errors, health, jobs, metrics, models
 from app.config import Settings, get_settings
+from app.metrics import Metrics
+from app.observe import ObserveMiddleware
 from app.serving import ModelCache
-from app.storage import BlobStore
+from app.storage import open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
@@ -27,14 +29,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API application for settings (default: from the environment)."""
     settings = settings or get_settings()
+    logs.configure_structlog()
     app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION,
                   lifespan=_lifespan)
     app.state.settings = settings
-    app.state.store = BlobStore(settings.blob_dir)
+    app.state.store = open_store(settings)
     app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
                                  batch_max_size=settings.batch_max_size,
                                  batch_max_wait=settings.batch_max_wait_ms / 1000)
+    app.state.metrics = Metrics(settings, app.state.cache)
     errors.install(app)
-    for module in (health, datasets, algorithms, jobs, models):
+    for module in (health, metrics, datasets, algorithms, jobs, models):
         app.include_router(module.router)
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     return app

@@ -102,9 +102,14 @@ def _producer(settings: Settings) -> Celery:
     return _producers[key]
 
 
-def enqueue_train(settings: Settings, job_id: str, queue: str) -> None:
-    """Send the job id to its queue; called only after the job row is committed."""
-    _producer(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue)
+def enqueue_train(settings: Settings, job_id: str, queue: str, *,
+                  request_id: str | None = None) -> None:
+    """Send the job id to its queue; called only after the job row is committed.
+
+    The request id travels as a task argument so the worker's log lines of the job carry it.
+    """
+    kwargs = {"request_id": request_id} if request_id else {}
+    _producer(settings).send_task(TRAIN_TASK, args=[job_id], kwargs=kwargs, queue=queue)
 
 
 def ping_broker(settings: Settings, timeout: float = 2.0) -> None:

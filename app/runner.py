@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
+import posixpath
 import os
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app import logs
 from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
 from app.db.session import session_scope
@@ -25,9 +25,9 @@ from app.ml.base import Cancelled
 from app.services import jobs
 from app.services.jobs import Lease
 from app.services.models import artifact_key
-from app.storage import BlobStore
+from app.storage import BlobStore, open_store
 
-log = logging.getLogger("pretrainer.runner")
+log = logs.get_logger("pretrainer.runner")
 
 
 class LeaseLost(Exception):
@@ -74,7 +74,7 @@ class JobReport:
             with session_scope(self.url) as s:
                 owned, cancel = jobs.heartbeat(session=s, lease=self.lease, progress=self._progress)
         except Exception:  # a DB blip must not kill training; the next beat retries
-            log.warning("job.heartbeat_failed job_id=%s", self.lease.job_id, exc_info=True)
+            log.warning("job.heartbeat_failed", job_id=self.lease.job_id, exc_info=True)
             return
         if not owned:
             self.lost.set()
@@ -144,19 +144,19 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
                            stale_after=settings.heartbeat_seconds * 3,
                            max_attempts=settings.max_attempts, holder_dead=holder_dead)
     if lease is None:
-        log.info("job.skipped job_id=%s", job_id)
+        log.info("job.skipped", job_id=job_id)
         return
-    log.info("job.started job_id=%s epoch=%s", job_id, lease.epoch)
-    store = BlobStore(settings.blob_dir)
+    log.info("job.started", job_id=job_id, epoch=lease.epoch)
+    store = open_store(settings)
     try:
         with JobReport(settings, lease, store) as report:
             _train(settings, lease, report, store)
     except Cancelled:
         _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
     except LeaseLost:
-        log.warning("job.lease_lost job_id=%s", job_id)
+        log.warning("job.lease_lost", job_id=job_id)
     except Exception as exc:  # a training error ends the job failed, never stuck running
-        log.warning("job.failed job_id=%s\n%s", job_id, traceback.format_exc())
+        log.warning("job.failed", job_id=job_id, exc_info=True)
         _end(url, lease, FAILED, (type(exc).__name__, _message(exc)), store)
 
 
@@ -170,7 +170,7 @@ def _end(url: str, lease: Lease, status: str, error: tuple[str, str], store: Blo
         ended = jobs.end(session=s, lease=lease, status=status, error=error)
     if ended:  # a job that ended will not resume: its checkpoint would only be an orphan
         store.delete(checkpoint_key(lease.job_id))
-    log.info("job.ended job_id=%s status=%s", lease.job_id, status)
+    log.info("job.ended", job_id=lease.job_id, status=status)
 
 
 @dataclass
@@ -185,13 +185,13 @@ class TrainingData:
 
 def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
     """Load a job's rows (tabular matrix or uint8 images) and its labels, if any."""
-    path = store.path(spec["blob_key"])
-    if spec["kind"] == "image":
-        x, y, classes = load_images(path.parent)
+    if spec["kind"] == "image":  # the images' arrays sit beside the ZIP: the whole folder
+        x, y, classes = load_images(store.path(posixpath.dirname(spec["blob_key"])))
         height, width, channels = (int(v) for v in x.shape[1:])
         schema = {"kind": "image", "height": height, "width": width, "channels": channels,
                   "dtype": "uint8", "classes": classes}
         return TrainingData(x, y, classes, schema)
+    path = store.path(spec["blob_key"])
     x = load_matrix(path, spec["format"], spec["features"], spec["columns"])
     y, classes = None, []
     if spec["target"]:
@@ -229,7 +229,7 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
     if algo.resumable and checkpoint.is_file():
         kwargs["resume_from"] = checkpoint  # an earlier try was lost: continue, don't restart
         report.resuming = True
-        log.info("job.resuming job_id=%s attempt=%s", lease.job_id, spec["attempts"])
+        log.info("job.resuming", job_id=lease.job_id, attempt=spec["attempts"])
     trained = algo.fit(data.x, params, report, **kwargs)
     report.check()
     timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
@@ -251,4 +251,4 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
             store.delete(key)  # the lease moved on: this try's artifact must not survive
             raise LeaseLost(lease.job_id)
     store.delete(checkpoint_key(lease.job_id))  # the model supersedes the job's checkpoint
-    log.info("job.succeeded job_id=%s model_id=%s", lease.job_id, model_id)
+    log.info("job.succeeded", job_id=lease.job_id, model_id=model_id)

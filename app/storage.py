@@ -1,4 +1,7 @@
-"""Blob store: datasets and model artifacts under keys, written atomically (temp + rename)."""
+"""Blob store: datasets and model artifacts under keys, written atomically (temp + rename).
+
+A local directory by default; an S3-compatible bucket when PRETRAINER_STORAGE_URL says s3://.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 class BlobStore:
@@ -90,3 +96,146 @@ class BlobStore:
         probe = self.staging_file()
         probe.write_bytes(b"ok")
         probe.unlink()
+
+
+class S3BlobStore(BlobStore):
+    """Blobs in an S3-compatible bucket (through fsspec/s3fs), with a local read cache.
+
+    The same interface as the local store: writers stage on local disk and `publish` uploads,
+    refusing a key that exists; an object becomes visible only when its upload completes
+    (a single PUT, or a multipart upload that S3 assembles on completion). Readers that need a
+    file on disk (memory-mapped Arrow caches, image arrays, model weights) get `path(key)`: the
+    blob downloaded once into the cache (a file is fetched again when its ETag changed, which
+    only a job's checkpoint does; a folder is immutable once published).
+    """
+
+    def __init__(self, url: str, cache_dir: Path, *, endpoint_url: str | None = None,
+                 key: str | None = None, secret: str | None = None,
+                 region: str | None = None) -> None:
+        import s3fs
+
+        super().__init__(cache_dir)
+        self.prefix = url.removeprefix("s3://").strip("/")
+        if not self.prefix:
+            raise ValueError(f"storage URL {url!r} names no bucket")
+        client_kwargs = {"region_name": region} if region else {}
+        self.fs = s3fs.S3FileSystem(key=key, secret=secret, endpoint_url=endpoint_url or None,
+                                    client_kwargs=client_kwargs, use_listings_cache=False,
+                                    skip_instance_cache=True)
+
+    def url(self, key: str) -> str:
+        """The bucket/prefix/key of a blob; refuses keys that would escape the prefix."""
+        parts = PurePosixPath(key).parts
+        if not parts or any(p in ("..", ".", "") for p in parts) or key.startswith("/"):
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return f"{self.prefix}/{key}"
+
+    def _local(self, kind: str, key: str) -> Path:
+        self.url(key)  # the same key rules as the bucket
+        return self.root / kind / key
+
+    def path(self, key: str) -> Path:
+        """A local copy of the blob (file or folder), downloaded on first use."""
+        try:
+            info = self.fs.info(self.url(key))
+        except FileNotFoundError:
+            return self._local("files", key)  # absent: a path that does not exist
+        if info["type"] == "directory":
+            return self._fetch_dir(key)
+        return self._fetch_file(key, str(info.get("ETag") or info.get("size")))
+
+    def _fetch_file(self, key: str, tag: str) -> Path:
+        target = self._local("files", key)
+        stamp = target.with_name(target.name + ".~etag")
+        if target.is_file() and stamp.is_file() and stamp.read_text() == tag:
+            return target
+        staged = self.staging_file()
+        try:
+            self.fs.get_file(self.url(key), str(staged))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            stamp.write_text(tag)
+        finally:
+            staged.unlink(missing_ok=True)
+        return target
+
+    def _fetch_dir(self, key: str) -> Path:
+        target = self._local("dirs", key)
+        if target.is_dir():  # folders are published whole and never change
+            return target
+        with self.staging_dir() as folder:
+            base = self.url(key)
+            for remote in self.fs.find(base):
+                local = folder / PurePosixPath(remote).relative_to(base)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(remote, str(local))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(folder, target)
+            except OSError:  # another reader finished the same download first
+                if not target.is_dir():
+                    raise
+        return target
+
+    def _upload(self, staged: Path, key: str) -> None:
+        if staged.is_dir():
+            for local in sorted(p for p in staged.rglob("*") if p.is_file()):
+                self.fs.put_file(str(local), f"{self.url(key)}/{local.relative_to(staged).as_posix()}")
+        else:
+            self.fs.put_file(str(staged), self.url(key))
+
+    def publish(self, staged: Path, key: str) -> Path:
+        """Upload a staged file or folder to key; an existing key is never overwritten."""
+        if self.exists(key):
+            raise FileExistsError(f"blob already exists: {key}")
+        kind = "dirs" if staged.is_dir() else "files"
+        self._upload(staged, key)
+        _remove(staged)
+        return self._local(kind, key)
+
+    def replace(self, staged: Path, key: str) -> Path:
+        """Upload a staged file over key (a job's checkpoint): one PUT, old or new, never half."""
+        self._upload(staged, key)
+        _remove(staged)
+        return self._local("files", key)
+
+    def exists(self, key: str) -> bool:
+        """Whether key holds an object or a folder of them."""
+        return bool(self.fs.exists(self.url(key)))
+
+    def delete(self, key: str) -> None:
+        """Remove the objects under key and their cached copies; missing keys are fine."""
+        try:
+            self.fs.rm(self.url(key), recursive=True)
+        except FileNotFoundError:
+            pass
+        for kind in ("files", "dirs"):
+            _remove(self._local(kind, key))
+
+    def check(self) -> None:
+        """Raise unless the bucket can be written (readiness probe)."""
+        probe = self.url(f".probe/{uuid.uuid4().hex}")
+        self.fs.pipe_file(probe, b"ok")
+        self.fs.rm(probe)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """The blob store settings name: a local folder (default) or an S3 bucket/prefix."""
+    url = settings.storage_url
+    if url.startswith("s3://"):
+        return S3BlobStore(url, settings.blob_cache_dir, endpoint_url=settings.s3_endpoint_url,
+                           key=settings.s3_access_key_id, secret=settings.s3_secret_access_key,
+                           region=settings.s3_region)
+    if url.startswith("file://"):
+        return BlobStore(Path(url.removeprefix("file://")))
+    if url:
+        raise ValueError(f"PRETRAINER_STORAGE_URL must be s3://bucket/prefix or file:///path, "
+                         f"not {url!r}")
+    return BlobStore(settings.blob_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from celery.signals import worker_process_init
 
 from app.config import get_settings
@@ -30,6 +31,10 @@ def _fresh_engines(**_: object) -> None:
 
 
 @celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
-def train(job_id: str) -> None:
-    """Train one job, identified by id; the job row says what to do."""
-    run_job(job_id, settings=settings, worker=worker_id())
+def train(job_id: str, request_id: str | None = None) -> None:
+    """Train one job, identified by id; the job row says what to do.
+
+    Every log line while it trains carries the job id and the id of the request that sent it.
+    """
+    with structlog.contextvars.bound_contextvars(job_id=job_id, request_id=request_id):
+        run_job(job_id, settings=settings, worker=worker_id())

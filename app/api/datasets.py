@@ -81,7 +81,8 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
         key = datasets.blob_key(dataset_id, info.format)
         staged.rename(folder / PurePosixPath(key).name)
         name = (got.fields.get("name") or got.filename or dataset_id).strip()[:255] or dataset_id
-        store.publish(folder, f"datasets/{dataset_id}")
+        # An upload to S3 takes a while: not on the event loop.
+        await run_in_threadpool(store.publish, folder, f"datasets/{dataset_id}")
     try:
         row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
             "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,

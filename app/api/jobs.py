@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
+from app import logs
 from app.api import events
 from app.api.deps import IdempotencyHeader, Limit, Offset, ProjectDep, SessionDep, SettingsDep
 from app.queue import enqueue_train
@@ -17,6 +18,7 @@ from app.services import idempotency, jobs
 from app.services.jobs import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logs.get_logger("pretrainer.api.jobs")
 NOT_FOUND = {404: {"description": "no such job"}}
 Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
@@ -47,7 +49,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
         first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
                                  fingerprint=fingerprint)
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
-    enqueue_train(settings, job.id, job.queue)
+    enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
+    log.info("job.enqueued", job_id=job.id, queue=job.queue, algorithm=job.algorithm)
     return JobOut.from_row(job)
 
 

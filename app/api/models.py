@@ -8,18 +8,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app.api import payloads
 from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
 from app.db.session import get_sessionmaker
-from app.errors import Invalid, NotFound, TooLarge, field_error
+from app.errors import Invalid, NotFound, TooLarge, Unsupported, field_error
 from app.ml.base import CapabilityError, InputError
 from app.schemas import (
     EmbedOut,
@@ -43,8 +43,7 @@ SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINE
 
 def _json(payload: Any) -> Response:
     # orjson writes numpy arrays directly: no per-float Python objects on the way out.
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-                    media_type="application/json")
+    return payloads.respond(payload, "", payloads.JSON)
 
 
 @router.get("", response_model=ModelList)
@@ -184,12 +183,27 @@ async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
         return fn() if n <= inline else await run_in_threadpool(fn)
 
 
+async def _binary(request: Request, entry: Loaded, settings: Settings, ctype: str) -> np.ndarray:
+    """The rows of an .npy or Arrow body, checked against the model's features."""
+    if entry.kind == "image":
+        raise Unsupported(f"{ctype} bodies are for tabular models; send images as JSON "
+                          '{"instances": [{"b64": …}]} or multipart files',
+                          errors=[{"field": "body", "message": f"{ctype} is not accepted here"}])
+    raw = await payloads.read_body(request, settings.max_payload_bytes)
+    arr = payloads.decode(raw, ctype, entry.features)
+    return payloads.matrix(arr, entry.features, entry.dtype, settings.max_instances)
+
+
 async def _serve(request: Request, model_id: str, project: str, op: str) -> Any:
     """The shared body of predict and embed: load, check, decode the instances, answer."""
     settings, cache = request.app.state.settings, request.app.state.cache
     entry = await _loaded(request, model_id, project)
     _can(entry, op)
-    x = _matrix(entry, await _instances(request), settings)
+    ctype = payloads.media_type(request.headers.get("content-type"))
+    if ctype in payloads.BINARY:
+        x = await _binary(request, entry, settings, ctype)
+    else:
+        x = _matrix(entry, await _instances(request), settings)
     return await _compute(cache, entry, op, x, settings)
 
 
@@ -198,22 +212,37 @@ INSTANCES_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
         "type": "array", "items": {"type": "string", "format": "binary"},
         "description": "image files, for image models"}}}},
+    **payloads.request_content(),
 }}}
+BINARY_ERRORS = {415: {"description": "a binary body sent to an image model"}}
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS,
+def _responses(main: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": payloads.response_content(main)}, **SERVE_ERRORS, **BINARY_ERRORS}
+
+
+@router.post("/{model_id}/predict", response_model=PredictOut, responses=_responses("predictions"),
              openapi_extra=INSTANCES_BODY)
 async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
-    """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
-    return _json(await _serve(request, model_id, project, "predict"))
+    """Predict for each instance: cluster, component, reconstruction — as the algorithm does.
+
+    JSON, .npy (`application/x-npy`) or Arrow (`application/vnd.apache.arrow.stream`) in, by
+    Content-Type; the same three out, by Accept (.npy carries `predictions` only).
+    """
+    answer = await _serve(request, model_id, project, "predict")
+    return payloads.respond(answer, "predictions", payloads.accepted(request))
 
 
-@router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS,
+@router.post("/{model_id}/embed", response_model=EmbedOut, responses=_responses("embeddings"),
              openapi_extra=INSTANCES_BODY)
 async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
-    """One vector per instance (distances to centroids, component scores, learned codes…)."""
+    """One vector per instance (distances to centroids, component scores, learned codes…).
+
+    JSON, .npy or Arrow in (Content-Type) and out (Accept), as for predict.
+    """
     vectors = await _serve(request, model_id, project, "embed")
-    return _json({"embeddings": np.ascontiguousarray(vectors)})
+    return payloads.respond({"embeddings": np.ascontiguousarray(vectors)}, "embeddings",
+                            payloads.accepted(request))
 
 
 @router.post("/{model_id}/generate", response_model=GenerateOut, responses=SERVE_ERRORS)

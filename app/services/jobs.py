@@ -288,3 +288,17 @@ def _finish(session: Session, job: Job, epoch: int, status: str,
     if error:
         job.error_type, job.error_message = error
     session.flush()
+
+
+def count_by_state(*, session: Session) -> list[tuple[str, str, int]]:
+    """(status, queue, count) of every job: one GROUP BY, for the metrics scrape."""
+    rows = session.execute(select(Job.status, Job.queue, func.count()).group_by(Job.status, Job.queue))
+    return [(status, queue, int(n)) for status, queue, n in rows]
+
+
+def durations(*, session: Session) -> list[tuple[str, str, float]]:
+    """(status, queue, seconds from start to end) of every job that ran and ended."""
+    rows = session.execute(select(Job.status, Job.queue, Job.started_at, Job.finished_at).where(
+        Job.status.in_(TERMINAL), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
+    return [(status, queue, max(0.0, (end - start).total_seconds()))
+            for status, queue, start, end in rows]
