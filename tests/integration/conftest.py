@@ -77,10 +77,15 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The README's own command, `make run`, on the embedded default (SQLite, fs broker)."""
-    tmp = tmp_path_factory.mktemp("embedded")
+    yield from make_run(tmp_path_factory.mktemp("embedded"))
+
+
+def make_run(tmp: Path, **env: str) -> Iterator[Service]:
+    """`make run` in tmp with env on top of the embedded default, ready, then stopped."""
     port = free_port()
-    env = _env(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(tmp / "data"))
-    svc = Service(["make", "--no-print-directory", "run"], env, tmp / "service.log", port)
+    svc = Service(["make", "--no-print-directory", "run"],
+                  _env(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(tmp / "data"), **env),
+                  tmp / "service.log", port)
     try:
         svc.wait_ready()
         yield svc
@@ -112,12 +117,17 @@ def _postgres_available() -> str | None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database for this module, dropped afterwards."""
+    yield from fresh_postgres("pretrainer_it")
+
+
+def fresh_postgres(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (skips when absent)."""
     reason = _postgres_available()
     if reason:
         pytest.skip(reason)
     from sqlalchemy import create_engine, text
 
-    name = f"pretrainer_it_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
@@ -125,9 +135,10 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        from app.db.session import get_engine
+        from app.db.session import get_engine, get_sessionmaker
 
         get_engine.cache_clear()
+        get_sessionmaker.cache_clear()
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

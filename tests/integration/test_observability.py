@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import blobs, to_csv
+from tests.integration.test_end_to_end import wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +26,6 @@ def json_lines(svc) -> list[dict]:
     return out
 
 
-def finish(http, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_worker_log_lines_carry_request_and_job_id_and_metrics_show_the_job(production):
     http = production.http
     ds = http.post("/v1/datasets", files={"file": ("b.csv", to_csv(blobs()))}).json()["id"]
@@ -42,7 +33,7 @@ def test_worker_log_lines_carry_request_and_job_id_and_metrics_show_the_job(prod
     r = http.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans",
                                     "params": {"n_clusters": 3}}, headers={"X-Request-ID": rid})
     assert r.status_code == 202 and r.headers["x-request-id"] == rid
-    job = finish(http, r.json()["id"])
+    job = wait_job(http, r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=120)
     assert job["status"] == "succeeded", job
 
     deadline = time.monotonic() + 10
