@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # Queues a worker consumes when none are named on the command line.
     worker_queues: str = "cpu,gpu"
     worker_concurrency: int = Field(1, ge=1, le=64)
+    # Celery task events (sent/started/succeeded), for Flower; off by default: a message each.
+    task_events: bool = False
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096)

@@ -144,7 +144,7 @@ def _gpu() -> Iterator[Any]:
         memory.add_metric([str(i), "reserved"], torch.cuda.memory_reserved(i))
         try:
             util.add_metric([str(i)], torch.cuda.utilization(i) / 100)
-        except Exception:  # needs pynvml; memory alone still says a lot
-            pass
+        except (ImportError, RuntimeError, ModuleNotFoundError):  # needs pynvml
+            log.debug("metrics.gpu_utilization_unavailable", exc_info=True)
     yield memory
     yield util

@@ -79,7 +79,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "broker_pool_limit": 10,
     }
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import os
+import posixpath
 import socket
 import threading
 import time

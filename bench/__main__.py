@@ -6,6 +6,7 @@ import json
 import sys
 
 from bench import (
+    binary_embed,
     contrastive_digits,
     deep_training_overhead,
     dispatch_latency,
@@ -23,6 +24,7 @@ BENCHES = {
     "deep_training_overhead": deep_training_overhead.run,
     "contrastive_digits": contrastive_digits.run,
     "microbatch": microbatch.run,
+    "binary_embed": binary_embed.run,
 }
 
 

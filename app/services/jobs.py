@@ -301,4 +301,4 @@ def durations(*, session: Session) -> list[tuple[str, str, float]]:
     rows = session.execute(select(Job.status, Job.queue, Job.started_at, Job.finished_at).where(
         Job.status.in_(TERMINAL), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
     return [(status, queue, max(0.0, (end - start).total_seconds()))
-            for status, queue, start, end in rows]
+            for status, queue, start, end in rows if start is not None and end is not None]
