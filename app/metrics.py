@@ -39,11 +39,18 @@ class Metrics:
                                  "HTTP request latency by route template", ["method", "route"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(StateCollector(settings, cache))
+        # Label children by (method, route, status): .labels() costs more than the count itself.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one finished request."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                          self.latency.labels(method, route))
+        pair[0].inc()
+        pair[1].observe(seconds)
 
 
 class StateCollector(Collector):

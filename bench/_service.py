@@ -182,3 +182,13 @@ def wait_job(http: httpx.Client, job_id: str, timeout: float = 600, poll: float 
             return job
         time.sleep(poll)
     raise TimeoutError(job_id)
+
+
+def train(http: httpx.Client, filename: str, content: bytes, algorithm: str, params: dict) -> dict:
+    """Upload a dataset, train one job on it, and return the job once it has succeeded."""
+    ds = http.post("/v1/datasets", files={"file": (filename, content)}).json()
+    job = http.post("/v1/jobs", json={"dataset_id": ds["id"], "algorithm": algorithm,
+                                      "params": params}).json()
+    done = wait_job(http, job["id"])
+    assert done["status"] == "succeeded", done
+    return done

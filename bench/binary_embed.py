@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench._service import service, wait_job
+from bench._service import service, train
 
 ROWS, WIDTH = 10_000, 384
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -58,17 +58,13 @@ def _timed(call, http: httpx.Client, url: str, x: np.ndarray) -> tuple[float, np
 def run() -> dict:
     """Median seconds per 10,000-row call each way, rows/s, and the npy/JSON throughput ratio."""
     rng = np.random.default_rng(0)
-    train = rng.normal(size=(1000, WIDTH))
+    fit_rows = rng.normal(size=(1000, WIDTH))
     x = rng.normal(size=(ROWS, WIDTH))
     with tempfile.TemporaryDirectory() as tmp:
         svc = service(Path(tmp) / "data")
         try:
             http = httpx.Client(base_url=svc.base, timeout=600)
-            ds = http.post("/v1/datasets", files={"file": ("train.npy", _npy(train))}).json()
-            job = http.post("/v1/jobs", json={"dataset_id": ds["id"], "algorithm": "pca",
-                                              "params": {"n_components": WIDTH}}).json()
-            done = wait_job(http, job["id"])
-            assert done["status"] == "succeeded", done
+            done = train(http, "train.npy", _npy(fit_rows), "pca", {"n_components": WIDTH})
             url = f"/v1/models/{done['model_id']}/embed"
             json_s, json_out = _timed(_json_call, http, url, x)
             npy_s, npy_out = _timed(_npy_call, http, url, x)

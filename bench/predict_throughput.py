@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.datasets import make_blobs
 
 from bench import mlflow_serve
-from bench._service import BIN, Proc, free_port, hammer, service, wait_job
+from bench._service import BIN, Proc, free_port, hammer, service, train
 
 ROWS = 2000
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -36,10 +36,7 @@ def run() -> dict:
         svc = service(Path(tmp) / "data")
         try:
             http = httpx.Client(base_url=svc.base, timeout=60)
-            ds = http.post("/v1/datasets", files={"file": ("b.csv", _csv(x))}).json()
-            job = http.post("/v1/jobs", json={"dataset_id": ds["id"], "algorithm": "kmeans",
-                                              "params": {"n_clusters": 5, "n_init": 3}}).json()
-            model = wait_job(http, job["id"])["model_id"]
+            model = train(http, "b.csv", _csv(x), "kmeans", {"n_clusters": 5, "n_init": 3})["model_id"]
             ours = hammer(f"{svc.base}/v1/models/{model}/predict", body, CONCURRENCY, SECONDS)
         finally:
             svc.stop()
