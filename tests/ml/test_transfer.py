@@ -15,6 +15,7 @@ from app.ml import registry
 from app.ml.base import NullReport
 from app.ml.transfer.backbones import BackboneRef, resolve_named
 from app.ml.transfer.training import split
+from tests.ml.test_deep import Recorder
 
 TRANSFER = registry.get("transfer")
 
@@ -84,16 +85,49 @@ def test_l2sp_keeps_weights_near_the_pretrained_ones(source):
 
 def test_l2sp_penalty_is_in_the_history(source):
     x, y = rows()
-    seen = []
-
-    class Recorder(NullReport):
-        def epoch(self, entry):
-            seen.append(entry)
-
+    rec = Recorder()
     TRANSFER.fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "freeze": "none",
-                                  "l2sp": 1.0}), Recorder(), y=y, backbone=source)
-    assert len(seen) == 3 and all(e["l2sp_penalty"] >= 0 for e in seen)
-    assert seen[0]["l2sp_penalty"] > 0 or seen[-1]["l2sp_penalty"] > 0
+                                  "l2sp": 1.0}), rec, y=y, backbone=source)
+    assert len(rec.history) == 3 and all(e["l2sp_penalty"] >= 0 for e in rec.history)
+    assert rec.history[-1]["l2sp_penalty"] > 0
+
+
+def test_warmup_ramps_the_learning_rate(source):
+    x, y = rows()
+    rec = Recorder()
+    TRANSFER.fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "warmup_epochs": 2,
+                                  "learning_rate": 0.01}), rec, y=y, backbone=source)
+    lrs = [e["lr"] for e in rec.history]
+    assert lrs[0] == pytest.approx(0.005, rel=0.2) and lrs[1] == lrs[2] == pytest.approx(0.01)
+
+
+def test_resume_from_a_checkpoint_equals_an_unbroken_run(source, tmp_path):
+    x, y = rows()
+    p = {"backbone": "model:src", "freeze": 1, "warmup_epochs": 3, "batch_size": 32}
+    whole = TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 4}), NullReport(), y=y, backbone=source)
+    rec = Recorder(tmp_path)
+    TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 2}), rec, y=y, backbone=source)
+    again = Recorder()
+    resumed = TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 4}), again, y=y, backbone=source,
+                           resume_from=rec.checkpoints[-1])
+    assert [e["epoch"] for e in again.history] == [3, 4]
+    for k, v in whole.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_batches_with_targets_pair_rows_on_both_paths():
+    from app.ml.deep.runtime import Batches, Runtime
+
+    data = torch.arange(50, dtype=torch.float32).view(50, 1)
+    targets = torch.arange(50)
+    for resident in (True, False):
+        rt = Runtime(torch.device("cpu"), 0)
+        seen = []
+        for xb, yb in Batches(data, rt, 8, shuffle=True, targets=targets, resident=resident,
+                              workers=0):
+            assert torch.equal(xb[:, 0].long(), yb)
+            seen += yb.tolist()
+        assert sorted(seen) == list(range(50))
 
 
 def test_classification_metrics_equal_sklearn_on_the_held_out_rows(source):
