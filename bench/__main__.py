@@ -14,6 +14,7 @@ from bench import (
     microbatch,
     predict_throughput,
     training_overhead,
+    transfer_digits,
 )
 
 BENCHES = {
@@ -25,6 +26,7 @@ BENCHES = {
     "contrastive_digits": contrastive_digits.run,
     "microbatch": microbatch.run,
     "binary_embed": binary_embed.run,
+    "transfer_digits": transfer_digits.run,
 }
 
 
