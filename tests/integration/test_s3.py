@@ -19,6 +19,7 @@ from app.storage import S3BlobStore, open_store
 from tests.conftest import blobs, to_csv
 from tests.integration.conftest import Service, free_port, make_run
 from tests.integration.test_end_to_end import wait_job
+from tests.integration.test_self_supervised import digits_zip
 
 pytestmark = pytest.mark.integration
 BUCKET, PREFIX = "pretrainer-test", "svc/blobs"
@@ -116,13 +117,18 @@ def test_upload_train_predict_with_blobs_on_s3(s3_service: Service, s3_endpoint:
                                          "params": params}).json()
             for algorithm, params in (("kmeans", {"n_clusters": 3, "random_state": 0}),
                                       ("autoencoder", {"epochs": 2, "latent_dim": 2, "seed": 0}))]
+    # An image ZIP: the worker needs its whole dataset folder (the ZIP and the arrays beside it).
+    images = http.post("/v1/datasets", files={"file": ("digits.zip", digits_zip(60))}).json()
+    jobs.append(http.post("/v1/jobs", json={"dataset_id": images["id"], "algorithm": "autoencoder",
+                                            "params": {"epochs": 1, "latent_dim": 4}}).json())
     done = [finish(http, j["id"]) for j in jobs]
-    assert [j["status"] for j in done] == ["succeeded", "succeeded"], done
+    assert [j["status"] for j in done] == ["succeeded"] * 3, done
 
     # The bytes live in the bucket, not in the service's data dir.
     reader = open_store(s3_settings(s3_endpoint, tmp_path / "reader"))
     assert reader.exists(f"datasets/{ds['id']}/data.csv")
     assert reader.path(f"datasets/{ds['id']}/data.csv").read_bytes() == to_csv(x)
+    assert reader.exists(f"datasets/{images['id']}/data.zip")
     for job in done:
         assert reader.exists(f"models/{job['model_id']}")
         assert not reader.exists(f"jobs/{job['id']}/checkpoint.pt")  # superseded by the model
