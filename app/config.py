@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(64, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"
+    # Pretrained weights of torchvision architectures (`transfer` backbones), read from local
+    # files only; empty means data_dir/weights.
+    weights_dir: Path | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -69,6 +72,11 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the filesystem broker's messages (embedded default only)."""
         return self.data_dir.resolve() / "broker"
+
+    @property
+    def resolved_weights_dir(self) -> Path:
+        """Where `transfer` looks for <architecture>.safetensors / .pth files."""
+        return (self.weights_dir or self.data_dir / "weights").resolve()
 
     @property
     def blob_dir(self) -> Path:

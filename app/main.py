@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, reaper
-from app.api import algorithms, datasets, errors, health, jobs, models, plots, ui
+from app.api import algorithms, backbones, datasets, errors, health, jobs, models, plots, ui
 from app.config import Settings, get_settings
 from app.serving import ModelCache
 from app.storage import BlobStore
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  batch_max_size=settings.batch_max_size,
                                  batch_max_wait=settings.batch_max_wait_ms / 1000)
     errors.install(app)
-    for module in (health, datasets, algorithms, jobs, models, plots):
+    for module in (health, datasets, algorithms, backbones, jobs, models, plots):
         app.include_router(module.router)
     ui.mount(app)
     return app

@@ -36,7 +36,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first))
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
-    job = jobs.create(session=session, project=project, spec=spec)
+    job = jobs.create(session=session, project=project, spec=spec,
+                      weights_dir=settings.resolved_weights_dir)
     try:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,
