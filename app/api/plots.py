@@ -101,8 +101,8 @@ def _points(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray) -> tuple[A
 
 def _labels(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray,
             data: Any) -> tuple[list[str] | None, str]:
-    if data.y is not None:
-        return [data.classes[int(i)] for i in np.asarray(data.y)[idx]], "label"
+    if data.labels is not None:  # class folders, or the job's target column
+        return [str(v) for v in np.asarray(data.labels)[idx]], "label"
     if row.family == "unsupervised" and row.algorithm != "pca" and "predict" in row.capabilities:
         return [str(v) for v in np.asarray(trained.predict(x)["predictions"])], "cluster"
     return None, ""
