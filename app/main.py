@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, reaper
-from app.api import algorithms, backbones, datasets, errors, health, jobs, models, plots, ui
+from app.api import algorithms, backbones, datasets, errors, health, jobs, models
+from app.api import openapi, plots, ui
 from app.config import Settings, get_settings
 from app.serving import ModelCache
 from app.storage import BlobStore
@@ -38,4 +39,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, datasets, algorithms, backbones, jobs, models, plots):
         app.include_router(module.router)
     ui.mount(app)
+    openapi.install(app)
     return app
