@@ -63,9 +63,28 @@ def _bytes(r: httpx.Response) -> bytes:
     return r.content
 
 
-def _paging(limit: int, offset: int, **extra: Any) -> dict[str, Any]:
-    params = {"limit": limit, "offset": offset, **{k: v for k, v in extra.items() if v is not None}}
-    return {"params": params}
+RESOURCES: dict[str, Any] = {"datasets": Dataset, "jobs": Job, "models": Model}
+
+
+def listing(resource: str, limit: int, offset: int, **filters: Any) -> Call[Page[Any]]:
+    """A page of datasets, jobs or models (filters with None values are left out)."""
+    params = {"limit": limit, "offset": offset, **{k: v for k, v in filters.items() if v is not None}}
+    return Call("GET", f"/v1/{resource}", _page(RESOURCES[resource]), {"params": params})
+
+
+def one(resource: str, ident_: str) -> Call[Any]:
+    """One dataset, job or model by id."""
+    return Call("GET", f"/v1/{resource}/{ident_}", _one(RESOURCES[resource]))
+
+
+def delete(resource: str, ident_: str) -> Call[None]:
+    return Call("DELETE", f"/v1/{resource}/{ident_}", _none)
+
+
+def _idempotent(kwargs: dict[str, Any], key: str | None) -> dict[str, Any]:
+    if key:
+        kwargs["headers"] = {"Idempotency-Key": key}
+    return kwargs
 
 
 def health() -> Call[dict[str, Any]]:
@@ -86,21 +105,7 @@ def upload(file: IO[bytes], filename: str, name: str | None,
     kwargs: dict[str, Any] = {"files": {"file": (filename, file)}}
     if name:
         kwargs["data"] = {"name": name}
-    if idempotency_key:
-        kwargs["headers"] = {"Idempotency-Key": idempotency_key}
-    return Call("POST", "/v1/datasets", _one(Dataset), kwargs)
-
-
-def datasets(limit: int, offset: int) -> Call[Page[Dataset]]:
-    return Call("GET", "/v1/datasets", _page(Dataset), _paging(limit, offset))
-
-
-def dataset(dataset_id: str) -> Call[Dataset]:
-    return Call("GET", f"/v1/datasets/{dataset_id}", _one(Dataset))
-
-
-def delete_dataset(dataset_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/datasets/{dataset_id}", _none)
+    return Call("POST", "/v1/datasets", _one(Dataset), _idempotent(kwargs, idempotency_key))
 
 
 def submit(algorithm: str, dataset: Any, params: dict[str, Any] | None, *,
@@ -110,34 +115,11 @@ def submit(algorithm: str, dataset: Any, params: dict[str, Any] | None, *,
                             "params": params or {}}
     body.update({k: v for k, v in (("features", features), ("target", target), ("name", name))
                  if v is not None})
-    kwargs: dict[str, Any] = {"json": body}
-    if idempotency_key:
-        kwargs["headers"] = {"Idempotency-Key": idempotency_key}
-    return Call("POST", "/v1/jobs", _one(Job), kwargs)
-
-
-def jobs(limit: int, offset: int, status: str | None) -> Call[Page[Job]]:
-    return Call("GET", "/v1/jobs", _page(Job), _paging(limit, offset, status=status))
-
-
-def job(job_id: str) -> Call[Job]:
-    return Call("GET", f"/v1/jobs/{job_id}", _one(Job))
+    return Call("POST", "/v1/jobs", _one(Job), _idempotent({"json": body}, idempotency_key))
 
 
 def cancel(job_id: str) -> Call[Job]:
     return Call("POST", f"/v1/jobs/{job_id}/cancel", _one(Job))
-
-
-def models(limit: int, offset: int) -> Call[Page[Model]]:
-    return Call("GET", "/v1/models", _page(Model), _paging(limit, offset))
-
-
-def model(model_id: str) -> Call[Model]:
-    return Call("GET", f"/v1/models/{model_id}", _one(Model))
-
-
-def delete_model(model_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/models/{model_id}", _none)
 
 
 def instances_body(instances: Any) -> dict[str, Any]:

@@ -143,13 +143,13 @@ class Client:
             return self._do(calls.upload(file, path.name, name, idempotency_key))
 
     def datasets(self, *, limit: int = 50, offset: int = 0) -> Page[Dataset]:
-        return self._do(calls.datasets(limit, offset))
+        return self._do(calls.listing("datasets", limit, offset))
 
     def dataset(self, dataset_id: str) -> Dataset:
-        return self._do(calls.dataset(dataset_id))
+        return self._do(calls.one("datasets", dataset_id))
 
     def delete_dataset(self, dataset: str | Dataset) -> None:
-        self._do(calls.delete_dataset(ident(dataset)))
+        self._do(calls.delete("datasets", ident(dataset)))
 
     def submit(self, algorithm: str, dataset: str | Dataset, params: dict[str, Any] | None = None,
                *, features: list[str] | None = None, target: str | None = None,
@@ -200,22 +200,22 @@ class Client:
         return state.result(raise_on_failure)
 
     def jobs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Page[Job]:
-        return self._do(calls.jobs(limit, offset, status))
+        return self._do(calls.listing("jobs", limit, offset, status=status))
 
     def job(self, job_id: str) -> Job:
-        return self._do(calls.job(job_id))
+        return self._do(calls.one("jobs", job_id))
 
     def cancel(self, job: str | Job) -> Job:
         return self._do(calls.cancel(ident(job)))
 
     def models(self, *, limit: int = 50, offset: int = 0) -> Page[Model]:
-        return self._do(calls.models(limit, offset))
+        return self._do(calls.listing("models", limit, offset))
 
     def model(self, model_id: str) -> Model:
-        return self._do(calls.model(model_id))
+        return self._do(calls.one("models", model_id))
 
     def delete_model(self, model: str | Model) -> None:
-        self._do(calls.delete_model(ident(model)))
+        self._do(calls.delete("models", ident(model)))
 
     def predict(self, model: str | Model, instances: Any) -> Prediction:
         """Predict for rows (NumPy array, lists, records, DataFrame) or images (bytes / paths)."""
@@ -283,13 +283,13 @@ class AsyncClient:
             return await self._do(calls.upload(file, path.name, name, idempotency_key))
 
     async def datasets(self, *, limit: int = 50, offset: int = 0) -> Page[Dataset]:
-        return await self._do(calls.datasets(limit, offset))
+        return await self._do(calls.listing("datasets", limit, offset))
 
     async def dataset(self, dataset_id: str) -> Dataset:
-        return await self._do(calls.dataset(dataset_id))
+        return await self._do(calls.one("datasets", dataset_id))
 
     async def delete_dataset(self, dataset: str | Dataset) -> None:
-        await self._do(calls.delete_dataset(ident(dataset)))
+        await self._do(calls.delete("datasets", ident(dataset)))
 
     async def submit(self, algorithm: str, dataset: str | Dataset,
                      params: dict[str, Any] | None = None, *, features: list[str] | None = None,
@@ -337,22 +337,22 @@ class AsyncClient:
 
     async def jobs(self, *, status: str | None = None, limit: int = 50,
                    offset: int = 0) -> Page[Job]:
-        return await self._do(calls.jobs(limit, offset, status))
+        return await self._do(calls.listing("jobs", limit, offset, status=status))
 
     async def job(self, job_id: str) -> Job:
-        return await self._do(calls.job(job_id))
+        return await self._do(calls.one("jobs", job_id))
 
     async def cancel(self, job: str | Job) -> Job:
         return await self._do(calls.cancel(ident(job)))
 
     async def models(self, *, limit: int = 50, offset: int = 0) -> Page[Model]:
-        return await self._do(calls.models(limit, offset))
+        return await self._do(calls.listing("models", limit, offset))
 
     async def model(self, model_id: str) -> Model:
-        return await self._do(calls.model(model_id))
+        return await self._do(calls.one("models", model_id))
 
     async def delete_model(self, model: str | Model) -> None:
-        await self._do(calls.delete_model(ident(model)))
+        await self._do(calls.delete("models", ident(model)))
 
     async def predict(self, model: str | Model, instances: Any) -> Prediction:
         return await self._do(calls.predict(ident(model), instances))

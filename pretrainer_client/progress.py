@@ -13,60 +13,68 @@ ProgressFn = Callable[[int, int], None]
 SHOWN_METRICS = ("loss", "val_loss", "d_loss", "g_loss")
 
 
-def _rich_progress(*extra: Any) -> Any:
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-    except ImportError:
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), *extra,
-                    console=Console(stderr=True), transient=False)
-
-
-class UploadBar:
-    """A context manager whose `update(sent, total)` draws the bytes sent so far."""
+class _Bar:
+    """A rich progress bar with one task, drawn on stderr; nothing when rich is absent."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self._bar: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> UploadBar:
+    def _columns(self) -> list[Any]:
+        return []
+
+    def _start(self) -> Any:
+        return self._bar.add_task(self.label, total=None)
+
+    def __enter__(self) -> Any:
         try:
-            from rich.progress import DownloadColumn, TransferSpeedColumn
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
         except ImportError:
             return self
-        self._bar = _rich_progress(DownloadColumn(), TransferSpeedColumn())
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                             *self._columns(), console=Console(stderr=True))
         self._bar.__enter__()
-        self._task = self._bar.add_task(f"upload {self.label}", total=None)
+        self._task = self._start()
         return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(kind, exc, tb)
+
+
+class UploadBar(_Bar):
+    """`update(sent, total)` draws the bytes sent so far."""
+
+    def _columns(self) -> list[Any]:
+        from rich.progress import DownloadColumn, TransferSpeedColumn
+
+        return [DownloadColumn(), TransferSpeedColumn()]
+
+    def _start(self) -> Any:
+        return self._bar.add_task(f"upload {self.label}", total=None)
 
     def update(self, sent: int, total: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=sent, total=total)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
 
-
-class JobBar:
+class JobBar(_Bar):
     """Draws a followed job: status, progress, and the latest epoch's metrics."""
 
     def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
         self.job_id = job_id
-        self._bar: Any = None
-        self._task: Any = None
 
-    def __enter__(self) -> JobBar:
-        try:
-            from rich.progress import TextColumn
-        except ImportError:
-            return self
-        self._bar = _rich_progress(TextColumn("{task.fields[metrics]}"))
-        self._bar.__enter__()
-        self._task = self._bar.add_task(f"{self.job_id} queued", total=1.0, metrics="")
-        return self
+    def _columns(self) -> list[Any]:
+        from rich.progress import TextColumn
+
+        return [TextColumn("{task.fields[metrics]}")]
+
+    def _start(self) -> Any:
+        return self._bar.add_task(f"{self.job_id} queued", total=1.0, metrics="")
 
     def __call__(self, event: Event) -> None:
         """Take one event of the job's stream."""
@@ -86,10 +94,6 @@ class JobBar:
             self._bar.update(self._task, description=f"{self.job_id} {data['status']}",
                              completed=data["progress"])
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(kind, exc, tb)
 
 
 def describe(data: dict[str, Any]) -> str:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.ml.test_boundaries import loaded_after_import as _loaded
 
 SERVER_STACK = ("torch", "fastapi", "starlette", "sqlalchemy", "celery", "sklearn", "app")
 
 
 def loaded_after_import(*modules: str) -> list[str]:
-    """Top-level packages of SERVER_STACK that importing modules (in a fresh process) loads."""
-    code = (
-        "import importlib, json, sys\n"
-        f"for m in {list(modules)!r}: importlib.import_module(m)\n"
-        f"print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & {set(SERVER_STACK)!r})))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _loaded(*modules, forbidden=SERVER_STACK)
 
 
 def test_the_client_and_its_cli_load_no_server_code():

@@ -15,7 +15,7 @@ from tests.integration.chromium import Browser, chromium_binary
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(chromium_binary() is None,
                                  reason="chromium is not installed (apt-get install chromium)")]
-EPOCHS = 10
+EPOCHS = 20  # a few seconds even on an idle machine: the page polls the stream 4x/s
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -40,7 +40,7 @@ def _choose(browser: Browser, selector: str, value: str) -> None:
 def test_a_job_started_from_the_dashboard_draws_its_loss_curve_live(embedded, browser, tmp_path):
     rng = np.random.default_rng(0)
     rows = tmp_path / "sensors.csv"
-    rows.write_bytes(to_csv(rng.normal(size=(1000, 8))))
+    rows.write_bytes(to_csv(rng.normal(size=(2000, 8))))
     browser.goto(f"{embedded.base}/ui/")
     browser.wait_for("!!document.querySelector('#upload-file')")
 
@@ -49,7 +49,7 @@ def test_a_job_started_from_the_dashboard_draws_its_loss_curve_live(embedded, br
     _choose(browser, "#upload-name", "sensors from the browser")
     _click(browser, "#upload-btn")
     notice = browser.wait_for("document.querySelector('#notice.ok')?.textContent", timeout=60)
-    assert "uploaded sensors from the browser: 1000 rows" in notice
+    assert "uploaded sensors from the browser: 2000 rows" in notice
     dataset_id = notice.rsplit("(", 1)[1].rstrip(")")
     assert browser.wait_for(f"!!document.querySelector('[data-dataset-id=\"{dataset_id}\"]')")
 
