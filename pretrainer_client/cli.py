@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
+from pretrainer_client.calls import settings
 from pretrainer_client.client import Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.progress import describe
@@ -107,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     except JobFailed as exc:
         _output(exc.job.raw, args.json, _job_view)
         return 1
-    except (OSError, ValueError) as exc:  # unreachable service, unreadable file
-        _fail(0, {"title": type(exc).__name__, "detail": str(exc)}, args.json)
+    except (httpx.HTTPError, OSError, ValueError) as exc:  # unreachable service, unreadable file
+        where = f" ({settings(args.url, None)[0]})" if isinstance(exc, httpx.HTTPError) else ""
+        _fail(0, {"title": type(exc).__name__, "detail": f"{exc}{where}"}, args.json)
         return 1
     return 0 if result is None else int(result)
 

@@ -81,3 +81,5 @@ def test_errors_exit_1_with_the_problem(embedded, rows):
     assert problem["status"] == 422 and problem["errors"][0]["field"] == "params.n_clusters"
     human = cli(embedded, "models", "show", "mdl_nope", check=False)
     assert human.returncode == 1 and "mdl_nope does not exist" in human.stderr
+    away = cli(embedded, "jobs", "list", "--url", "http://127.0.0.1:1", check=False)
+    assert away.returncode == 1 and "http://127.0.0.1:1" in away.stderr
