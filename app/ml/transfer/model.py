@@ -121,16 +121,17 @@ class TransferModel(Trained):
         return self._run(x, self.net)
 
     def predict(self, x: Any) -> dict[str, Any]:
-        """Classification: {"predictions": class names, "probabilities": one per class, in the
-        order of the model's classes}; regression: {"predictions": values}."""
+        """Classification: {"predictions": the labels as the training data had them,
+        "probabilities": one per class, in the order of the model's classes};
+        regression: {"predictions": values}."""
         out = self.logits(x)
         if self.task["head"] == "regression":
             values = out[:, 0].astype(np.float64) * self.task["target_std"] + self.task["target_mean"]
             return {"predictions": values.tolist()}
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         probs = shifted / shifted.sum(axis=1, keepdims=True)
-        classes = self.classes
-        return {"predictions": [classes[i] for i in probs.argmax(axis=1)],
+        values = self.task.get("class_values") or self.classes
+        return {"predictions": [values[i] for i in probs.argmax(axis=1)],
                 "probabilities": probs.astype(np.float64).tolist()}
 
     def embed(self, x: Any) -> np.ndarray:
