@@ -46,3 +46,9 @@ def test_plot_endpoints_answer_4xx_saying_why(client, blobs_csv):
     assert queued.status_code == 409
     assert queued.headers["content-type"] == "application/problem+json"
     assert "queued and no epoch has finished yet" in queued.json()["detail"]
+
+
+def test_the_api_starts_without_matplotlib_or_torch():
+    from tests.ml.test_boundaries import loaded_after_import
+
+    assert loaded_after_import("app.main", forbidden=("matplotlib", "torch")) == []
