@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from app import logs
 from app.config import Settings, get_settings
+from pretrainer_client import cli as client_cli
 
 log = logging.getLogger("pretrainer.cli")
 
@@ -124,12 +125,15 @@ def parser() -> argparse.ArgumentParser:
         if name == "worker":
             cmd.add_argument("--queues", default=None, help="comma-separated, e.g. cpu,gpu")
             cmd.add_argument("--concurrency", type=int, default=None)
+    client_cli.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pretrainer` console script."""
     args = parser().parse_args(argv)
+    if hasattr(args, "client_run"):
+        return client_cli.run(args)
     _settings_env(args)
     settings = get_settings()
     logs.configure(settings.log_level)

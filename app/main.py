@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app import __version__, logs, reaper
 from app.api import algorithms, backbones, datasets, errors, health, jobs, metrics, models
+from app.api import openapi, plots, ui
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  batch_max_wait=settings.batch_max_wait_ms / 1000)
     app.state.metrics = Metrics(settings, app.state.cache)
     errors.install(app)
-    for module in (health, metrics, datasets, algorithms, backbones, jobs, models):
+    for module in (health, metrics, datasets, algorithms, backbones, jobs, models, plots):
         app.include_router(module.router)
+    ui.mount(app)
+    openapi.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     return app
