@@ -59,6 +59,12 @@ EVENTS = ('id: 1\nevent: status\ndata: {"status": "running", "progress": 0.01, "
 # Success examples: request body (by media type) and response (by status) of each operation.
 EXAMPLES: dict[str, dict[str, Any]] = {
     "GET /healthz": {"responses": {"200": {"status": "ok", "checks": {}}}},
+    "GET /metrics": {"responses": {"200": (
+        "# HELP pretrainer_jobs Jobs by state and queue\n# TYPE pretrainer_jobs gauge\n"
+        'pretrainer_jobs{queue="cpu",status="succeeded"} 12.0\n'
+        "# HELP pretrainer_queue_depth Messages waiting in the broker\n"
+        "# TYPE pretrainer_queue_depth gauge\n"
+        'pretrainer_queue_depth{queue="cpu"} 0.0\n')}},
     "GET /readyz": {"responses": {
         "200": {"status": "ok", "checks": {"database": "ok", "broker": "ok", "store": "ok"}},
         "503": {"status": "unavailable", "checks": {
@@ -169,7 +175,8 @@ def _response(status: str, response: dict[str, Any], examples: dict[str, Any]) -
             response["description"] = "a request field is invalid (named in errors[].field)"
         return
     for content in response.get("content", {}).values():
-        if status in examples:
+        # Binary bodies (.npy, Arrow, PNG) are described by their schema, not exemplified.
+        if status in examples and content.get("schema", {}).get("format") != "binary":
             content["example"] = examples[status]
 
 

@@ -7,7 +7,8 @@ from pydantic import BaseModel
 
 from app import schemas
 
-NO_EXAMPLE_MEDIA = ("image/png",)  # binary bodies: described, not exemplified
+# binary bodies: described, not exemplified
+NO_EXAMPLE_MEDIA = ("image/png", "application/x-npy", "application/vnd.apache.arrow.stream")
 
 
 def operations(doc: dict) -> list[tuple[str, str, dict]]:
