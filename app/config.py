@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"
 
+    # Access: `project:key,...` seeds API keys (stored hashed, like `pretrainer keys create`).
+    # With no key at all the API is open (project "default"), and only on a loopback host.
+    api_keys: str = ""
+    # Bounds; past one a request is refused with 413/422/429 naming the setting.
+    max_body_bytes: int = Field(64 * 1024**2, ge=1024)  # any request body but an upload
+    max_active_jobs: int = Field(100, ge=1)  # queued + running jobs of one project
+    max_job_seconds: float = Field(86400.0, gt=0)  # wall clock of one job, all its tries
+    # Serving calls (predict, embed, generate) per second per API key, with bursts (0: off).
+    predict_rate: float = Field(0.0, ge=0)
+    predict_burst: int = Field(50, ge=1)
+    # Blobs no row refers to (a crash between write and commit) are removed after this long.
+    orphan_grace_seconds: float = Field(3600.0, ge=0)
+    orphan_sweep_seconds: float = Field(600.0, ge=0)  # how often the API sweeps (0: never)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
@@ -69,6 +83,22 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the filesystem broker's messages (embedded default only)."""
         return self.data_dir.resolve() / "broker"
+
+    @property
+    def seeded_keys(self) -> list[tuple[str, str]]:
+        """(project, key) pairs of PRETRAINER_API_KEYS; a malformed entry is an error at start."""
+        pairs = []
+        for item in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            project, sep, key = item.partition(":")
+            if not sep or not project.strip() or not key.strip():
+                raise ValueError("PRETRAINER_API_KEYS entries are project:key, comma-separated")
+            pairs.append((project.strip(), key.strip()))
+        return pairs
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the API binds to this machine only."""
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
     def blob_dir(self) -> Path:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__, reaper
 from app.api import algorithms, datasets, errors, health, jobs, models
+from app.api.access import Access, BodyLimit, RateLimiter
+from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.serving import ModelCache
 from app.storage import BlobStore
@@ -16,9 +18,14 @@ from app.storage import BlobStore
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
 
+AUTH: dict[int | str, dict[str, object]] = {
+    401: {"description": "no API key, a malformed Authorization header, or an unknown or "
+                         "revoked key"}}
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.access.seed()
     stop = reaper.start(app.state.settings)
     yield
     stop.set()
@@ -34,7 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
                                  batch_max_size=settings.batch_max_size,
                                  batch_max_wait=settings.batch_max_wait_ms / 1000)
+    app.state.access = Access(settings)
+    app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)
+    # Uploads are bounded by PRETRAINER_MAX_UPLOAD_BYTES while they stream, everything else here.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       exempt=(("POST", "/v1/datasets"),))
     errors.install(app)
-    for module in (health, datasets, algorithms, jobs, models):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (datasets, algorithms, jobs, models):  # every /v1 route needs the caller's key
+        app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
     return app

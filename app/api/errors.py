@@ -41,7 +41,8 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
-    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
+                   headers=exc.headers)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,7 +22,9 @@ Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"}})
+             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"},
+                        429: {"description": "the project has PRETRAINER_MAX_ACTIVE_JOBS queued "
+                                             "or running jobs"}})
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, project: ProjectDep,
                idempotency_key: IdempotencyHeader = None) -> JobOut:
     """Start a training job; it is queued at once and trained by a worker.
@@ -36,7 +38,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first))
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
-    job = jobs.create(session=session, project=project, spec=spec)
+    job = jobs.create(session=session, project=project, spec=spec,
+                      max_active=settings.max_active_jobs)
     try:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep
+from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep, limit_serving
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
@@ -38,7 +38,9 @@ from app.serving import Loaded, ModelCache
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND = {404: {"description": "no such model"}}
 SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
-                422: {"description": "bad instances, or a request the model cannot answer"}}
+                422: {"description": "bad instances, or a request the model cannot answer"},
+                429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key"}}
+RATE_LIMITED = [Depends(limit_serving)]
 
 
 def _json(payload: Any) -> Response:
@@ -201,14 +203,16 @@ INSTANCES_BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, responses=SERVE_ERRORS,
+@router.post("/{model_id}/predict", dependencies=RATE_LIMITED, response_model=PredictOut,
+             responses=SERVE_ERRORS,
              openapi_extra=INSTANCES_BODY)
 async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does."""
     return _json(await _serve(request, model_id, project, "predict"))
 
 
-@router.post("/{model_id}/embed", response_model=EmbedOut, responses=SERVE_ERRORS,
+@router.post("/{model_id}/embed", dependencies=RATE_LIMITED, response_model=EmbedOut,
+             responses=SERVE_ERRORS,
              openapi_extra=INSTANCES_BODY)
 async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
     """One vector per instance (distances to centroids, component scores, learned codes…)."""
@@ -216,7 +220,8 @@ async def embed(model_id: str, request: Request, project: ProjectDep) -> Respons
     return _json({"embeddings": np.ascontiguousarray(vectors)})
 
 
-@router.post("/{model_id}/generate", response_model=GenerateOut, responses=SERVE_ERRORS)
+@router.post("/{model_id}/generate", dependencies=RATE_LIMITED, response_model=GenerateOut,
+             responses=SERVE_ERRORS)
 async def generate(model_id: str, body: GenerateIn, request: Request,
                    project: ProjectDep) -> Response:
     """n new samples from a generative model."""

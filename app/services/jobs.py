@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.data.loaders import FeatureError, check_features
 from app.db.tables import (
+    ACTIVE,
     CANCELLED,
     FAILED,
     QUEUED,
@@ -25,7 +26,7 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound
+from app.errors import Invalid, NotFound, TooMany
 from app.ml import registry
 from app.services import datasets, page
 
@@ -108,9 +109,20 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
     return features, len(features)
 
 
-def create(*, session: Session, project: str, spec: JobSpec) -> Job:
-    """Validate and insert a queued job; the caller commits, then enqueues."""
+def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None) -> Job:
+    """Validate and insert a queued job; the caller commits, then enqueues.
+
+    max_active: refuse (429) when the project already has this many queued or running jobs.
+    """
     fields = validate_spec(session=session, project=project, spec=spec)
+    if max_active is not None:
+        active = session.scalar(select(func.count()).select_from(Job).where(
+            Job.project == project, Job.status.in_(ACTIVE))) or 0
+        if active >= max_active:
+            raise TooMany(f"the project has {active} queued or running jobs, the limit is "
+                          f"{max_active} (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or "
+                          "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
+                          headers={"Retry-After": "10"})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
               metrics={}, history=[], **fields)
     session.add(job)
