@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app.config import Settings
 from app.db.session import session_scope
@@ -37,11 +38,11 @@ def sweep_orphans(settings: Settings) -> list[str]:
     return removed
 
 
-def _every(seconds: float, what: str, fn: object, stop: threading.Event) -> None:
+def _every(seconds: float, what: str, fn: Callable[[], object], stop: threading.Event) -> None:
     def loop() -> None:
         while not stop.wait(seconds):
             try:
-                fn()  # type: ignore[operator]
+                fn()
             except Exception:  # a DB blip must not kill the loop; the next round retries
                 log.warning("%s.failed", what, exc_info=True)
 

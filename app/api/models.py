@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
 from app.db.session import get_sessionmaker
-from app.errors import Invalid, NotFound, TooLarge, field_error
+from app.errors import Invalid, NotFound, Problem, TooLarge, field_error
+from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
 from app.schemas import (
     EmbedOut,
@@ -35,6 +37,7 @@ from app.schemas import (
 from app.services import models
 from app.serving import Loaded, ModelCache
 
+log = logging.getLogger("pretrainer.api")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND = {404: {"description": "no such model"}}
 SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
@@ -97,7 +100,13 @@ async def _loaded(request: Request, model_id: str, project: str) -> Loaded:
         cache.evict(model_id)
         raise
     if entry is None or entry.project != project:
-        entry = await run_in_threadpool(cache.load, row)
+        try:
+            entry = await run_in_threadpool(cache.load, row)
+        except UnsafeArtifact as exc:  # tampered or foreign files: refused, never executed
+            log.error("model.artifact_refused model_id=%s reason=%s", model_id, exc)
+            raise Problem(f"model {model_id}'s stored files failed the safety check and were "
+                          "not loaded; it cannot answer until it is trained again", status=500,
+                          title="Model artifact refused") from exc
     entry.checked_at = time.monotonic()
     return entry
 

@@ -178,6 +178,7 @@ class DeepModel(Trained):
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Rebuild the network from config.json and read its weights (on CPU)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -193,7 +194,7 @@ class DeepModel(Trained):
         try:
             state = load_file(str(directory / WEIGHTS_FILE), device="cpu")
             net.load_state_dict(state, strict=True)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
             raise UnsafeArtifact(f"cannot load {WEIGHTS_FILE} in {directory}: {exc}") from exc
         return cls(config=config, net=net)
 
