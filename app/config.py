@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(6 * 3600, ge=60)
     # How often the API looks for running jobs whose heartbeat stopped (0: never).
     reaper_seconds: float = Field(10.0, ge=0)
+    # A queued job not taken this long after its message was sent is sent again (a lost
+    # message, a broker restart without persistence); a duplicate is harmless (the lease).
+    requeue_seconds: float = Field(300.0, gt=0)
     # A job is failed, not retried, after this many deliveries (poison-job guard).
     max_attempts: int = Field(3, ge=1)
     # ZIP uploads of images: bounds checked while extracting (zip bombs beat a ratio check alone).

@@ -17,10 +17,11 @@ log = logging.getLogger("pretrainer.reaper")
 
 
 def reap_once(settings: Settings) -> list[str]:
-    """One sweep; returns the ids of the jobs sent back to their queue."""
+    """One sweep; returns the ids of the jobs sent (back) to their queue."""
     with session_scope(settings.resolved_database_url) as s:
         requeued = jobs.reap(session=s, stale_after=settings.heartbeat_seconds * 3,
                              max_attempts=settings.max_attempts)
+        requeued += jobs.resend_queued(session=s, older_than=settings.requeue_seconds)
         targets = [(j.id, j.queue) for j in requeued]
     for job_id, queue in targets:  # after commit, as every enqueue
         enqueue_train(settings, job_id, queue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +17,7 @@ from app.schemas import JobCreate, JobList, JobOut, Page
 from app.services import idempotency, jobs
 from app.services.jobs import JobSpec
 
+log = logging.getLogger("pretrainer.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND = {404: {"description": "no such job"}}
 Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
@@ -50,7 +52,10 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
         first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
                                  fingerprint=fingerprint)
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
-    enqueue_train(settings, job.id, job.queue)
+    try:
+        enqueue_train(settings, job.id, job.queue)
+    except Exception:  # the broker is down: the row is committed, the reaper sends it later
+        log.warning("job.enqueue_failed job_id=%s; the reaper will send it", job.id, exc_info=True)
     return JobOut.from_row(job)
 
 

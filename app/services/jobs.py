@@ -124,7 +124,7 @@ def create(*, session: Session, project: str, spec: JobSpec, max_active: int | N
                           "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
                           headers={"Retry-After": "10"})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
-              metrics={}, history=[], **fields)
+              metrics={}, history=[], enqueued_at=utcnow(), **fields)
     session.add(job)
     session.flush()
     return job
@@ -252,7 +252,7 @@ def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job
                           error_message=f"its worker stopped answering on each of {job.attempts} "
                           "attempts (killed, out of memory or partitioned); not retried again")
         else:
-            values.update(status=QUEUED)
+            values.update(status=QUEUED, enqueued_at=utcnow())
         won = session.execute(
             update(Job).where(Job.id == job.id, Job.lease_epoch == job.lease_epoch,
                               Job.status == RUNNING).values(**values)
@@ -261,6 +261,29 @@ def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job
             requeued.append(job)
     session.flush()
     return requeued
+
+
+def resend_queued(*, session: Session, older_than: float) -> list[Job]:
+    """Queued jobs whose message was sent longer ago than older_than: mark them sent again now.
+
+    A message can be lost (a broker restarted without persistence, an enqueue that failed
+    after the commit); the row still says queued, so the job is sent again. A duplicate
+    message is harmless: the lease lets only one delivery train, and none after the end.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than)
+    waiting = session.scalars(select(Job).where(
+        Job.status == QUEUED, func.coalesce(Job.enqueued_at, Job.created_at) < cutoff)).all()
+    resent = []
+    for job in waiting:
+        won = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == QUEUED,
+                              func.coalesce(Job.enqueued_at, Job.created_at) < cutoff)
+            .values(enqueued_at=now)).rowcount == 1
+        if won:
+            resent.append(job)
+    session.flush()
+    return resent
 
 
 def load_for_run(*, session: Session, lease: Lease) -> Job:

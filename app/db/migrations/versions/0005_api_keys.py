@@ -1,4 +1,4 @@
-"""API keys of projects (tenants): sha256 of the key, a prefix for listing, revocation time
+"""API keys of projects (tenants), and when a queued job's message was last sent
 
 Revision ID: 0005
 Revises: 0004
@@ -28,8 +28,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
     )
     op.create_index("ix_api_keys_project", "api_keys", ["project"])
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("enqueued_at")
     op.drop_index("ix_api_keys_project", table_name="api_keys")
     op.drop_table("api_keys")
