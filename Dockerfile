@@ -9,7 +9,7 @@ WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[text]'
 
 VOLUME ["/data"]
 EXPOSE 8000

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(64, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"
+    # Pretrained weights of torchvision architectures (`transfer` backbones), read from local
+    # files only; empty means data_dir/weights.
+    weights_dir: Path | None = None
 
     # Access: `project:key,...` seeds API keys (stored hashed, like `pretrainer keys create`).
     # With no key at all the API is open (project "default"), and only on a loopback host.
@@ -102,6 +105,11 @@ class Settings(BaseSettings):
     def loopback(self) -> bool:
         """Whether the API binds to this machine only."""
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def resolved_weights_dir(self) -> Path:
+        """Where `transfer` looks for <architecture>.safetensors / .pth files."""
+        return (self.weights_dir or self.data_dir / "weights").resolve()
 
     @property
     def blob_dir(self) -> Path:

@@ -19,11 +19,12 @@ import numpy as np
 
 from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
+from app.data.text import load_texts
 from app.db.session import session_scope
 from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id, utcnow
 from app.ml import registry
 from app.ml.base import Cancelled
-from app.services import jobs
+from app.services import backbones, jobs
 from app.services.jobs import Lease
 from app.services.models import artifact_key
 from app.storage import BlobStore
@@ -185,27 +186,41 @@ def _end(url: str, lease: Lease, status: str, error: tuple[str, str], store: Blo
 
 @dataclass
 class TrainingData:
-    """What a fit receives, and the facts about it the model record keeps."""
+    """What a fit receives, and the facts about it the model record keeps.
 
-    x: np.ndarray
+    y holds class indices; labels the labels themselves (class names, or the target's values).
+    """
+
+    x: Any
     y: np.ndarray | None
     classes: list[str]
     input_schema: dict[str, Any]
+    labels: np.ndarray | None = None
+
+
+def _is_text(spec: dict[str, Any]) -> bool:
+    dtypes = {c["name"]: c["dtype"] for c in spec["columns"]}
+    return len(spec["features"]) == 1 and dtypes.get(spec["features"][0]) == "string"
 
 
 def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
-    """Load a job's rows (tabular matrix or uint8 images) and its labels, if any."""
+    """Load a job's rows (tabular matrix, uint8 images or texts) and its labels, if any."""
     path = store.path(spec["blob_key"])
     if spec["kind"] == "image":
         x, y, classes = load_images(path.parent)
         height, width, channels = (int(v) for v in x.shape[1:])
         schema = {"kind": "image", "height": height, "width": width, "channels": channels,
                   "dtype": "uint8", "classes": classes}
-        return TrainingData(x, y, classes, schema)
+        labels = np.array(classes, dtype=object)[y] if y is not None else None
+        return TrainingData(x, y, classes, schema, labels)
+    raw = load_column(path, spec["format"], spec["target"]) if spec["target"] else None
+    if _is_text(spec):
+        texts = load_texts(path, spec["format"], spec["features"][0])
+        schema = {"kind": "text", "column": spec["features"][0], "dtype": "string"}
+        return TrainingData(np.array(texts, dtype=object), None, [], schema, raw)
     x = load_matrix(path, spec["format"], spec["features"], spec["columns"])
     y, classes = None, []
-    if spec["target"]:
-        raw = load_column(path, spec["format"], spec["target"])
+    if raw is not None:
         values, y = np.unique(raw.astype(str), return_inverse=True)
         classes = [str(v) for v in values]
     by_name = {c["name"]: c for c in spec["columns"]}
@@ -213,7 +228,7 @@ def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
               "features": [{"name": f, "dtype": by_name[f]["dtype"]} for f in spec["features"]]}
     if classes:
         schema["classes"] = classes
-    return TrainingData(x, y, classes, schema)
+    return TrainingData(x, y, classes, schema, raw)
 
 
 def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore) -> None:
@@ -236,7 +251,17 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
     data = load_training_data(store, spec)
     report.check()
     t1 = time.perf_counter()
-    kwargs: dict[str, Any] = {"y": data.y} if algo.uses_labels else {}
+    kwargs: dict[str, Any] = {}
+    if algo.uses_labels:
+        kwargs["y"] = data.labels if getattr(algo, "raw_labels", False) else data.y
+    ref = None
+    if getattr(algo, "uses_backbone", False):
+        with session_scope(url) as s:
+            ref = backbones.resolve(session=s, project=spec["project"], spec=params.backbone,
+                                    pretrained=params.pretrained,
+                                    weights_dir=settings.resolved_weights_dir,
+                                    blob_path=store.path)
+        kwargs["backbone"] = ref
     checkpoint = store.path(checkpoint_key(lease.job_id))
     if algo.resumable and checkpoint.is_file():
         kwargs["resume_from"] = checkpoint  # an earlier try was lost: continue, don't restart
@@ -251,11 +276,19 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
         trained.save(staged)
         store.publish(staged, key)
     metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
+    schema = dict(data.input_schema)
+    task = getattr(trained, "task", None)
+    if task is not None:  # a transfer model answers with its own classes (or values)
+        schema["classes"] = task.get("classes") or []
+        schema["head"] = task["head"]
     model = Model(
         id=model_id, project=spec["project"], algorithm=algo.name, family=algo.family,
         job_id=lease.job_id, dataset_id=spec["dataset_id"], params=spec["params"],
-        input_schema=data.input_schema, capabilities=list(algo.capabilities), metrics=metrics,
+        input_schema=schema, capabilities=list(algo.capabilities), metrics=metrics,
         artifact_key=key,
+        backbone_model_id=ref.name if ref is not None and ref.source == "model" else None,
+        lineage=backbones.lineage(ref, model_id=model_id, job_id=lease.job_id,
+                                  dataset_id=spec["dataset_id"]) if ref is not None else {},
     )
     report.check()
     with session_scope(url) as s:

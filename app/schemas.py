@@ -24,7 +24,7 @@ class ClassOut(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
-    kind: str = Field(description="tabular or image")
+    kind: str = Field(description="tabular, image or text")
     format: str = Field(description="csv, parquet, npy, jsonl or zip")
     n_rows: int
     columns: list[ColumnOut]
@@ -37,6 +37,9 @@ class DatasetOut(BaseModel):
     classes: list[ClassOut] | None = Field(
         None, description="image datasets: one class per folder, in label order ([] if unlabelled)")
     labelled: bool | None = Field(None, description="image datasets: whether it has classes")
+    text: dict[str, Any] | None = Field(
+        None, description="text datasets: the text column, length statistics (characters, "
+                          "words), the label column found by name and its label counts")
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
@@ -45,8 +48,8 @@ class DatasetOut(BaseModel):
         return cls.model_validate({**fields, **{k: details.get(k) for k in _DETAILS}})
 
 
-# DatasetOut fields filled from the row's `details` (absent for tabular datasets).
-_DETAILS = ("image", "classes", "labelled")
+# DatasetOut fields filled from the row's `details` (absent for plain tabular datasets).
+_DETAILS = ("image", "classes", "labelled", "text")
 
 
 class Page(BaseModel):
@@ -145,6 +148,12 @@ class ModelOut(BaseModel):
     input_schema: dict[str, Any]
     capabilities: list[str]
     metrics: dict[str, Any]
+    backbone_model_id: str | None = Field(
+        None, description="transfer models: the model of this service they were fine-tuned from")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="transfer models: the backbone (model id, or architecture and the sha256 of "
+                    "its weights file) and the chain from the pretraining dataset to this model")
     created_at: datetime
 
     @classmethod
@@ -195,3 +204,29 @@ class TrainingEmbeddingOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ArchitectureOut(BaseModel):
+    name: str
+    source: str = Field(description="torchvision or minilm")
+    data_kind: str = Field(description="what it reads: image or text")
+    features_dim: int
+    input_size: int | None = Field(None, description="image side its pretrained weights expect")
+    description: str
+    weights_present: bool = Field(description="whether pretrained weights can be loaded now")
+    weights: str | None = Field(None, description="the weights file or folder found")
+    expected_at: str = Field(description="where the weights are looked for")
+
+
+class BackboneModelOut(BaseModel):
+    id: str
+    backbone: str = Field(description="the value of the transfer param: model:<id>")
+    algorithm: str
+    data_kind: str
+    dataset_id: str
+    created_at: datetime
+
+
+class BackboneList(BaseModel):
+    architectures: list[ArchitectureOut]
+    models: list[BackboneModelOut]

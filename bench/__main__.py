@@ -13,6 +13,7 @@ from bench import (
     microbatch,
     predict_throughput,
     training_overhead,
+    transfer_digits,
 )
 
 BENCHES = {
@@ -23,6 +24,7 @@ BENCHES = {
     "deep_training_overhead": deep_training_overhead.run,
     "contrastive_digits": contrastive_digits.run,
     "microbatch": microbatch.run,
+    "transfer_digits": transfer_digits.run,
 }
 
 

@@ -41,7 +41,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec,
-                      max_active=settings.max_active_jobs)
+                      max_active=settings.max_active_jobs,
+                      weights_dir=settings.resolved_weights_dir)
     try:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,

@@ -67,7 +67,9 @@ def get_model(model_id: str, session: SessionDep, project: ProjectDep) -> ModelO
     return ModelOut.from_row(models.get(session=session, project=project, model_id=model_id))
 
 
-@router.delete("/{model_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
+@router.delete("/{model_id}", status_code=204, response_class=Response,
+               responses={**NOT_FOUND, 409: {"description": "other models or active jobs use "
+                                                            "this model as their backbone"}})
 def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: CacheDep,
                  project: ProjectDep) -> Response:
     """Delete a model and its files."""
@@ -127,6 +129,8 @@ def _matrix(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarr
                        "(PRETRAINER_MAX_INSTANCES)", errors=[{"field": "instances", "message": "too many"}])
     if entry.kind == "image":
         return _images(entry, instances, settings.max_image_pixels)
+    if entry.kind == "text":
+        return _texts(instances)
     try:
         return instances_to_matrix(instances, entry.features, entry.dtype)
     except FeatureError as exc:
@@ -152,6 +156,20 @@ def _images(entry: Loaded, instances: list[Any], max_pixels: int) -> np.ndarray:
         except ImageError as exc:
             raise field_error(f"instances[{i}]", str(exc)) from exc
         out[i] = img.reshape(out.shape[1:])
+    return out
+
+
+def _texts(instances: list[Any]) -> np.ndarray:
+    """Text instances: strings, or {"text": "..."} objects."""
+    if not instances:
+        raise field_error("instances", "is empty; send at least one text")
+    out = np.empty(len(instances), dtype=object)
+    for i, item in enumerate(instances):
+        if isinstance(item, dict) and set(item) == {"text"}:
+            item = item["text"]
+        if not isinstance(item, str):
+            raise field_error(f"instances[{i}]", 'a text model takes strings, or {"text": "..."}')
+        out[i] = item
     return out
 
 

@@ -88,7 +88,7 @@ class Column:
 class DatasetInfo:
     """What inspection learned about an upload."""
 
-    kind: str  # "tabular" or "image"; text comes later
+    kind: str  # "tabular", "image" or "text"
     format: str  # one of FORMATS
     n_rows: int
     columns: list[Column]  # empty for images
@@ -127,12 +127,25 @@ def inspect_file(path: Path, filename: str | None, *, block_size: int = DEFAULT_
             raise ValueError("a ZIP of images needs derived_dir for its arrays")
         return _inspect_zip(path, Path(derived_dir), zip_limits or ZipLimits())
     if fmt == "csv":
-        return _inspect_csv(path, block_size)
+        return _with_text(path, _inspect_csv(path, block_size))
     if fmt == "parquet":
-        return _inspect_parquet(path)
+        return _with_text(path, _inspect_parquet(path))
     if fmt == "npy":
         return _inspect_npy(path)
-    return _inspect_jsonl(path)
+    return _with_text(path, _inspect_jsonl(path))
+
+
+def _with_text(path: Path, info: DatasetInfo) -> DatasetInfo:
+    """A table with a string column named `text` is a text dataset, with its facts."""
+    from dataclasses import asdict
+
+    from app.data import text  # it reads columns through the loaders, which import this module
+
+    facts = text.details(path, info.format, [asdict(c) for c in info.columns])
+    if facts is not None:
+        info.kind = "text"
+        info.details = {**info.details, **facts}
+    return info
 
 
 def _is_blank(path: Path) -> bool:

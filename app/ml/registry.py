@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.ml import deep, unsupervised
+from app.ml import deep, transfer, unsupervised
 from app.ml.base import Algorithm, Trained
 
 ALGORITHMS: dict[str, Algorithm] = {}
@@ -56,5 +56,5 @@ def load_trained(algorithm_name: str, directory: str | Path) -> Trained:
     return get(algorithm_name).trained_cls.load(Path(directory))
 
 
-for _algo in (*unsupervised.ALGORITHMS, *deep.ALGORITHMS):
+for _algo in (*unsupervised.ALGORITHMS, *deep.ALGORITHMS, *transfer.ALGORITHMS):
     register(_algo)

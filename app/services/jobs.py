@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,9 +27,9 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, TooMany
+from app.errors import Invalid, NotFound, TooMany, field_error
 from app.ml import registry
-from app.services import datasets, page
+from app.services import backbones, datasets, page
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,12 @@ def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return errors
 
 
-def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str, Any]:
-    """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422."""
+def validate_spec(*, session: Session, project: str, spec: JobSpec,
+                  weights_dir: Path | None = None) -> dict[str, Any]:
+    """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422.
+
+    weights_dir: where transfer backbones' weights files are (for a transfer job).
+    """
     try:
         algo = registry.get(spec.algorithm)
     except KeyError:
@@ -73,7 +78,12 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str,
         raise Invalid(f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
                       f"dataset {ds.id} is {ds.kind}",
                       errors=[{"field": "dataset_id", "message": f"{ds.kind} data does not fit {algo.name}"}])
-    features, n_features = _resolve_features(ds, spec)
+    target = spec.target
+    if getattr(algo, "uses_backbone", False):
+        features, n_features, target = _transfer_fit(session, project, ds, spec, params,
+                                                     weights_dir or Path("weights"))
+    else:
+        features, n_features = _resolve_features(ds, spec)
     problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=n_features)
     if problems:
         # "dataset" problems are about the rows themselves (too many, too few), not a param.
@@ -84,8 +94,59 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec) -> dict[str,
     return {
         "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
         "params": params.model_dump(mode="json"), "features": features,
-        "target": spec.target, "name": spec.name,
+        "target": target, "name": spec.name,
     }
+
+
+def _transfer_fit(session: Session, project: str, ds: Dataset, spec: JobSpec, params: Any,
+                  weights_dir: Path) -> tuple[list[str], int, str | None]:
+    """features, width and target of a transfer job; 422 when backbone, data and labels do
+    not go together."""
+    ref = backbones.resolve(session=session, project=project, spec=params.backbone,
+                            pretrained=params.pretrained, weights_dir=weights_dir)
+    kind, features, n_features, target = _transfer_data(ds, spec)
+    if ref.data_kind != kind:
+        message = (f"backbone {ref.spec} reads {ref.data_kind} data, but this job's data is "
+                   f"{kind}; GET /v1/backbones lists backbones by data kind")
+        raise Invalid(message, errors=[{"field": "params.backbone", "message": message}])
+    if kind == "tabular" and ref.source == "model":
+        width = len(ref.input_schema.get("features", [])) or n_features
+        if width != n_features:
+            message = (f"backbone {ref.spec} takes rows of {width} features; this job has "
+                       f"{n_features} ({', '.join(features)})")
+            raise Invalid(message, errors=[{"field": "features", "message": message}])
+    return features, n_features, target
+
+
+def _transfer_data(ds: Dataset, spec: JobSpec) -> tuple[str, list[str], int, str | None]:
+    """(data kind, features, width, target) of a transfer job; it needs labels."""
+    if ds.kind == "image":
+        features, n = _resolve_features(ds, spec)
+        if not (ds.details or {}).get("labelled"):
+            raise field_error("dataset_id", "transfer needs labelled images: a ZIP with one "
+                              "folder per class")
+        return "image", features, n, None
+    names = {c["name"]: c for c in ds.columns}
+    text = (ds.details or {}).get("text") or {}
+    chosen = spec.features or ([text["column"]] if text.get("column") else None)
+    if chosen and len(chosen) == 1 and names.get(chosen[0], {}).get("dtype") == "string":
+        target = spec.target or text.get("label_column")
+        _check_target(names, target, chosen[0])
+        return "text", list(chosen), 1, target
+    features, n = _resolve_features(ds, spec)
+    _check_target(names, spec.target, None)
+    return "tabular", features, n, spec.target
+
+
+def _check_target(columns: dict[str, Any], target: str | None, text: str | None) -> None:
+    if target is None:
+        raise field_error("target", "transfer needs labels: name the label column in target")
+    if target not in columns:
+        raise field_error("target", f'unknown column "{target}"; available: '
+                                    f'{", ".join(columns)}')
+    if target == text:
+        raise field_error("target", f'column "{target}" is the text; the target must be '
+                                    "another column")
 
 
 def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
@@ -109,12 +170,13 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
     return features, len(features)
 
 
-def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None) -> Job:
+def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None,
+           weights_dir: Path | None = None) -> Job:
     """Validate and insert a queued job; the caller commits, then enqueues.
 
     max_active: refuse (429) when the project already has this many queued or running jobs.
     """
-    fields = validate_spec(session=session, project=project, spec=spec)
+    fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir)
     if max_active is not None:
         active = session.scalar(select(func.count()).select_from(Job).where(
             Job.project == project, Job.status.in_(ACTIVE))) or 0

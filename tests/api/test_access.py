@@ -169,6 +169,8 @@ ENDPOINTS = [
     ("GET", "/v1/datasets/{ds}/export.csv", None),
     ("DELETE", "/v1/datasets/{ds}", None),
     ("POST", "/v1/jobs", {"dataset_id": "{ds}", "algorithm": "kmeans"}),
+    ("POST", "/v1/jobs", {"dataset_id": "{own_ds}", "algorithm": "transfer", "target": "a",
+                          "params": {"backbone": "model:{model}"}}),
     ("GET", "/v1/jobs/{job}", None),
     ("GET", "/v1/jobs/{job}/events", None),
     ("POST", "/v1/jobs/{queued}/cancel", None),
@@ -198,20 +200,22 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
 
 
 @pytest.mark.parametrize("method, template, body", ENDPOINTS,
-                         ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
+                         ids=[f"{m} {p} {(b or {}).get('algorithm', '')}".strip() for m, p, b in ENDPOINTS])
 def test_another_projects_id_is_answered_as_a_missing_one(shared, method, template, body):
     api, two_projects = shared
-    alpha = two_projects["alpha"]
-    missing = {k: v.split("_")[0] + "_" + "0" * 32 for k, v in alpha.items()}
+    alpha, own = two_projects["alpha"], {"own_ds": two_projects["beta"]["ds"]}
+    missing = {k: v.split("_")[0] + "_" + "0" * 32 for k, v in alpha.items()} | own
+    alpha = alpha | own
     foreign = api.request(method, template.format(**alpha), json=_fill(body, alpha),
                           headers=bearer(BETA))
     absent = api.request(method, template.format(**missing), json=_fill(body, missing),
                          headers=bearer(BETA))
-    expected = 422 if method == "POST" and template == "/v1/jobs" else 404
+    expected = 422 if template == "/v1/jobs" else 404  # an id in a body is a field error
     assert foreign.status_code == absent.status_code == expected, foreign.text
     unmask = foreign.text
     for name, value in alpha.items():
         unmask = unmask.replace(value, missing[name])
+    assert "dataset_id" in unmask or "backbone" in unmask or "does not exist" in unmask
     assert unmask == absent.text  # not a byte that tells "exists elsewhere" from "never existed"
     # …and nothing of alpha's changed: its own key still sees it all, the queued job still queued.
     h = bearer(ALPHA)

@@ -163,39 +163,12 @@ class DeepModel(Trained):
 
     def save(self, directory: Path) -> None:
         """Write config.json and weights.safetensors into directory."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        config = {**self.config, "format": FORMAT, "algorithm": self.algorithm,
-                  "metrics": self.metrics}
-        text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
-        (directory / CONFIG_FILE).write_text(text, encoding="utf-8")
-        # Own contiguous CPU copies: safetensors refuses views that share storage.
-        state = {k: v.detach().to("cpu").contiguous().clone()
-                 for k, v in self.net.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"algorithm": self.algorithm})
+        write_network(Path(directory), self.config, self.algorithm, self.metrics, self.net)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Rebuild the network from config.json and read its weights (on CPU)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config = read_config(directory)
-        if config.get("algorithm") != cls.algorithm:
-            raise UnsafeArtifact(f"{directory} holds a {config.get('algorithm')!r} model, "
-                                 f"not {cls.algorithm!r}")
-        try:
-            net = cls.build_net(config)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UnsafeArtifact(f"{CONFIG_FILE} in {directory} does not describe a "
-                                 f"{cls.algorithm} network: {exc!r}") from exc
-        try:
-            state = load_file(str(directory / WEIGHTS_FILE), device="cpu")
-            net.load_state_dict(state, strict=True)
-        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
-            raise UnsafeArtifact(f"cannot load {WEIGHTS_FILE} in {directory}: {exc}") from exc
+        config, net = read_network(Path(directory), cls.algorithm, cls.build_net)
         return cls(config=config, net=net)
 
     @classmethod
@@ -203,6 +176,41 @@ class DeepModel(Trained):
         """A fresh (untrained) network of the recorded architecture."""
         module = importlib.import_module(cls.net_module)
         return module.build(config["architecture"], Prep.from_json(config["preprocessing"]))
+
+
+def write_network(directory: Path, config: dict[str, Any], algorithm: str,
+                  metrics: dict[str, Any], net: Any) -> None:
+    """config.json (with format, algorithm and metrics) and weights.safetensors of a network."""
+    from safetensors.torch import save_file
+
+    config = {**config, "format": FORMAT, "algorithm": algorithm, "metrics": metrics}
+    text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    (directory / CONFIG_FILE).write_text(text, encoding="utf-8")
+    # Own contiguous CPU copies: safetensors refuses views that share storage.
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"algorithm": algorithm})
+
+
+def read_network(directory: Path, algorithm: str,
+                 build: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Any]:
+    """(config, network) of what write_network saved: built from the config, weights strict."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(directory)
+    if config.get("algorithm") != algorithm:
+        raise UnsafeArtifact(f"{directory} holds a {config.get('algorithm')!r} model, "
+                             f"not {algorithm!r}")
+    try:
+        net = build(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnsafeArtifact(f"{CONFIG_FILE} in {directory} does not describe a "
+                             f"{algorithm} network: {exc!r}") from exc
+    try:
+        net.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"), strict=True)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        raise UnsafeArtifact(f"cannot load {WEIGHTS_FILE} in {directory}: {exc}") from exc
+    return config, net
 
 
 def read_config(directory: Path) -> dict[str, Any]:

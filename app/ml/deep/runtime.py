@@ -131,10 +131,11 @@ class Objective(ABC):
     min_batch: int = 1  # a last batch smaller than this is dropped (contrastive needs pairs)
 
     @abstractmethod
-    def train_step(self, xb: Tensor) -> dict[str, Tensor]:
-        """One optimisation step on a batch; detached scalar losses, "loss" among them."""
+    def train_step(self, xb: Any) -> dict[str, Tensor]:
+        """One optimisation step on a batch (a tensor, or an (inputs, targets) pair when the
+        Batches carry targets); detached scalar losses, "loss" among them."""
 
-    def val_loss(self, xb: Tensor) -> Tensor:
+    def val_loss(self, xb: Any) -> Tensor:
         """Mean loss on a validation batch (called under no_grad, module in eval mode)."""
         raise NotImplementedError
 
@@ -164,17 +165,24 @@ class SingleLossObjective(Objective):
             return self.loss(xb, training=False)
 
 
-class _Rows(Dataset[Tensor]):
-    """A tensor indexed by whole batches of row indices (for the DataLoader path)."""
+class _Rows(Dataset[Any]):
+    """A tensor (and its targets) indexed by whole batches of row indices (DataLoader path)."""
 
-    def __init__(self, data: Tensor) -> None:
-        self.data = data
+    def __init__(self, data: Tensor, targets: Tensor | None = None) -> None:
+        self.data, self.targets = data, targets
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, idx: Tensor) -> Tensor:  # type: ignore[override]
-        return self.data.index_select(0, idx)
+    def __getitem__(self, idx: Tensor) -> Any:  # type: ignore[override]
+        if self.targets is None:
+            return self.data.index_select(0, idx)
+        return self.data.index_select(0, idx), self.targets.index_select(0, idx)
+
+
+def batch_rows(batch: Any) -> int:
+    """Rows in a batch: a tensor, or an (inputs, targets) pair."""
+    return len(batch[0]) if isinstance(batch, tuple) else len(batch)
 
 
 class _EpochBatches(Sampler[Tensor]):
@@ -194,6 +202,7 @@ class Batches:
     """Mini-batches of an in-memory tensor, in model space on the training device.
 
     `to_model` turns a stored batch (e.g. uint8 images) into model-space floats on the device.
+    With `targets` (one per row), batches are (inputs, targets) pairs.
     Shuffled batches use the run's numpy generator, so a seed fixes their order. `resident`
     (default: on CPU, or on a GPU the data fits) indexes the tensor on the device directly;
     otherwise a DataLoader with `workers` processes (default: up to 4 on CUDA) gathers batches
@@ -202,8 +211,10 @@ class Batches:
 
     def __init__(self, data: Tensor, rt: Runtime, batch_size: int, *, shuffle: bool,
                  to_model: Callable[[Tensor], Tensor] | None = None, min_batch: int = 1,
-                 resident: bool | None = None, workers: int | None = None) -> None:
+                 resident: bool | None = None, workers: int | None = None,
+                 targets: Tensor | None = None) -> None:
         self.n = len(data)
+        self.targets = targets
         self.rt, self.shuffle = rt, shuffle
         self.to_model = to_model or (lambda t: t)
         # Never smaller than min_batch (a GAN's batch norm, contrastive negatives), never > n.
@@ -215,13 +226,14 @@ class Batches:
             resident = rt.device.type == "cpu" or _fits_on_device(data, rt.device)
         if resident:
             self.data = data.to(rt.device)
+            self.targets = targets.to(rt.device) if targets is not None else None
         else:
             self.data = data
             self._sampler = _EpochBatches()
             if workers is None:
                 cuda = rt.device.type == "cuda"
                 workers = min(MAX_LOADER_WORKERS, os.cpu_count() or 1) if cuda else 0
-            self.loader = DataLoader(_Rows(data), batch_size=None, sampler=self._sampler,
+            self.loader = DataLoader(_Rows(data, targets), batch_size=None, sampler=self._sampler,
                                      num_workers=workers, pin_memory=rt.device.type == "cuda",
                                      persistent_workers=workers > 0)
 
@@ -238,7 +250,7 @@ class Batches:
             return None
         return torch.from_numpy(self.rt.np_rng.permutation(self.n))
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Any]:
         order, b = self._order(), self.size
         if self.loader is not None:
             yield from self._from_loader(order)
@@ -247,17 +259,28 @@ class Batches:
             order = order.to(self.data.device)
         for i in range(self.steps):
             if order is None:
-                batch = self.data[i * b:(i + 1) * b]
+                rows: Any = slice(i * b, (i + 1) * b)
+                batch = self.data[rows]
             else:
-                batch = self.data.index_select(0, order[i * b:(i + 1) * b])
-            yield self.to_model(batch)
+                rows = order[i * b:(i + 1) * b]
+                batch = self.data.index_select(0, rows)
+            if self.targets is None:
+                yield self.to_model(batch)
+            else:
+                yield self.to_model(batch), self.targets[rows]
 
-    def _from_loader(self, order: Tensor | None) -> Iterator[Tensor]:
+    def _from_loader(self, order: Tensor | None) -> Iterator[Any]:
         assert self.loader is not None
         idx = order if order is not None else torch.arange(self.n)
         self._sampler.batches = [idx[i * self.size:(i + 1) * self.size] for i in range(self.steps)]
+        device = self.rt.device
         for batch in self.loader:
-            yield self.to_model(batch.to(self.rt.device, non_blocking=True))
+            if self.targets is None:
+                yield self.to_model(batch.to(device, non_blocking=True))
+            else:
+                xb, yb = batch
+                yield (self.to_model(xb.to(device, non_blocking=True)),
+                       yb.to(device, non_blocking=True))
 
 
 def _fits_on_device(data: Tensor, device: torch.device) -> bool:
@@ -373,7 +396,7 @@ def _train_epoch(objective: Objective, train: Batches, ticker: _Ticker, done: in
     for xb in train:
         for name, value in objective.train_step(xb).items():
             steps.setdefault(name, []).append(value)
-        sizes.append(len(xb))
+        sizes.append(batch_rows(xb))
         ticker.tick((done + len(sizes)) / total)
     return _weighted_means(steps, sizes)
 
@@ -396,7 +419,7 @@ def _validate(objective: Objective, val: Batches) -> float:
     with torch.no_grad(), objective.rt.fixed_draws(objective.rt.seed + VAL_SEED_OFFSET):
         for xb in val:
             values.append(objective.val_loss(xb).detach())
-            sizes.append(len(xb))
+            sizes.append(batch_rows(xb))
     return _weighted_means({"loss": values}, sizes)["loss"]
 
 

@@ -1,0 +1,79 @@
+"""The `transfer` catalogue entry: metadata and checks (torch comes in with fit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from app.ml.base import EMBED, PREDICT, Algorithm, Params, Report
+from app.ml.deep.params import validation_rows
+from app.ml.transfer.backbones import BackboneRef
+from app.ml.transfer.model import TransferModel
+from app.ml.transfer.params import TransferParams
+
+FAMILY = "transfer"
+
+
+class TransferAlgorithm(Algorithm):
+    """transfer: a pretrained backbone plus a new head, trained on a labelled set."""
+
+    name: ClassVar[str] = "transfer"
+    family: ClassVar[str] = FAMILY
+    data_kinds: ClassVar[tuple[str, ...]] = ("image", "text", "tabular")
+    capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
+    description: ClassVar[str] = (
+        "Transfer learning (PyTorch): a pretrained backbone (a model trained here, a "
+        "torchvision architecture with local weights, or MiniLM for text) and a new head, "
+        "trained on a small labelled set. freeze picks what moves (head only, the last N "
+        "blocks, or everything), backbone_lr_mult gives the backbone its own learning rate, "
+        "l2sp pulls the weights toward the pretrained ones. Metrics on a stratified held-out "
+        "split: accuracy, macro-F1, per-class precision/recall and the confusion matrix "
+        "(classification); RMSE, MAE, R^2 (regression). predict gives the class names and "
+        "probabilities (or values); embed gives the backbone's features.")
+    params_model: ClassVar[type[TransferParams]] = TransferParams
+    trained_cls: ClassVar[type[TransferModel]] = TransferModel
+    queue: ClassVar[str] = "gpu"
+    uses_labels: ClassVar[bool] = True
+    resumable: ClassVar[bool] = True
+    # fit() takes y as the labels themselves (class names, or numbers for regression).
+    raw_labels: ClassVar[bool] = True
+    # fit() takes backbone=<BackboneRef> that the service resolved.
+    uses_backbone: ClassVar[bool] = True
+
+    def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
+        """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
+        p = self.own(params)
+        found = []
+        if n_rows < 2:
+            found.append(("dataset", f"transfer needs at least 2 labelled rows, got {n_rows}"))
+        elif n_rows - validation_rows(n_rows, p.validation_fraction) < 1:
+            found.append(("validation_fraction", "leaves no rows to train on; lower it"))
+        if p.l2sp and not p.pretrained:
+            found.append(("l2sp", "L2-SP pulls weights toward pretrained ones; with "
+                          "pretrained=false there are none (use weight_decay)"))
+        if p.l2sp and p.freeze in ("backbone", 0):
+            found.append(("l2sp", "has no effect while the backbone is frozen; set freeze to "
+                          "'none' or a number of blocks"))
+        if p.early_stopping_patience and validation_rows(n_rows, p.validation_fraction) == 0:
+            found.append(("early_stopping_patience", "early stopping needs held-out rows; "
+                          "raise validation_fraction or set the patience to 0"))
+        if isinstance(p.class_weight, dict) and p.head == "regression":
+            found.append(("class_weight", "applies to classification heads only"))
+        return found
+
+    def fit(self, x: Any, params: Params, report: Report, y: Any = None,
+            resume_from: Path | None = None, backbone: BackboneRef | None = None
+            ) -> TransferModel:
+        """Train a head (and as much of the backbone as freeze allows) on labelled x."""
+        from app.ml.deep.runtime import load_checkpoint
+        from app.ml.transfer.training import fit_transfer
+
+        if backbone is None:
+            raise ValueError("transfer needs a resolved backbone")
+        if y is None:
+            raise ValueError("transfer needs labels: class folders (images) or a target column")
+        state = load_checkpoint(resume_from) if resume_from is not None else None
+        return fit_transfer(x, np.asarray(y), self.own(params), report, backbone,
+                            resume_from=state)

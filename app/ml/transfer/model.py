@@ -1,0 +1,159 @@
+"""A trained transfer model: input checks, predict (labels + probabilities, or values), embed
+(backbone features), save and load.
+
+Torch-free at import. Saved as config.json (params, task, input, backbone spec, head, metrics)
++ weights.safetensors (every weight, backbone included) + tokenizer.json for text models; load
+rebuilds the network from the config: nothing is unpickled and no outside file is needed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from app.ml.base import InputError, Trained
+from app.ml.deep.model import read_network, write_network
+from app.ml.deep.preprocess import IMAGE, TABULAR, Prep, request_images, request_rows
+from app.ml.deep.preprocess import standardize_rows, to_nchw
+
+TOKENIZER_FILE = "tokenizer.json"
+TEXT = "text"
+CHUNK_ROWS = 256
+MAX_TEXT_CHARS = 100_000
+
+
+class Tokens:
+    """Texts as (n, 2, L) int64 token ids + attention mask, with the backbone's tokenizer."""
+
+    def __init__(self, tokenizer_json: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.path = Path(tokenizer_json)
+        self.tok = Tokenizer.from_file(str(self.path))
+        self.tok.enable_truncation(max_length=max_length)
+        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        enc = self.tok.encode_batch(list(texts))
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        return np.stack([ids, mask], axis=1)
+
+
+def request_texts(x: Any) -> list[str]:
+    """Texts of a predict/embed request: a list of strings, each at most MAX_TEXT_CHARS."""
+    values = list(x.tolist() if isinstance(x, np.ndarray) else x)
+    if not values:
+        raise InputError("expected at least one text, got none")
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise InputError(f"instances[{i}] must be a string (the text), got {type(v).__name__}")
+        if len(v) > MAX_TEXT_CHARS:
+            raise InputError(f"instances[{i}] has {len(v)} characters; at most {MAX_TEXT_CHARS}")
+    return values
+
+
+class TransferModel(Trained):
+    """A backbone + head trained on labels: predicts classes or values, embeds features."""
+
+    algorithm: ClassVar[str] = "transfer"
+
+    def __init__(self, *, config: dict[str, Any], net: Any, tokens: Tokens | None = None) -> None:
+        self.config = config
+        self.metrics: dict[str, Any] = config.get("metrics", {})
+        self.net = net.eval()
+        self.tokens = tokens
+        self.device = str(next(net.parameters()).device)
+        inp = config["input"]
+        self.kind = inp["kind"]
+        self.prep = (Prep(kind=TABULAR, shape=(int(inp["shape"][0]),), mean=tuple(inp["mean"]),
+                          std=tuple(inp["std"])) if self.kind == TABULAR else
+                     Prep(kind=IMAGE, shape=tuple(int(v) for v in inp["shape"]),
+                          mean=(0.0,) * int(inp["shape"][-1]), std=(1.0,) * int(inp["shape"][-1]))
+                     if self.kind == IMAGE else None)
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return self.config["task"]  # type: ignore[no-any-return]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.get("classes") or [])
+
+    def to(self, device: str) -> Self:
+        """Move the network to device; call before serving, not during."""
+        self.net.to(device)
+        self.device = device
+        return self
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def stored(self, x: Any) -> np.ndarray:
+        """A request's instances as the network's stored input (checked)."""
+        if self.kind == TEXT:
+            assert self.tokens is not None
+            return self.tokens(request_texts(x))
+        assert self.prep is not None
+        if self.kind == TABULAR:
+            return standardize_rows(request_rows(x, self.prep), self.prep)
+        return to_nchw(request_images(x, self.prep))
+
+    def _run(self, x: Any, fn: Any) -> np.ndarray:
+        import torch
+
+        if self.kind == TEXT:  # tokenize chunk by chunk: padding only to each chunk's longest
+            texts = request_texts(x)
+            chunks = [texts[i:i + CHUNK_ROWS] for i in range(0, len(texts), CHUNK_ROWS)]
+            arrays = [self.stored(c) for c in chunks]
+        else:
+            arr = self.stored(x)
+            arrays = [arr[i:i + CHUNK_ROWS] for i in range(0, len(arr), CHUNK_ROWS)]
+        with torch.inference_mode():
+            parts = [fn(torch.from_numpy(a).to(self.device)).float().cpu().numpy() for a in arrays]
+        return np.concatenate(parts)
+
+    def logits(self, x: Any) -> np.ndarray:
+        """Raw head outputs (n, classes) or (n, 1)."""
+        return self._run(x, self.net)
+
+    def predict(self, x: Any) -> dict[str, Any]:
+        """Classification: {"predictions": the labels as the training data had them,
+        "probabilities": one per class, in the order of the model's classes};
+        regression: {"predictions": values}."""
+        out = self.logits(x)
+        if self.task["head"] == "regression":
+            values = out[:, 0].astype(np.float64) * self.task["target_std"] + self.task["target_mean"]
+            return {"predictions": values.tolist()}
+        shifted = np.exp(out - out.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        values = self.task.get("class_values") or self.classes
+        return {"predictions": [values[i] for i in probs.argmax(axis=1)],
+                "probabilities": probs.astype(np.float64).tolist()}
+
+    def embed(self, x: Any) -> np.ndarray:
+        """The backbone's features of each instance (n, features_dim), float32."""
+        return self._run(x, self.net.embed).astype(np.float32, copy=False)
+
+    # ---- save / load -----------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """config.json, weights.safetensors and (text) tokenizer.json into directory."""
+        write_network(Path(directory), self.config, self.algorithm, self.metrics, self.net)
+        if self.tokens is not None:
+            shutil.copyfile(self.tokens.path, Path(directory) / TOKENIZER_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Rebuild the network from config.json and read its weights (on CPU)."""
+        from app.ml.transfer.nets import build_network
+
+        directory = Path(directory)
+        config, net = read_network(directory, cls.algorithm, build_network)
+        tokens = None
+        if config["input"]["kind"] == TEXT:
+            tokens = Tokens(directory / TOKENIZER_FILE, int(config["input"]["max_length"]))
+        return cls(config=config, net=net, tokens=tokens)
