@@ -143,7 +143,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                       file=sys.stderr)
             elif args.action == "list":
                 for row in keys.list_(session=s, project=args.project):
-                    state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                    state = (f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at
+                             else "active")
                     print(f"{row.id}  {row.prefix}…  {row.project}  {state}  {row.name or ''}")
             else:
                 row = keys.revoke(session=s, key_id=args.key)

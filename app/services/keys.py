@@ -15,7 +15,8 @@ from app.db.tables import ApiKey, new_id, utcnow
 from app.errors import Invalid, NotFound
 
 KEY_PREFIX = "pt_"
-PREFIX_CHARS = 11  # "pt_" + 8 characters: enough to tell keys apart in a list, useless to an attacker
+# "pt_" + 8 characters: enough to tell keys apart in a list, of no use to an attacker.
+PREFIX_CHARS = 11
 PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -83,7 +84,8 @@ def any_active(*, session: Session) -> bool:
 def list_(*, session: Session, project: str | None = None) -> list[ApiKey]:
     """Keys, of one project or all, oldest first."""
     where = [ApiKey.project == project] if project else []
-    return list(session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at, ApiKey.id)))
+    query = select(ApiKey).where(*where).order_by(ApiKey.created_at, ApiKey.id)
+    return list(session.scalars(query))
 
 
 def revoke(*, session: Session, key_id: str, project: str | None = None) -> ApiKey:

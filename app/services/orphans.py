@@ -15,7 +15,8 @@ STAGING = ".tmp"
 def _live_ids(session: Session, table: type, ids: list[str]) -> set[str]:
     if not ids:
         return set()
-    return set(session.scalars(select(table.id).where(table.id.in_(ids))))  # type: ignore[attr-defined]
+    column = table.id  # type: ignore[attr-defined]
+    return set(session.scalars(select(column).where(column.in_(ids))))
 
 
 def _resumable_jobs(session: Session, ids: list[str]) -> set[str]:

@@ -158,7 +158,8 @@ def _own(api: TestClient, settings: Settings, key: str) -> dict[str, str]:
                                                 "params": {"n_clusters": 3}}).json()
     run_job(job["id"], settings=settings, worker="test")
     model = api.get(f"/v1/jobs/{job['id']}", headers=h).json()["model_id"]
-    queued = api.post("/v1/jobs", headers=h, json={"dataset_id": ds["id"], "algorithm": "pca"}).json()
+    queued = api.post("/v1/jobs", headers=h,
+                      json={"dataset_id": ds["id"], "algorithm": "pca"}).json()
     return {"ds": ds["id"], "job": job["id"], "model": model, "queued": queued["id"]}
 
 
@@ -200,7 +201,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
 
 
 @pytest.mark.parametrize("method, template, body", ENDPOINTS,
-                         ids=[f"{m} {p} {(b or {}).get('algorithm', '')}".strip() for m, p, b in ENDPOINTS])
+                         ids=[f"{m} {p} {(b or {}).get('algorithm', '')}".strip()
+                              for m, p, b in ENDPOINTS])
 def test_another_projects_id_is_answered_as_a_missing_one(shared, method, template, body):
     api, two_projects = shared
     alpha, own = two_projects["alpha"], {"own_ds": two_projects["beta"]["ds"]}

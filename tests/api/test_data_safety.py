@@ -176,7 +176,8 @@ def test_an_upload_refused_midway_leaves_nothing_behind(tmp_path):
 
         def chunks():  # no Content-Length: the bound is found while streaming
             boundary = b"--xyz\r\n"
-            yield boundary + b'Content-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+            yield (boundary + b'Content-Disposition: form-data; name="file"; '
+                   b'filename="a.csv"\r\n\r\n')
             for i in range(0, len(content), 1000):
                 yield content[i:i + 1000]
             yield b"\r\n--xyz--\r\n"

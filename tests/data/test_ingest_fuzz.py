@@ -78,7 +78,8 @@ JSON_VALUE = st.recursive(
 
 
 @FUZZ
-@given(lines=st.lists(JSON_VALUE, min_size=1, max_size=10), junk=st.sampled_from(["", "{", "\n\n", "]"]))
+@given(lines=st.lists(JSON_VALUE, min_size=1, max_size=10),
+       junk=st.sampled_from(["", "{", "\n\n", "]"]))
 def test_jsonl_like_lines(lines, junk):
     text = "\n".join(json.dumps(v) for v in lines) + junk
     result = ingest(text.encode(), "d.jsonl")

@@ -28,7 +28,7 @@ def free_port() -> int:
 
 def wait_ready(http: httpx.Client, proc: subprocess.Popen[bytes], log: Path,
                timeout: float = 120) -> None:
-    """Wait until GET /readyz answers 200; fail with the log's tail if proc exits or time runs out."""
+    """Wait for GET /readyz to answer 200; fail with the log's tail if proc exits or time is up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
