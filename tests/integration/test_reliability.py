@@ -180,6 +180,46 @@ def _resumed_after(stack: Stack, job_id: str, since: float) -> float:
     raise AssertionError(stack.job(job_id))
 
 
+def _crash_mid_upload(stack: Stack) -> Path:
+    """Start a slow upload, SIGKILL the API once its bytes are on disk, start the API again."""
+    import threading
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+        yield b"a,b,c\n"
+        for _ in range(2000):
+            yield b"1,2,3\n" * 2000
+            time.sleep(0.02)
+        yield b"\r\n--b--\r\n"
+
+    def send() -> None:
+        try:
+            url = f"{str(stack.http.base_url).rstrip('/')}/v1/datasets"
+            httpx.post(url, content=body(), timeout=60,
+                       headers={**AUTH, "content-type": "multipart/form-data; boundary=b"})
+        except httpx.HTTPError:
+            pass  # the server went away mid-request: that is the point
+
+    tmp = stack.tmp / "data" / "blobs" / ".tmp"
+    before = set(tmp.iterdir()) if tmp.exists() else set()
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        staged = [d for d in tmp.iterdir() if d not in before and (d / "data.upload").exists()
+                  and (d / "data.upload").stat().st_size > 100_000]
+        if staged:
+            break
+        time.sleep(0.05)
+    assert staged, "the upload never reached the disk"
+    stack.api.signal(signal.SIGKILL, group=True)
+    stack.api.proc.wait()
+    sender.join(timeout=30)
+    stack.api.restart()
+    stack.wait_ready()
+    return staged[0]
+
+
 FIGURES: dict[str, object] = {}
 T0 = time.monotonic()
 
@@ -240,8 +280,21 @@ def test_faults_lose_no_job(stack: Stack):
     stack.api.restart()
     stack.wait_ready()
     last.append(stack.submit(small_ds, "kmeans", {"n_clusters": 4}))
-
     _mark("api_restart")
+
+    # 5. The API SIGKILLed in the middle of an upload: no half dataset appears, and the sweep
+    #    removes the staged bytes it left.
+    datasets_before = http.get("/v1/datasets").json()["total"]
+    staged = _crash_mid_upload(stack)
+    assert http.get("/v1/datasets").json()["total"] == datasets_before
+    from app.config import Settings
+    from app.reaper import sweep_orphans
+
+    settings = Settings(data_dir=stack.tmp / "data", orphan_grace_seconds=0,
+                        database_url=stack.env["PRETRAINER_DATABASE_URL"])
+    assert f".tmp/{staged.name}" in sweep_orphans(settings) and not staged.exists()
+    _mark("api_kill_mid_upload")
+
     ends = {job_id: stack.wait(job_id, timeout=180) for job_id in stack.submitted}
     lost = [j for j, job in ends.items() if job["status"] != "succeeded"]
     FIGURES.update(submitted=len(stack.submitted), finished=len(ends) - len(lost), lost=len(lost))
@@ -268,7 +321,6 @@ def test_faults_lose_no_job(stack: Stack):
         assert r.status_code == 200, (job["algorithm"], r.text)
 
     # A redelivered message for a finished job does nothing.
-    from app.config import Settings
     from app.queue import enqueue_train
 
     done = ends[queued[0]]
