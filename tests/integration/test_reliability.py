@@ -333,3 +333,45 @@ def test_faults_lose_no_job(stack: Stack):
     FIGURES.update(submitted=len(stack.submitted), finished=len(stack.submitted),
                    queued_at_redis_restart=len(still_queued))
     _mark("end")
+
+
+def _processes() -> dict[int, tuple[int, list[bytes]]]:
+    """pid: (parent pid, command line) of every process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            table[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().split(b"\0"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def _workers(root: int) -> list[int]:
+    """The `app.cli worker` processes started by the `pretrainer up` below root."""
+    table = _processes()
+
+    def descends(pid: int) -> bool:
+        while pid in table and pid != root:
+            pid = table[pid][0]
+        return pid == root
+
+    return [pid for pid, (ppid, cmd) in table.items() if b"app.cli" in cmd and b"worker" in cmd
+            and descends(pid) and b"app.cli" not in table.get(ppid, (0, []))[1]]
+
+
+def test_up_restarts_a_worker_that_died(embedded):
+    """`make run` (`pretrainer up`): the worker process SIGKILLed, a new one takes the jobs."""
+    from tests.integration.test_end_to_end import wait_job
+
+    [worker] = _workers(embedded.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _workers(embedded.proc.pid) in ([], [worker]):
+        time.sleep(0.1)
+    assert _workers(embedded.proc.pid) not in ([], [worker])
+    http = embedded.http
+    ds = http.post("/v1/datasets", files={"file": ("b.csv", to_csv(blobs(100)))}).json()["id"]
+    job = http.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans"}).json()
+    assert wait_job(http, job["id"], ENDED, timeout=120)["status"] == "succeeded"
+    assert "worker exited with" in embedded.log.read_text()
