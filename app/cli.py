@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from app.config import Settings, get_settings
+from pretrainer_client import cli as client_cli
 
 log = logging.getLogger("pretrainer.cli")
 
@@ -185,12 +186,15 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--queues", default=None, help="comma-separated, e.g. cpu,gpu")
             cmd.add_argument("--concurrency", type=int, default=None)
     _keys_parser(sub)
+    client_cli.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pretrainer` console script."""
     args = parser().parse_args(argv)
+    if hasattr(args, "client_run"):
+        return client_cli.run(args)
     _settings_env(args)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(),

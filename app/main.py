@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__, reaper
-from app.api import algorithms, backbones, datasets, errors, health, jobs, models
+from app.api import (
+    algorithms,
+    backbones,
+    datasets,
+    errors,
+    health,
+    jobs,
+    models,
+    openapi,
+    plots,
+    ui,
+)
 from app.api.access import Access, BodyLimit, RateLimiter
 from app.api.deps import get_caller
 from app.config import Settings, get_settings
@@ -48,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        exempt=(("POST", "/v1/datasets"),))
     errors.install(app)
     app.include_router(health.router)
-    # Every /v1 route needs the caller's key.
-    for module in (datasets, algorithms, backbones, jobs, models):
+    # Every /v1 route needs the caller's key; /healthz, /readyz, /ui and the docs do not.
+    for module in (datasets, algorithms, backbones, jobs, models, plots):
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
+    ui.mount(app)
+    openapi.install(app)
     return app

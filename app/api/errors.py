@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -59,44 +58,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
                    slug="internal")
 
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
-    "description": "RFC 9457 problem details",
-    "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {"type": "array", "description": "the fields at fault and why", "items": {
-            "type": "object", "required": ["field", "message"],
-            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
-    },
-}
-
-
-def _document_problems(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with every 4xx answer documented as the problem+json it is."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
-    ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            for code, response in operation.get("responses", {}).items():
-                if code.startswith("4"):
-                    response["content"] = {PROBLEM: ref}
-                    if code == "422":
-                        response["description"] = "invalid input: `errors` names each field"
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's shape, not ours
-        components.pop(name, None)
-    components["Problem"] = PROBLEM_SCHEMA
-    app.openapi_schema = schema
-    return schema
-
-
 def install(app: FastAPI) -> None:
-    """Register the problem+json handlers, and document them in the OpenAPI schema."""
-    app.openapi = lambda: _document_problems(app)  # type: ignore[method-assign]
+    """Register the problem+json handlers."""
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]

@@ -64,7 +64,7 @@ def test_without_a_valid_key_every_v1_route_is_401_problem_json(api, headers, wh
 
 
 def test_probes_docs_and_the_contract_stay_public(api):
-    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/ui/"):
         assert api.get(path).status_code == 200, path
     schemes = api.get("/openapi.json").json()["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
@@ -175,6 +175,9 @@ ENDPOINTS = [
     ("GET", "/v1/jobs/{job}", None),
     ("GET", "/v1/jobs/{job}/events", None),
     ("POST", "/v1/jobs/{queued}/cancel", None),
+    ("GET", "/v1/jobs/{job}/plots/loss.png", None),
+    ("GET", "/v1/models/{model}/plots/embedding.png", None),
+    ("GET", "/v1/models/{model}/plots/confusion.png", None),
     ("GET", "/v1/models/{model}", None),
     ("POST", "/v1/models/{model}/predict", {"instances": [[0, 0, 0, 0]]}),
     ("POST", "/v1/models/{model}/embed", {"instances": [[0, 0, 0, 0]]}),

@@ -9,12 +9,12 @@ import sys
 FORBIDDEN = ("fastapi", "starlette", "celery", "torch")
 
 
-def loaded_after_import(*modules: str) -> list[str]:
-    """Top-level packages from FORBIDDEN that importing modules (in a fresh process) loads."""
+def loaded_after_import(*modules: str, forbidden: tuple[str, ...] = FORBIDDEN) -> list[str]:
+    """Top-level packages from forbidden that importing modules (in a fresh process) loads."""
     code = (
         "import importlib, json, sys\n"
         f"for m in {list(modules)!r}: importlib.import_module(m)\n"
-        f"print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & {set(FORBIDDEN)!r})))"
+        f"print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & {set(forbidden)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)

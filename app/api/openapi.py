@@ -1,0 +1,193 @@
+"""The OpenAPI document: an example on every operation, and errors documented as problem+json.
+
+Examples live here, keyed by "METHOD /path", so the routers stay about routing; the test
+tests/api/test_openapi.py checks that every operation has them and that they validate against
+the response models.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api.errors import PROBLEM, TYPE_BASE
+
+DS, JOB, MDL = ("ds_3f9c2b7e41d04e6c9a1b5d8e2f7a6c10", "job_8d2e4f1a9b3c4d5e8f7a6b1c2d3e4f50",
+                "mdl_5a7c9e1b3d4f4a6c8e0b2d4f6a8c0e12")
+CREATED, STARTED, FINISHED = ("2026-03-14T09:26:53.589Z", "2026-03-14T09:26:54.102Z",
+                              "2026-03-14T09:27:01.877Z")
+COLUMNS = [{"name": n, "dtype": "float64", "nulls": 0} for n in "abcd"]
+
+DATASET = {"id": DS, "name": "blobs", "kind": "tabular", "format": "csv", "n_rows": 300,
+           "columns": COLUMNS, "size_bytes": 30356,
+           "sha256": "af918231b5d64c528b91dfb8dbb3b558118d61cdd2a539b9e4beca4a691f8abc",
+           "created_at": CREATED, "image": None, "classes": None, "labelled": None}
+KMEANS_PARAMS = {"standardize": False, "n_clusters": 3, "init": "k-means++", "n_init": "auto",
+                 "max_iter": 300, "tol": 0.0001, "random_state": 0, "algorithm": "lloyd"}
+KMEANS_METRICS = {"inertia": 566.86, "silhouette": 0.8437, "davies_bouldin": 0.2198,
+                  "calinski_harabasz": 6207.4, "load_seconds": 0.0093, "fit_seconds": 0.0412}
+JOB_OUT = {"id": JOB, "name": None, "dataset_id": DS, "algorithm": "kmeans",
+           "family": "unsupervised", "queue": "cpu", "params": KMEANS_PARAMS,
+           "features": ["a", "b", "c", "d"], "target": None, "status": "succeeded",
+           "progress": 1.0, "metrics": KMEANS_METRICS, "history": [], "error": None,
+           "model_id": MDL, "attempts": 1, "created_at": CREATED, "started_at": STARTED,
+           "finished_at": FINISHED}
+MODEL_OUT = {"id": MDL, "name": None, "algorithm": "kmeans", "family": "unsupervised",
+             "job_id": JOB, "dataset_id": DS, "params": KMEANS_PARAMS,
+             "input_schema": {"kind": "tabular", "dtype": "float64",
+                              "features": [{"name": n, "dtype": "float64"} for n in "abcd"]},
+             "capabilities": ["predict", "embed"], "metrics": KMEANS_METRICS,
+             "backbone_model_id": None, "lineage": {}, "created_at": FINISHED}
+ALGORITHM = {"name": "kmeans", "family": "unsupervised", "data_kinds": ["tabular"],
+             "capabilities": ["predict", "embed"],
+             "description": "k-means clustering (scikit-learn KMeans): predict gives each row's "
+                            "nearest centroid; embed gives its distances to every centroid.",
+             "queue": "cpu", "extras": [],
+             "params_schema": {"type": "object", "additionalProperties": False, "properties": {
+                 "n_clusters": {"type": "integer", "minimum": 1, "default": 8},
+                 "random_state": {"anyOf": [{"type": "integer"}, {"type": "null"}],
+                                  "default": None}}}}
+ROWS = [[1.0, 4.2, -2.0, 3.3], [-6.1, -3.5, 7.2, 0.4]]
+EVENTS = ('id: 1\nevent: status\ndata: {"status": "running", "progress": 0.01, "attempts": 1}\n\n'
+          'id: 2\nevent: epoch\ndata: {"epoch": 1, "loss": 0.912, "val_loss": 0.884, '
+          '"lr": 0.001, "samples_per_s": 51234.0, "seconds": 0.05}\n\n'
+          'id: 3\nevent: end\ndata: {"id": "' + JOB + '", "status": "succeeded", "…": "…"}\n\n')
+
+# Success examples: request body (by media type) and response (by status) of each operation.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "GET /healthz": {"responses": {"200": {"status": "ok", "checks": {}}}},
+    "GET /readyz": {"responses": {
+        "200": {"status": "ok", "checks": {"database": "ok", "broker": "ok", "store": "ok"}},
+        "503": {"status": "unavailable", "checks": {
+            "database": "ok", "broker": "error: OperationalError: Error 111 connecting to "
+                                        "127.0.0.1:6379. Connection refused.", "store": "ok"}}}},
+    "POST /v1/datasets": {"request": {"multipart/form-data": {"file": "blobs.csv",
+                                                              "name": "blobs"}},
+                          "responses": {"201": DATASET}},
+    "GET /v1/datasets": {"responses": {"200": {"items": [DATASET], "total": 1, "next": None}}},
+    "GET /v1/datasets/{dataset_id}": {"responses": {"200": DATASET}},
+    "GET /v1/datasets/{dataset_id}/download": {"responses": {"200": "a,b,c,d\n1.0,4.2,-2.0,3.3\n"}},
+    "GET /v1/datasets/{dataset_id}/export.csv": {"responses": {
+        "200": "name,x\n'=HYPERLINK(\"http://x\"),-1.5\nplain,2\n"}},
+    "DELETE /v1/datasets/{dataset_id}": {},
+    "GET /v1/algorithms": {"responses": {"200": {"items": [ALGORITHM]}}},
+    "GET /v1/algorithms/{name}": {"responses": {"200": ALGORITHM}},
+    "GET /v1/backbones": {"responses": {"200": {
+        "architectures": [{"name": "resnet18", "source": "torchvision", "data_kind": "image",
+                           "features_dim": 512, "input_size": 224,
+                           "description": "ResNet-18, ImageNet weights",
+                           "weights_present": False, "weights": None,
+                           "expected_at": "./data/weights/resnet18.pth"}],
+        "models": [{"id": MDL, "backbone": f"model:{MDL}", "algorithm": "autoencoder",
+                    "data_kind": "tabular", "dataset_id": DS, "created_at": FINISHED}]}}},
+    "POST /v1/jobs": {"request": {"application/json": {
+        "dataset_id": DS, "algorithm": "kmeans", "params": {"n_clusters": 3, "random_state": 0}}},
+        "responses": {"202": {**JOB_OUT, "status": "queued", "progress": 0.0, "metrics": {},
+                              "model_id": None, "attempts": 0, "started_at": None,
+                              "finished_at": None}}},
+    "GET /v1/jobs": {"responses": {"200": {"items": [JOB_OUT], "total": 1, "next": None}}},
+    "GET /v1/jobs/{job_id}": {"responses": {"200": JOB_OUT}},
+    "GET /v1/jobs/{job_id}/events": {"responses": {"200": EVENTS}},
+    "POST /v1/jobs/{job_id}/cancel": {"responses": {"202": {
+        **JOB_OUT, "status": "cancelled", "progress": 0.4, "metrics": {}, "model_id": None,
+        "error": {"type": "Cancelled", "message": "cancelled by request"}}}},
+    "GET /v1/models": {"responses": {"200": {"items": [MODEL_OUT], "total": 1, "next": None}}},
+    "GET /v1/models/{model_id}": {"responses": {"200": MODEL_OUT}},
+    "DELETE /v1/models/{model_id}": {},
+    "POST /v1/models/{model_id}/predict": {
+        "request": {"application/json": {"instances": ROWS}},
+        "responses": {"200": {"predictions": [2, 0]}}},
+    "POST /v1/models/{model_id}/embed": {
+        "request": {"application/json": {"instances": [dict(zip("abcd", ROWS[0]))]}},
+        "responses": {"200": {"embeddings": [[9.81, 11.07, 0.52]]}}},
+    "POST /v1/models/{model_id}/generate": {
+        "request": {"application/json": {"n": 2, "seed": 0}},
+        "responses": {"200": {"samples": [[0.93, 4.11, -1.87, 3.02], [-5.72, -3.31, 6.95, 0.61]]}}},
+    "GET /v1/models/{model_id}/embedding": {"responses": {"200": {
+        "n_rows": 3, "n_components": 2, "embedding": [[12.1, -3.4], [11.8, -2.9], [-20.3, 7.7]]}}},
+    "GET /v1/jobs/{job_id}/plots/loss.png": {},
+    "GET /v1/models/{model_id}/plots/{kind}.png": {},
+}
+
+PROBLEM_SCHEMA = {
+    "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["field", "message"],
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}},
+}
+_PROBLEMS = {
+    "401": ("Unauthorized", "unauthorized", "unknown or revoked API key",
+            [{"field": "Authorization", "message": "unknown or revoked API key"}]),
+    "429": ("Too many requests", "too-many-requests", "the project has 100 queued or running "
+            "jobs, the limit is 100 (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or cancel one",
+            [{"field": "project", "message": "too many jobs"}]),
+    "404": ("Not found", "not-found", "job job_0000 does not exist", None),
+    "409": ("Conflict", "conflict", "a queued or running job uses it", None),
+    "413": ("Content too large", "too-large", "the upload is larger than 2147483648 bytes "
+            "(PRETRAINER_MAX_UPLOAD_BYTES)", None),
+    "415": ("Unsupported media type", "unsupported-media-type",
+            "send the file as multipart/form-data", None),
+    "422": ("Unprocessable content", "validation-error",
+            "params.n_clusters: Input should be greater than or equal to 1",
+            [{"field": "params.n_clusters", "message": "Input should be greater than or equal to 1"}]),
+}
+
+
+def problem_example(status: str) -> dict[str, Any]:
+    """An example problem+json body for an error status."""
+    title, slug, detail, errors = _PROBLEMS.get(status, ("Bad request", "bad-request",
+                                                         "the request is invalid", None))
+    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": int(status),
+                            "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def decorate(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the examples; document 4xx answers as the problem+json they are."""
+    schema = copy.deepcopy(schema)
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            examples = EXAMPLES.get(f"{method.upper()} {path}", {})
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                if media in examples.get("request", {}):
+                    content["example"] = examples["request"][media]
+            for status, response in op.get("responses", {}).items():
+                _response(status, response, examples.get("responses", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(unused, None)
+    return schema
+
+
+def _response(status: str, response: dict[str, Any], examples: dict[str, Any]) -> None:
+    if status.startswith("4"):
+        response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"},
+                                         "example": problem_example(status)}}
+        response["description"] = response.get("description") or "problem+json"
+        if status == "422" and response["description"] == "Validation Error":
+            response["description"] = "a request field is invalid (named in errors[].field)"
+        return
+    for content in response.get("content", {}).values():
+        if status in examples:
+            content["example"] = examples[status]
+
+
+def install(app: FastAPI) -> None:
+    """Serve the decorated document at /openapi.json (built once, on first request)."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = decorate(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

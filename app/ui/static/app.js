@@ -1,0 +1,419 @@
+// Pretrainer dashboard: datasets, training, live jobs and models, over the /v1 API only.
+"use strict";
+
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+const CURVES = [["loss", "#2f6fde"], ["val_loss", "#e8833a"], ["d_loss", "#1f8a4c"], ["g_loss", "#9b59b6"]];
+const view = document.getElementById("view");
+const keyInput = document.getElementById("api-key");
+let following = null; // AbortController of the job event stream on screen
+
+// ------------------------------------------------------------------------------ helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) node.append(c instanceof Node ? c : String(c ?? ""));
+  return node;
+}
+
+function svgEl(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const key = localStorage.getItem("pretrainer.apiKey");
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
+
+async function problem(r) {
+  let body = {};
+  try { body = await r.json(); } catch (e) { body = { title: r.statusText }; }
+  const fields = (body.errors || []).map((e) => `  ${e.field}: ${e.message}`).join("\n");
+  const err = new Error(`${r.status} ${body.title || ""}: ${body.detail || ""}${fields ? "\n" + fields : ""}`);
+  err.status = r.status;
+  return err;
+}
+
+async function api(path, opts) {
+  opts = opts || {};
+  const init = { method: opts.method || "GET", headers: headers(opts.headers) };
+  if (opts.json !== undefined) {
+    init.body = JSON.stringify(opts.json);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const r = await fetch(path, init);
+  if (!r.ok) throw await problem(r);
+  return r.status === 204 ? null : r.json();
+}
+
+function notify(message, ok) {
+  const box = document.getElementById("notice");
+  box.textContent = message;
+  box.className = ok ? "ok" : "";
+  box.hidden = !message;
+}
+
+function guard(fn) {
+  return (...args) => Promise.resolve(fn(...args)).catch((e) => notify(e.message));
+}
+
+function fmt(v) {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(4);
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") { const s = JSON.stringify(v); return s.length > 80 ? s.slice(0, 77) + "..." : s; }
+  return String(v);
+}
+
+function table(columns, rows, onRow) {
+  return el("table", {},
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
+    el("tbody", {}, rows.map((r) => el("tr", onRow ? { class: "link", onclick: () => onRow(r), "data-id": r.id } : {},
+      r.cells.map((c) => el("td", {}, c instanceof Node ? c : fmt(c)))))));
+}
+
+function progressBar(p) {
+  return el("div", { class: "bar", title: Math.round(p * 100) + "%" }, el("div", { style: `width:${Math.round(p * 100)}%` }));
+}
+
+function metricsTable(metrics) {
+  const rows = Object.entries(metrics || {}).filter(([k]) => !["confusion_matrix", "per_class", "classes"].includes(k));
+  return table(["metric", "value"], rows.map(([k, v]) => ({ cells: [k, v] })));
+}
+
+// --------------------------------------------------------------------------------- charts
+
+function scale(lo, hi, a, b) {
+  if (hi === lo) { hi = lo + 1; }
+  return (v) => a + (v - lo) * (b - a) / (hi - lo);
+}
+
+// A line chart of per-epoch series; data-points says how many epochs it draws (tests read it).
+function lossChart(history) {
+  const W = 560, H = 280, L = 55, R = 110, T = 15, B = 35;
+  const svg = svgEl("svg", { id: "loss-chart", class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
+  const series = CURVES.map(([k, colour]) => [k, colour, history.filter((h) => typeof h[k] === "number").map((h) => [h.epoch, h[k]])])
+    .filter(([, , pts]) => pts.length);
+  svg.dataset.points = String(series.length ? series[0][2].length : 0);
+  const all = series.flatMap(([, , pts]) => pts);
+  if (!all.length) {
+    svg.append(Object.assign(svgEl("text", { x: L, y: H / 2 }), { textContent: "waiting for the first epoch…" }));
+    return svg;
+  }
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  // A first epoch far above the rest would flatten the curve: such losses are drawn on a log scale.
+  const log = Math.min(...ys) > 0 && Math.max(...ys) / Math.min(...ys) > 20;
+  const ty = log ? Math.log10 : (v) => v;
+  const x = scale(Math.min(...xs), Math.max(...xs), L, W - R);
+  const yLinear = scale(ty(Math.min(...ys)), ty(Math.max(...ys)), H - B, T), y = (v) => yLinear(ty(v));
+  svg.dataset.scale = log ? "log" : "linear";
+  svg.append(svgEl("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }),
+    svgEl("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }));
+  for (const v of [Math.min(...ys), Math.max(...ys)]) {
+    svg.append(Object.assign(svgEl("text", { x: 4, y: y(v) + 4 }), { textContent: fmt(v) }));
+  }
+  for (const v of [Math.min(...xs), Math.max(...xs)]) {
+    svg.append(Object.assign(svgEl("text", { x: x(v) - 4, y: H - B + 16 }), { textContent: v }));
+  }
+  svg.append(Object.assign(svgEl("text", { x: (W - R) / 2, y: H - 4 }), { textContent: log ? "epoch (loss on a log scale)" : "epoch" }));
+  series.forEach(([name, colour, pts], i) => {
+    svg.append(svgEl("polyline", { class: "curve", "data-series": name, fill: "none", stroke: colour, "stroke-width": 2,
+      points: pts.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(" ") }));
+    svg.append(svgEl("rect", { x: W - R + 12, y: T + i * 18, width: 12, height: 3, fill: colour }));
+    svg.append(Object.assign(svgEl("text", { x: W - R + 28, y: T + i * 18 + 5 }), { textContent: name }));
+  });
+  return svg;
+}
+
+function barChart(values, label) {
+  const W = 420, H = 200, L = 40, B = 30, T = 10, bw = (W - L - 10) / values.length;
+  const svg = svgEl("svg", { id: "variance-chart", class: "chart", width: W, height: H });
+  const y = scale(0, Math.max(...values, 1e-9), H - B, T);
+  values.forEach((v, i) => {
+    svg.append(svgEl("rect", { x: L + i * bw + 2, y: y(v), width: Math.max(bw - 4, 1), height: H - B - y(v), fill: "#2f6fde" }));
+    svg.append(Object.assign(svgEl("text", { x: L + i * bw + 2, y: H - B + 14 }), { textContent: i + 1 }));
+  });
+  svg.append(Object.assign(svgEl("text", { x: 2, y: T + 8 }), { textContent: fmt(Math.max(...values)) }));
+  svg.append(Object.assign(svgEl("text", { x: L, y: H - 2 }), { textContent: label }));
+  return svg;
+}
+
+function confusionTable(matrix, classes) {
+  const max = Math.max(...matrix.flat(), 1);
+  return el("table", { class: "heat", id: "confusion" },
+    el("tr", {}, el("th", {}, "true \\ predicted"), classes.map((c) => el("th", {}, c))),
+    matrix.map((row, i) => el("tr", {}, el("th", {}, classes[i]),
+      row.map((v) => el("td", { style: `background: rgba(47,111,222,${(v / max).toFixed(2)}); color: ${v / max > 0.5 ? "#fff" : "inherit"}` }, v)))));
+}
+
+async function plotImage(path, alt) {
+  const r = await fetch(path, { headers: headers() });
+  if (!r.ok) return el("p", { class: "hint" }, (await problem(r)).message);
+  return el("img", { class: "plot", alt, src: URL.createObjectURL(await r.blob()) });
+}
+
+// --------------------------------------------------------------------------------- events
+
+// Read GET /v1/jobs/{id}/events with fetch (EventSource cannot send an Authorization header).
+async function streamEvents(jobId, onEvent, signal) {
+  const r = await fetch(`/v1/jobs/${jobId}/events`, { headers: headers(), signal });
+  if (!r.ok) throw await problem(r);
+  const reader = r.body.getReader(), decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event: ")) event = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (data) onEvent(event, JSON.parse(data));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------- views
+
+async function datasetsView() {
+  const page = await api("/v1/datasets?limit=500");
+  const file = el("input", { type: "file", id: "upload-file" });
+  const name = el("input", { id: "upload-name", placeholder: "defaults to the file name" });
+  const bar = el("progress", { id: "upload-progress", max: 1, value: 0, hidden: true });
+  const upload = guard(async (ev) => {
+    ev.preventDefault();
+    if (!file.files.length) throw new Error("choose a file first");
+    const ds = await uploadFile(file.files[0], name.value, bar);
+    notify(`uploaded ${ds.name}: ${ds.n_rows} rows (${ds.id})`, true);
+    render();
+  });
+  return [
+    el("section", {}, el("h2", {}, "Upload a dataset"),
+      el("form", { class: "grid", id: "upload-form", onsubmit: upload },
+        el("label", { for: "upload-file" }, "file"), file,
+        el("label", { for: "upload-name" }, "name"), name,
+        el("span", {}), el("div", {}, el("button", { id: "upload-btn", type: "submit" }, "Upload"), " ", bar),
+        el("span", {}), el("span", { class: "hint" }, "CSV with a header, Parquet, NPY, JSONL, or a ZIP of images (a folder per class)"))),
+    el("section", {}, el("h2", {}, `Datasets (${page.total})`),
+      table(["id", "name", "kind", "format", "rows", "columns", "created"],
+        page.items.map((d) => ({ id: d.id, cells: [el("code", { "data-dataset-id": d.id }, d.id), d.name, d.kind, d.format, d.n_rows,
+          d.columns.map((c) => c.name).join(", "), d.created_at] })),
+        (d) => { location.hash = `train/${d.id}`; })),
+  ];
+}
+
+function uploadFile(file, name, bar) {
+  // XMLHttpRequest rather than fetch: it reports upload progress.
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append("file", file);
+    if (name) form.append("name", name);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/v1/datasets");
+    for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
+    bar.hidden = false;
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; };
+    xhr.onload = async () => {
+      bar.hidden = true;
+      const r = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
+      if (xhr.status >= 400) reject(await problem(r)); else resolve(JSON.parse(xhr.responseText));
+    };
+    xhr.onerror = () => { bar.hidden = true; reject(new Error("upload failed: network error")); };
+    xhr.send(form);
+  });
+}
+
+function paramInput(name, schema, defs) {
+  const s = schema.$ref ? defs[schema.$ref.split("/").pop()] || {} : (schema.anyOf ? schema.anyOf.find((a) => a.type !== "null") || {} : schema);
+  const attrs = { id: `param-${name}`, "data-param": name, title: schema.description || "" };
+  const dflt = schema.default === undefined ? "" : schema.default;
+  if (s.enum) return el("select", attrs, el("option", { value: "" }, `default (${fmt(dflt)})`), s.enum.map((v) => el("option", { value: JSON.stringify(v) }, v)));
+  if (s.type === "boolean") return el("select", attrs, el("option", { value: "" }, `default (${dflt})`), el("option", { value: "true" }, "true"), el("option", { value: "false" }, "false"));
+  const numeric = s.type === "integer" || s.type === "number";
+  return el("input", Object.assign(attrs, { type: numeric ? "number" : "text", step: s.type === "integer" ? 1 : "any", placeholder: typeof dflt === "object" ? JSON.stringify(dflt) : String(dflt) }));
+}
+
+function readParams(form) {
+  const params = {};
+  for (const input of form.querySelectorAll("[data-param]")) {
+    if (input.value === "") continue;
+    try { params[input.dataset.param] = JSON.parse(input.value); } catch (e) { params[input.dataset.param] = input.value; }
+  }
+  return params;
+}
+
+async function trainView(datasetId) {
+  const [datasets, algos] = await Promise.all([api("/v1/datasets?limit=500"), api("/v1/algorithms")]);
+  const dsSelect = el("select", { id: "train-dataset" }, datasets.items.map((d) => el("option", { value: d.id, selected: d.id === datasetId }, `${d.name} (${d.kind}, ${d.n_rows} rows) ${d.id}`)));
+  const algoSelect = el("select", { id: "train-algorithm" });
+  const paramsBox = el("div", { id: "train-params", class: "grid" });
+  const description = el("p", { class: "hint" });
+  const features = el("input", { id: "train-features", placeholder: "all numeric columns" });
+  const target = el("input", { id: "train-target", placeholder: "none" });
+  const fillAlgos = () => {
+    const ds = datasets.items.find((d) => d.id === dsSelect.value);
+    const fits = algos.items.filter((a) => !ds || a.data_kinds.includes(ds.kind));
+    algoSelect.replaceChildren(...fits.map((a) => el("option", { value: a.name }, `${a.name} (${a.family})`)));
+    fillParams();
+  };
+  const fillParams = () => {
+    const a = algos.items.find((x) => x.name === algoSelect.value);
+    if (!a) { paramsBox.replaceChildren(); return; }
+    description.textContent = `${a.description} Answers: ${a.capabilities.join(", ") || "nothing over HTTP"}.`;
+    const props = a.params_schema.properties || {}, defs = a.params_schema.$defs || {};
+    paramsBox.replaceChildren(...Object.entries(props).flatMap(([k, s]) =>
+      [el("label", { for: `param-${k}`, title: s.description || "" }, k), paramInput(k, s, defs)]));
+  };
+  dsSelect.addEventListener("change", fillAlgos);
+  algoSelect.addEventListener("change", fillParams);
+  fillAlgos();
+  const submit = guard(async (ev) => {
+    ev.preventDefault();
+    const body = { dataset_id: dsSelect.value, algorithm: algoSelect.value, params: readParams(paramsBox) };
+    if (features.value.trim()) body.features = features.value.split(",").map((s) => s.trim());
+    if (target.value.trim()) body.target = target.value.trim();
+    const job = await api("/v1/jobs", { method: "POST", json: body });
+    notify(`job ${job.id} queued`, true);
+    location.hash = `jobs/${job.id}`;
+  });
+  if (!datasets.items.length) return el("section", {}, el("h2", {}, "Train"), el("p", {}, "Upload a dataset first (Datasets tab)."));
+  return el("section", {}, el("h2", {}, "Train a model"),
+    el("form", { id: "train-form", onsubmit: submit },
+      el("div", { class: "grid" },
+        el("label", { for: "train-dataset" }, "dataset"), dsSelect,
+        el("label", { for: "train-algorithm" }, "algorithm"), algoSelect,
+        el("label", { for: "train-features" }, "features"), features,
+        el("label", { for: "train-target" }, "target (labels)"), target),
+      description,
+      el("h2", {}, "Params ", el("span", { class: "hint" }, "(empty: the default shown)")),
+      paramsBox,
+      el("p", {}, el("button", { id: "train-submit", type: "submit" }, "Start training"))));
+}
+
+async function jobsView() {
+  const page = await api("/v1/jobs?limit=500");
+  const active = page.items.some((j) => !TERMINAL.includes(j.status));
+  if (active) setTimeout(() => { if (location.hash === "#jobs") render(); }, 2000);
+  return el("section", {}, el("h2", {}, `Jobs (${page.total})`),
+    table(["id", "algorithm", "status", "progress", "last epoch", "model", "created"],
+      page.items.map((j) => ({ id: j.id, cells: [el("code", {}, j.id), j.algorithm, el("span", { class: `status-${j.status}` }, j.status),
+        progressBar(j.progress), j.history.length ? `${j.history.length}: loss ${fmt(j.history[j.history.length - 1].loss)}` : "",
+        j.model_id || "", j.created_at] })),
+      (j) => { location.hash = `jobs/${j.id}`; }));
+}
+
+async function jobView(id) {
+  let job = await api(`/v1/jobs/${id}`);
+  const status = el("span", { id: "job-status" });
+  const bar = el("div", { id: "job-progress" });
+  const chartBox = el("div", { id: "chart-box" });
+  const metricsBox = el("div", {});
+  const modelBox = el("p", {});
+  const cancel = el("button", { class: "secondary", id: "job-cancel", onclick: guard(async () => { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); }) }, "Cancel");
+  const paint = () => {
+    status.textContent = job.status;
+    status.className = `status-${job.status}`;
+    bar.replaceChildren(progressBar(job.progress));
+    chartBox.replaceChildren(job.family === "unsupervised" ? el("p", { class: "hint" }, "scikit-learn jobs are not trained in epochs") : lossChart(job.history));
+    metricsBox.replaceChildren(Object.keys(job.metrics || {}).length ? metricsTable(job.metrics) : "");
+    modelBox.replaceChildren(job.model_id ? el("a", { href: `#models/${job.model_id}`, id: "job-model" }, `model ${job.model_id} →`) : "");
+    if (job.error) modelBox.append(el("pre", {}, `${job.error.type}: ${job.error.message}`));
+    cancel.hidden = TERMINAL.includes(job.status);
+  };
+  paint();
+  if (!TERMINAL.includes(job.status)) {
+    following = new AbortController();
+    const history = job.history.slice();
+    let seen = 0;
+    streamEvents(id, (event, data) => {
+      if (event === "status") job = Object.assign({}, job, data);
+      else if (event === "progress") job.progress = data.progress;
+      else if (event === "epoch") { seen += 1; if (seen > history.length) history.push(data); job.history = history; }
+      else if (event === "end") job = data;
+      paint();
+    }, following.signal).catch((e) => { if (e.name !== "AbortError") notify(e.message); });
+  }
+  return [
+    el("section", {}, el("h2", {}, `Job `, el("code", {}, id)),
+      el("div", { class: "row" }, el("div", {}, el("p", {}, "status: ", status), bar,
+        el("p", { class: "hint" }, `${job.algorithm} on ${job.dataset_id}`), el("pre", {}, JSON.stringify(job.params, null, 1)), cancel, modelBox),
+        chartBox)),
+    el("section", {}, el("h2", {}, "Metrics"), metricsBox),
+  ];
+}
+
+async function modelsView() {
+  const page = await api("/v1/models?limit=500");
+  return el("section", {}, el("h2", {}, `Models (${page.total})`),
+    table(["id", "algorithm", "family", "answers", "dataset", "created"],
+      page.items.map((m) => ({ id: m.id, cells: [el("code", {}, m.id), m.algorithm, m.family, m.capabilities.join(", "), m.dataset_id, m.created_at] })),
+      (m) => { location.hash = `models/${m.id}`; }));
+}
+
+function exampleInstances(model) {
+  const feats = (model.input_schema.features || []).map((f) => f.name);
+  return feats.length ? JSON.stringify({ instances: [feats.map(() => 0)] }) : '{"instances": [{"b64": "<base64 PNG>"}]}';
+}
+
+async function modelView(id) {
+  const model = await api(`/v1/models/${id}`);
+  const m = model.metrics || {};
+  const pictures = el("div", { class: "row" });
+  if (m.confusion_matrix && m.classes) pictures.append(el("div", {}, el("h2", {}, "Confusion matrix"), confusionTable(m.confusion_matrix, m.classes)));
+  if (Array.isArray(m.explained_variance_ratio)) pictures.append(el("div", {}, el("h2", {}, "Explained variance ratio"), barChart(m.explained_variance_ratio, "component")));
+  const scatter = el("div", { id: "embedding-plot" }, el("p", { class: "hint" }, "drawing the embedding…"));
+  pictures.append(el("div", {}, el("h2", {}, "Training rows, embedded (PCA to 2-D)"), scatter));
+  plotImage(`/v1/models/${id}/plots/embedding.png`, "embedding scatter").then((img) => scatter.replaceChildren(img));
+  const input = el("textarea", { id: "serve-input" }, exampleInstances(model));
+  const output = el("pre", { id: "serve-output" });
+  const call = (op) => guard(async () => {
+    const body = op === "generate" ? { n: 5, seed: 0 } : JSON.parse(input.value);
+    output.textContent = JSON.stringify(await api(`/v1/models/${id}/${op}`, { method: "POST", json: body }), null, 1);
+  });
+  const del = guard(async () => {
+    if (!confirm(`Delete model ${id}?`)) return;
+    await api(`/v1/models/${id}`, { method: "DELETE" });
+    location.hash = "models";
+  });
+  return [
+    el("section", {}, el("h2", {}, `Model `, el("code", {}, id)),
+      el("p", {}, `${model.algorithm} (${model.family}) from job `, el("a", { href: `#jobs/${model.job_id}` }, model.job_id),
+        ` on ${model.dataset_id}; answers ${model.capabilities.join(", ") || "nothing over HTTP"}`),
+      metricsTable(m), el("p", {}, el("button", { class: "secondary", onclick: del }, "Delete model"))),
+    el("section", {}, pictures),
+    el("section", {}, el("h2", {}, "Try it"), input,
+      el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
+  ];
+}
+
+// --------------------------------------------------------------------------------- router
+
+async function render() {
+  if (following) { following.abort(); following = null; }
+  const [tab, id] = (location.hash.slice(1) || "datasets").split("/");
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === tab);
+  const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView };
+  try {
+    const content = await (views[tab] || datasetsView)(id);
+    view.replaceChildren(...[content].flat());
+    document.body.dataset.view = tab;
+  } catch (e) {
+    notify(e.message);
+  }
+}
+
+keyInput.value = localStorage.getItem("pretrainer.apiKey") || "";
+keyInput.addEventListener("change", () => { localStorage.setItem("pretrainer.apiKey", keyInput.value); render(); });
+window.addEventListener("hashchange", () => { notify(""); render(); });
+render();

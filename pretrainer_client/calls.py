@@ -1,0 +1,175 @@
+"""Each /v1 operation once, as a request and the parser of its answer (sync and async share it)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar
+
+import httpx
+import numpy as np
+
+from pretrainer_client.types import Algorithm, Dataset, Job, Model, Page, Prediction, as_array
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8000"
+PLOTS = ("embedding", "confusion")
+
+
+@dataclass
+class Call(Generic[T]):
+    """One HTTP request and how to read its response."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    """Base URL and headers from the arguments, else PRETRAINER_URL / PRETRAINER_API_KEY."""
+    url = (base_url or os.environ.get("PRETRAINER_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key if api_key is not None else os.environ.get("PRETRAINER_API_KEY")
+    headers = {"Accept": "application/json, application/problem+json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return url, headers
+
+
+def ident(obj: Any) -> str:
+    """An id from an id string or a result object that has one."""
+    return obj if isinstance(obj, str) else str(obj.id)
+
+
+def _page(cls: Any) -> Callable[[httpx.Response], Page[Any]]:
+    def parse(r: httpx.Response) -> Page[Any]:
+        body = r.json()
+        return Page([cls.from_json(i) for i in body["items"]], body["total"], body.get("next"))
+    return parse
+
+
+def _one(cls: Any) -> Callable[[httpx.Response], Any]:
+    return lambda r: cls.from_json(r.json())
+
+
+def _none(_: httpx.Response) -> None:
+    return None
+
+
+def _bytes(r: httpx.Response) -> bytes:
+    return r.content
+
+
+RESOURCES: dict[str, Any] = {"datasets": Dataset, "jobs": Job, "models": Model}
+
+
+def listing(resource: str, limit: int, offset: int, **filters: Any) -> Call[Page[Any]]:
+    """A page of datasets, jobs or models (filters with None values are left out)."""
+    params = {"limit": limit, "offset": offset, **{k: v for k, v in filters.items() if v is not None}}
+    return Call("GET", f"/v1/{resource}", _page(RESOURCES[resource]), {"params": params})
+
+
+def one(resource: str, ident_: str) -> Call[Any]:
+    """One dataset, job or model by id."""
+    return Call("GET", f"/v1/{resource}/{ident_}", _one(RESOURCES[resource]))
+
+
+def delete(resource: str, ident_: str) -> Call[None]:
+    return Call("DELETE", f"/v1/{resource}/{ident_}", _none)
+
+
+def _idempotent(kwargs: dict[str, Any], key: str | None) -> dict[str, Any]:
+    if key:
+        kwargs["headers"] = {"Idempotency-Key": key}
+    return kwargs
+
+
+def health() -> Call[dict[str, Any]]:
+    return Call("GET", "/readyz", lambda r: r.json())
+
+
+def algorithms() -> Call[list[Algorithm]]:
+    return Call("GET", "/v1/algorithms",
+                lambda r: [Algorithm.from_json(i) for i in r.json()["items"]])
+
+
+def algorithm(name: str) -> Call[Algorithm]:
+    return Call("GET", f"/v1/algorithms/{name}", _one(Algorithm))
+
+
+def upload(file: IO[bytes], filename: str, name: str | None,
+           idempotency_key: str | None) -> Call[Dataset]:
+    kwargs: dict[str, Any] = {"files": {"file": (filename, file)}}
+    if name:
+        kwargs["data"] = {"name": name}
+    return Call("POST", "/v1/datasets", _one(Dataset), _idempotent(kwargs, idempotency_key))
+
+
+def submit(algorithm: str, dataset: Any, params: dict[str, Any] | None, *,
+           features: list[str] | None, target: str | None, name: str | None,
+           idempotency_key: str | None) -> Call[Job]:
+    body: dict[str, Any] = {"dataset_id": ident(dataset), "algorithm": algorithm,
+                            "params": params or {}}
+    body.update({k: v for k, v in (("features", features), ("target", target), ("name", name))
+                 if v is not None})
+    return Call("POST", "/v1/jobs", _one(Job), _idempotent({"json": body}, idempotency_key))
+
+
+def cancel(job_id: str) -> Call[Job]:
+    return Call("POST", f"/v1/jobs/{job_id}/cancel", _one(Job))
+
+
+def instances_body(instances: Any) -> dict[str, Any]:
+    """Request kwargs for instances: NumPy / lists / records as JSON, image bytes as multipart."""
+    if hasattr(instances, "to_dict") and not isinstance(instances, dict):  # a pandas DataFrame
+        instances = instances.to_dict(orient="records")
+    if isinstance(instances, np.ndarray):
+        if instances.ndim == 1:
+            instances = instances.reshape(1, -1)
+        return {"json": {"instances": instances.tolist()}}
+    items = list(instances)
+    if items and all(isinstance(i, (bytes, Path)) for i in items):
+        raw = [i if isinstance(i, bytes) else i.read_bytes() for i in items]
+        return {"files": [("files", (f"{n}.img", b)) for n, b in enumerate(raw)]}
+    return {"json": {"instances": items}}
+
+
+def predict(model_id: str, instances: Any) -> Call[Prediction]:
+    return Call("POST", f"/v1/models/{model_id}/predict", _one(Prediction),
+                instances_body(instances))
+
+
+def embed(model_id: str, instances: Any) -> Call[np.ndarray]:
+    return Call("POST", f"/v1/models/{model_id}/embed",
+                lambda r: np.asarray(r.json()["embeddings"], dtype=np.float64),
+                instances_body(instances))
+
+
+def _samples(r: httpx.Response) -> Any:
+    samples = r.json()["samples"]
+    if samples and isinstance(samples[0], dict) and "b64" in samples[0]:
+        return [base64.b64decode(s["b64"]) for s in samples]  # images: PNG bytes
+    return as_array(samples)
+
+
+def generate(model_id: str, n: int, seed: int | None) -> Call[Any]:
+    body: dict[str, Any] = {"n": n} if seed is None else {"n": n, "seed": seed}
+    return Call("POST", f"/v1/models/{model_id}/generate", _samples, {"json": body})
+
+
+def training_embedding(model_id: str) -> Call[np.ndarray]:
+    return Call("GET", f"/v1/models/{model_id}/embedding",
+                lambda r: np.asarray(r.json()["embedding"], dtype=np.float64))
+
+
+def loss_plot(job_id: str) -> Call[bytes]:
+    return Call("GET", f"/v1/jobs/{job_id}/plots/loss.png", _bytes)
+
+
+def model_plot(model_id: str, kind: str) -> Call[bytes]:
+    if kind not in PLOTS:
+        raise ValueError(f"kind is one of {', '.join(PLOTS)}, not {kind!r}")
+    return Call("GET", f"/v1/models/{model_id}/plots/{kind}.png", _bytes)

@@ -1,0 +1,360 @@
+"""Client commands of `pretrainer`: datasets, train, jobs, models, predict, embed, generate.
+
+They talk to a running service over HTTP only (PRETRAINER_URL, PRETRAINER_API_KEY, or --url and
+--api-key), so they work against a remote one and import nothing of the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from pretrainer_client.calls import settings
+from pretrainer_client.client import Client
+from pretrainer_client.errors import JobFailed, PretrainerError
+from pretrainer_client.progress import describe
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+Handler = Callable[[Client, argparse.Namespace], Any]
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--url", default=None, help="service URL (env PRETRAINER_URL, default "
+                                               "http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="API key (env PRETRAINER_API_KEY)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return p
+
+
+def _leaf(sub: Any, name: str, text: str, handler: Handler, common: argparse.ArgumentParser,
+          ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=text, description=text, parents=[common])
+    p.set_defaults(client_run=handler)
+    return p
+
+
+def register(sub: Any) -> None:
+    """Add the client commands to the `pretrainer` sub-command parser."""
+    common = _common()
+    datasets = sub.add_parser("datasets", help="upload, list, show, delete datasets").add_subparsers(
+        dest="action", required=True)
+    upload = _leaf(datasets, "upload", "upload a file as a dataset (with a progress bar)",
+                   _ds_upload, common)
+    upload.add_argument("file", type=Path)
+    upload.add_argument("--name", default=None)
+    _leaf(datasets, "list", "list datasets", _ds_list, common)
+    _leaf(datasets, "show", "show one dataset", _ds_show, common).add_argument("id")
+    _leaf(datasets, "delete", "delete a dataset", _ds_delete, common).add_argument("id")
+
+    train = _leaf(sub, "train", "start a training job (and --follow it)", _train, common)
+    train.add_argument("algorithm")
+    train.add_argument("--dataset", required=True, help="dataset id")
+    train.add_argument("--param", action="append", default=[], metavar="K=V",
+                       help="a param; V is read as JSON when it parses (3, 0.1, true, [64,32])")
+    train.add_argument("--features", default=None, help="comma-separated column names")
+    train.add_argument("--target", default=None)
+    train.add_argument("--name", default=None)
+    train.add_argument("--follow", action="store_true", help="follow it with a live progress bar")
+
+    jobs = sub.add_parser("jobs", help="list, show, follow, cancel jobs").add_subparsers(
+        dest="action", required=True)
+    _leaf(jobs, "list", "list jobs", _jobs_list, common).add_argument("--status", default=None)
+    _leaf(jobs, "show", "show one job", _jobs_show, common).add_argument("id")
+    _leaf(jobs, "follow", "follow a job to its end", _jobs_follow, common).add_argument("id")
+    _leaf(jobs, "cancel", "cancel a job", _jobs_cancel, common).add_argument("id")
+    plot = _leaf(jobs, "plot", "save the job's loss curve as PNG", _jobs_plot, common)
+    plot.add_argument("id")
+    plot.add_argument("-o", "--output", type=Path, required=True)
+
+    models = sub.add_parser("models", help="list, show, delete models").add_subparsers(
+        dest="action", required=True)
+    _leaf(models, "list", "list models", _models_list, common)
+    _leaf(models, "show", "show one model", _models_show, common).add_argument("id")
+    _leaf(models, "delete", "delete a model", _models_delete, common).add_argument("id")
+    plot = _leaf(models, "plot", "save a model picture as PNG", _models_plot, common)
+    plot.add_argument("id")
+    plot.add_argument("kind", choices=["embedding", "confusion"])
+    plot.add_argument("-o", "--output", type=Path, required=True)
+
+    _leaf(sub, "algorithms", "list the algorithms and what they answer", _algorithms, common)
+    for name, handler in (("predict", _predict), ("embed", _embed)):
+        p = _leaf(sub, name, f"{name} for the rows of FILE (CSV with a header, .npy, .json, "
+                  ".jsonl) or for image files", handler, common)
+        p.add_argument("model")
+        p.add_argument("file", nargs="+", help="a data file, '-' for JSON on stdin, or images")
+    gen = _leaf(sub, "generate", "draw samples from a generative model", _generate, common)
+    gen.add_argument("model")
+    gen.add_argument("-n", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed client command; errors become one line on stderr and exit status 1."""
+    try:
+        with Client(args.url, args.api_key) as client:
+            result = args.client_run(client, args)
+    except PretrainerError as exc:
+        _fail(exc.status, {"status": exc.status, "type": exc.type, "title": exc.title,
+                           "detail": exc.detail, "errors": exc.errors}, args.json)
+        return 1
+    except JobFailed as exc:
+        _output(exc.job.raw, args.json, _job_view)
+        return 1
+    except (httpx.HTTPError, OSError, ValueError) as exc:  # unreachable service, unreadable file
+        where = f" ({settings(args.url, None)[0]})" if isinstance(exc, httpx.HTTPError) else ""
+        _fail(0, {"title": type(exc).__name__, "detail": f"{exc}{where}"}, args.json)
+        return 1
+    return 0 if result is None else int(result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pretrainer_client …`: the client commands without the server installed."""
+    p = argparse.ArgumentParser(prog="pretrainer", description=__doc__)
+    register(p.add_subparsers(dest="command", required=True))
+    return run(p.parse_args(argv))
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _fail(status: int, problem: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(problem), file=sys.stderr)
+        return
+    print(f"error: {problem.get('title')}: {problem.get('detail')}", file=sys.stderr)
+    for e in problem.get("errors") or []:
+        print(f"  {e.get('field')}: {e.get('message')}", file=sys.stderr)
+
+
+def _output(data: Any, as_json: bool, view: Callable[[Any], None]) -> None:
+    if as_json:
+        print(json.dumps(data, default=_jsonable))
+    else:
+        view(data)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else str(value)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(_cell(v) for v in row))
+        return
+    table = Table(title=title)
+    for i, c in enumerate(columns):
+        table.add_column(c, no_wrap=i == 0)  # ids are copied from here: never cut them
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    # Piped output is not cut to 80 columns: ids and metrics stay whole for grep and less.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        text = json.dumps(v, default=_jsonable)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "" if v is None else str(v)
+
+
+def _fields(title: str, data: dict[str, Any]) -> None:
+    _table(title, ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+def _job_view(job: dict[str, Any]) -> None:
+    _fields(f"job {job['id']}", {k: job.get(k) for k in (
+        "status", "algorithm", "dataset_id", "params", "progress", "model_id", "error",
+        "created_at", "finished_at")})
+    if job.get("metrics"):
+        _fields("metrics", job["metrics"])
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def _ds_upload(client: Client, args: argparse.Namespace) -> None:
+    ds = client.upload(args.file, name=args.name, progress=not args.json)
+    _output(ds.raw, args.json, lambda d: _fields(f"dataset {d['id']}", {
+        k: d.get(k) for k in ("id", "name", "kind", "format", "n_rows", "columns", "size_bytes")}))
+
+
+def _ds_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.datasets(limit=500)
+    _output([d.raw for d in page.items], args.json, lambda items: _table(
+        f"datasets ({page.total})", ["id", "name", "kind", "format", "rows", "columns", "created"],
+        [[d["id"], d["name"], d["kind"], d["format"], d["n_rows"], len(d["columns"]),
+          d["created_at"]] for d in items]))
+
+
+def _ds_show(client: Client, args: argparse.Namespace) -> None:
+    _output(client.dataset(args.id).raw, args.json, lambda d: _fields(f"dataset {d['id']}", d))
+
+
+def _ds_delete(client: Client, args: argparse.Namespace) -> None:
+    client.delete_dataset(args.id)
+    _output({"deleted": args.id}, args.json, lambda d: print(f"deleted {args.id}"))
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """'k=v' as (k, v): v read as JSON when it parses, else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--param takes K=V, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _train(client: Client, args: argparse.Namespace) -> None:
+    params = dict(parse_param(p) for p in args.param)
+    features = args.features.split(",") if args.features else None
+    job = client.submit(args.algorithm, args.dataset, params, features=features,
+                        target=args.target, name=args.name)
+    if args.follow:
+        job = client.follow(job, progress=not args.json, raise_on_failure=True)
+    _output(job.raw, args.json, _job_view)
+
+
+def _jobs_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.jobs(status=args.status, limit=500)
+    _output([j.raw for j in page.items], args.json, lambda items: _table(
+        f"jobs ({page.total})", ["id", "algorithm", "status", "progress", "last epoch", "model",
+                                 "created"],
+        [[j["id"], j["algorithm"], j["status"], j["progress"],
+          describe(j["history"][-1]) if j["history"] else "", j["model_id"], j["created_at"]]
+         for j in items]))
+
+
+def _jobs_show(client: Client, args: argparse.Namespace) -> None:
+    _output(client.job(args.id).raw, args.json, _job_view)
+
+
+def _jobs_follow(client: Client, args: argparse.Namespace) -> None:
+    _output(client.follow(args.id, progress=not args.json).raw, args.json, _job_view)
+
+
+def _jobs_cancel(client: Client, args: argparse.Namespace) -> None:
+    _output(client.cancel(args.id).raw, args.json, _job_view)
+
+
+def _save(data: bytes, path: Path, as_json: bool) -> None:
+    path.write_bytes(data)
+    _output({"saved": str(path), "bytes": len(data)}, as_json,
+            lambda d: print(f"saved {d['saved']} ({d['bytes']} bytes)"))
+
+
+def _jobs_plot(client: Client, args: argparse.Namespace) -> None:
+    _save(client.loss_plot(args.id), args.output, args.json)
+
+
+def _models_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.models(limit=500)
+    _output([m.raw for m in page.items], args.json, lambda items: _table(
+        f"models ({page.total})", ["id", "algorithm", "family", "capabilities", "metrics",
+                                   "created"],
+        [[m["id"], m["algorithm"], m["family"], ", ".join(m["capabilities"]), m["metrics"],
+          m["created_at"]] for m in items]))
+
+
+def _models_show(client: Client, args: argparse.Namespace) -> None:
+    def view(m: dict[str, Any]) -> None:
+        _fields(f"model {m['id']}", {k: v for k, v in m.items() if k != "metrics"})
+        _fields("metrics", m["metrics"])
+    _output(client.model(args.id).raw, args.json, view)
+
+
+def _models_delete(client: Client, args: argparse.Namespace) -> None:
+    client.delete_model(args.id)
+    _output({"deleted": args.id}, args.json, lambda d: print(f"deleted {args.id}"))
+
+
+def _models_plot(client: Client, args: argparse.Namespace) -> None:
+    _save(client.model_plot(args.id, args.kind), args.output, args.json)
+
+
+def _algorithms(client: Client, args: argparse.Namespace) -> None:
+    algos = client.algorithms()
+    _output([a.raw for a in algos], args.json, lambda items: _table(
+        "algorithms", ["name", "family", "data kinds", "answers", "description"],
+        [[a["name"], a["family"], ", ".join(a["data_kinds"]), ", ".join(a["capabilities"]),
+          a["description"]] for a in items]))
+
+
+def read_instances(files: list[str]) -> Any:
+    """Instances from the command line's files: images, CSV, .npy, .json, .jsonl or '-'."""
+    if all(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
+        return [Path(f) for f in files]
+    if len(files) != 1:
+        raise ValueError("give one data file, or any number of image files")
+    name = files[0]
+    if name == "-":
+        return _json_instances(json.load(sys.stdin))
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".json":
+        return _json_instances(json.loads(path.read_text()))
+    if suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with path.open(newline="") as f:  # CSV with a header: rows keyed by column name
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _json_instances(data: Any) -> Any:
+    return data["instances"] if isinstance(data, dict) and "instances" in data else data
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _predict(client: Client, args: argparse.Namespace) -> None:
+    out = client.predict(args.model, read_instances(args.file))
+    data = {"predictions": out.predictions, **out.extras}
+    if out.probabilities is not None:
+        data["probabilities"] = out.probabilities
+    _output(data, args.json, lambda d: _table(
+        f"predictions ({len(d['predictions'])})", ["row", *d],
+        [[i, *(_jsonable(v[i]) if isinstance(v[i], np.ndarray) else v[i] for v in d.values())]
+         for i in range(len(d["predictions"]))]))
+
+
+def _embed(client: Client, args: argparse.Namespace) -> None:
+    emb = client.embed(args.model, read_instances(args.file))
+    _output({"embeddings": emb}, args.json, lambda d: _table(
+        f"embeddings {emb.shape[0]} x {emb.shape[1]}", ["row", "embedding"],
+        [[i, row.tolist()] for i, row in enumerate(emb)]))
+
+
+def _generate(client: Client, args: argparse.Namespace) -> None:
+    samples = client.generate(args.model, args.n, seed=args.seed)
+    if isinstance(samples, list):  # images: PNG bytes, written beside each other
+        paths = [Path(f"sample_{i}.png") for i in range(len(samples))]
+        for path, png in zip(paths, samples, strict=True):
+            path.write_bytes(png)
+        _output({"saved": [str(p) for p in paths]}, args.json, lambda d: print(*d["saved"]))
+        return
+    _output({"samples": samples}, args.json, lambda d: _table(
+        f"samples ({len(samples)})", ["row", "sample"],
+        [[i, row.tolist()] for i, row in enumerate(samples)]))

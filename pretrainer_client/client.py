@@ -1,0 +1,373 @@
+"""Client and AsyncClient: the whole /v1 contract over httpx, with typed results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+import numpy as np
+
+from pretrainer_client import calls
+from pretrainer_client.calls import Call, ident
+from pretrainer_client.errors import JobFailed, check
+from pretrainer_client.progress import JobBar, ProgressFn, UploadBar
+from pretrainer_client.sse import EventParser
+from pretrainer_client.types import Algorithm, Dataset, Event, Job, Model, Page, Prediction
+
+T = TypeVar("T")
+EventFn = Callable[[Event], None]
+RECONNECTS = 5  # consecutive failed reconnects of an event stream before giving up
+
+
+class _Counting:
+    """A file whose reads report the bytes sent so far (httpx streams multipart from it)."""
+
+    def __init__(self, file: IO[bytes], total: int, report: ProgressFn) -> None:
+        self._file, self._total, self._report, self._sent = file, total, report, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self._sent += len(chunk)
+        self._report(self._sent, self._total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self._sent = 0
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+
+def _upload_progress(progress: bool | ProgressFn, label: str) -> tuple[Any, ProgressFn | None]:
+    if callable(progress):
+        return nullcontext(), progress
+    if progress:
+        bar = UploadBar(label)
+        return bar, bar.update
+    return nullcontext(), None
+
+
+class _Following:
+    """State of following a job: epochs seen (a reconnect replays them), the final job."""
+
+    def __init__(self, on_event: EventFn | None, progress: bool, job_id: str) -> None:
+        self.on_event = on_event
+        self.bar: AbstractContextManager[Any] = JobBar(job_id) if progress else nullcontext()
+        self.epochs = 0
+        self._in_stream = 0
+        self.end: Job | None = None
+        self.failures = 0
+
+    def reconnecting(self) -> None:
+        self._in_stream = 0
+
+    def take(self, event: Event, bar: Any) -> bool:
+        """Handle one event; True at the end of the job."""
+        if event.event == "epoch":
+            self._in_stream += 1
+            if self._in_stream <= self.epochs:
+                return False  # already seen before the reconnect
+            self.epochs += 1
+        for fn in (self.on_event, bar):
+            if fn is not None:
+                fn(event)
+        if event.event == "end":
+            self.end = Job.from_json(event.data)
+        return self.end is not None
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures > RECONNECTS:
+            raise exc
+
+    def result(self, raise_on_failure: bool) -> Job:
+        assert self.end is not None
+        if raise_on_failure and self.end.status != "succeeded":
+            raise JobFailed(self.end)
+        return self.end
+
+
+class Client:
+    """Synchronous client: `Client(base_url=None, api_key=None)`; the env supplies defaults.
+
+    base_url: PRETRAINER_URL (default http://127.0.0.1:8000); api_key: PRETRAINER_API_KEY,
+    sent as `Authorization: Bearer <key>`. Every error is a PretrainerError.
+    """
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        url, headers = calls.settings(base_url, api_key)
+        self.base_url = url
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _do(self, call: Call[T]) -> T:
+        return call.parse(check(self._http.request(call.method, call.path, **call.kwargs)))
+
+    def health(self) -> dict[str, Any]:
+        """Readiness of the service: database, broker and blob store."""
+        return self._do(calls.health())
+
+    def algorithms(self) -> list[Algorithm]:
+        return self._do(calls.algorithms())
+
+    def algorithm(self, name: str) -> Algorithm:
+        return self._do(calls.algorithm(name))
+
+    def upload(self, path: str | Path, *, name: str | None = None,
+               progress: bool | ProgressFn = False, idempotency_key: str | None = None) -> Dataset:
+        """Upload a file as a dataset; progress=True draws a bar, a callable gets (sent, total)."""
+        path = Path(path)
+        bar, report = _upload_progress(progress, path.name)
+        with path.open("rb") as f, bar:
+            file: Any = _Counting(f, path.stat().st_size, report) if report else f
+            return self._do(calls.upload(file, path.name, name, idempotency_key))
+
+    def datasets(self, *, limit: int = 50, offset: int = 0) -> Page[Dataset]:
+        return self._do(calls.listing("datasets", limit, offset))
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        return self._do(calls.one("datasets", dataset_id))
+
+    def delete_dataset(self, dataset: str | Dataset) -> None:
+        self._do(calls.delete("datasets", ident(dataset)))
+
+    def submit(self, algorithm: str, dataset: str | Dataset, params: dict[str, Any] | None = None,
+               *, features: list[str] | None = None, target: str | None = None,
+               name: str | None = None, idempotency_key: str | None = None) -> Job:
+        """Queue a training job and return it at once (status `queued`)."""
+        return self._do(calls.submit(algorithm, dataset, params, features=features, target=target,
+                                     name=name, idempotency_key=idempotency_key))
+
+    def train(self, algorithm: str, dataset: str | Dataset, params: dict[str, Any] | None = None,
+              *, features: list[str] | None = None, target: str | None = None,
+              name: str | None = None, progress: bool = False, on_event: EventFn | None = None,
+              raise_on_failure: bool = True) -> Job:
+        """Submit a job and follow its event stream to the end; the finished job."""
+        job = self.submit(algorithm, dataset, params, features=features, target=target, name=name)
+        return self.follow(job, progress=progress, on_event=on_event,
+                           raise_on_failure=raise_on_failure)
+
+    def events(self, job: str | Job) -> Iterator[Event]:
+        """The job's server-sent events (status, progress, epoch, end) as they happen."""
+        parser = EventParser()
+        with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+            if r.status_code >= 400:
+                r.read()
+                check(r)
+            for line in r.iter_lines():
+                if (event := parser.feed(line)) is not None:
+                    yield event
+
+    def follow(self, job: str | Job, *, progress: bool = False, on_event: EventFn | None = None,
+               raise_on_failure: bool = True) -> Job:
+        """Follow a job until it ends (reconnecting if the stream drops); the finished job.
+
+        raise_on_failure: a job that ends failed or cancelled raises JobFailed.
+        """
+        state = _Following(on_event, progress, ident(job))
+        with state.bar as bar:
+            while state.end is None:
+                state.reconnecting()
+                try:
+                    for event in self.events(job):
+                        if state.take(event, bar):
+                            break
+                except httpx.TransportError as exc:
+                    state.failed(exc)
+                    time.sleep(1)
+                if state.end is None and (now := self.job(ident(job))).done:
+                    state.end = now
+        return state.result(raise_on_failure)
+
+    def jobs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Page[Job]:
+        return self._do(calls.listing("jobs", limit, offset, status=status))
+
+    def job(self, job_id: str) -> Job:
+        return self._do(calls.one("jobs", job_id))
+
+    def cancel(self, job: str | Job) -> Job:
+        return self._do(calls.cancel(ident(job)))
+
+    def models(self, *, limit: int = 50, offset: int = 0) -> Page[Model]:
+        return self._do(calls.listing("models", limit, offset))
+
+    def model(self, model_id: str) -> Model:
+        return self._do(calls.one("models", model_id))
+
+    def delete_model(self, model: str | Model) -> None:
+        self._do(calls.delete("models", ident(model)))
+
+    def predict(self, model: str | Model, instances: Any) -> Prediction:
+        """Predict for rows (NumPy array, lists, records, DataFrame) or images (bytes / paths)."""
+        return self._do(calls.predict(ident(model), instances))
+
+    def embed(self, model: str | Model, instances: Any) -> np.ndarray:
+        """One vector per instance, as an (n, d) float array."""
+        return self._do(calls.embed(ident(model), instances))
+
+    def generate(self, model: str | Model, n: int = 1, *, seed: int | None = None) -> Any:
+        """n samples: an (n, d) array for rows, a list of PNG bytes for images."""
+        return self._do(calls.generate(ident(model), n, seed))
+
+    def training_embedding(self, model: str | Model) -> np.ndarray:
+        """t-SNE's embedding of its training rows."""
+        return self._do(calls.training_embedding(ident(model)))
+
+    def loss_plot(self, job: str | Job) -> bytes:
+        """The job's loss curve as PNG bytes."""
+        return self._do(calls.loss_plot(ident(job)))
+
+    def model_plot(self, model: str | Model, kind: str) -> bytes:
+        """A model picture as PNG bytes: kind `embedding` or `confusion`."""
+        return self._do(calls.model_plot(ident(model), kind))
+
+
+class AsyncClient:
+    """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 60.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        url, headers = calls.settings(base_url, api_key)
+        self.base_url = url
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
+                                       transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _do(self, call: Call[T]) -> T:
+        return call.parse(check(await self._http.request(call.method, call.path, **call.kwargs)))
+
+    async def health(self) -> dict[str, Any]:
+        return await self._do(calls.health())
+
+    async def algorithms(self) -> list[Algorithm]:
+        return await self._do(calls.algorithms())
+
+    async def algorithm(self, name: str) -> Algorithm:
+        return await self._do(calls.algorithm(name))
+
+    async def upload(self, path: str | Path, *, name: str | None = None,
+                     progress: bool | ProgressFn = False,
+                     idempotency_key: str | None = None) -> Dataset:
+        path = Path(path)
+        bar, report = _upload_progress(progress, path.name)
+        with path.open("rb") as f, bar:
+            file: Any = _Counting(f, path.stat().st_size, report) if report else f
+            return await self._do(calls.upload(file, path.name, name, idempotency_key))
+
+    async def datasets(self, *, limit: int = 50, offset: int = 0) -> Page[Dataset]:
+        return await self._do(calls.listing("datasets", limit, offset))
+
+    async def dataset(self, dataset_id: str) -> Dataset:
+        return await self._do(calls.one("datasets", dataset_id))
+
+    async def delete_dataset(self, dataset: str | Dataset) -> None:
+        await self._do(calls.delete("datasets", ident(dataset)))
+
+    async def submit(self, algorithm: str, dataset: str | Dataset,
+                     params: dict[str, Any] | None = None, *, features: list[str] | None = None,
+                     target: str | None = None, name: str | None = None,
+                     idempotency_key: str | None = None) -> Job:
+        return await self._do(calls.submit(algorithm, dataset, params, features=features,
+                                           target=target, name=name,
+                                           idempotency_key=idempotency_key))
+
+    async def train(self, algorithm: str, dataset: str | Dataset,
+                    params: dict[str, Any] | None = None, *, features: list[str] | None = None,
+                    target: str | None = None, name: str | None = None, progress: bool = False,
+                    on_event: EventFn | None = None, raise_on_failure: bool = True) -> Job:
+        job = await self.submit(algorithm, dataset, params, features=features, target=target,
+                                name=name)
+        return await self.follow(job, progress=progress, on_event=on_event,
+                                 raise_on_failure=raise_on_failure)
+
+    async def events(self, job: str | Job) -> AsyncIterator[Event]:
+        parser = EventParser()
+        async with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+            if r.status_code >= 400:
+                await r.aread()
+                check(r)
+            async for line in r.aiter_lines():
+                if (event := parser.feed(line)) is not None:
+                    yield event
+
+    async def follow(self, job: str | Job, *, progress: bool = False,
+                     on_event: EventFn | None = None, raise_on_failure: bool = True) -> Job:
+        state = _Following(on_event, progress, ident(job))
+        with state.bar as bar:
+            while state.end is None:
+                state.reconnecting()
+                try:
+                    async for event in self.events(job):
+                        if state.take(event, bar):
+                            break
+                except httpx.TransportError as exc:
+                    state.failed(exc)
+                    await asyncio.sleep(1)
+                if state.end is None and (now := await self.job(ident(job))).done:
+                    state.end = now
+        return state.result(raise_on_failure)
+
+    async def jobs(self, *, status: str | None = None, limit: int = 50,
+                   offset: int = 0) -> Page[Job]:
+        return await self._do(calls.listing("jobs", limit, offset, status=status))
+
+    async def job(self, job_id: str) -> Job:
+        return await self._do(calls.one("jobs", job_id))
+
+    async def cancel(self, job: str | Job) -> Job:
+        return await self._do(calls.cancel(ident(job)))
+
+    async def models(self, *, limit: int = 50, offset: int = 0) -> Page[Model]:
+        return await self._do(calls.listing("models", limit, offset))
+
+    async def model(self, model_id: str) -> Model:
+        return await self._do(calls.one("models", model_id))
+
+    async def delete_model(self, model: str | Model) -> None:
+        await self._do(calls.delete("models", ident(model)))
+
+    async def predict(self, model: str | Model, instances: Any) -> Prediction:
+        return await self._do(calls.predict(ident(model), instances))
+
+    async def embed(self, model: str | Model, instances: Any) -> np.ndarray:
+        return await self._do(calls.embed(ident(model), instances))
+
+    async def generate(self, model: str | Model, n: int = 1, *, seed: int | None = None) -> Any:
+        return await self._do(calls.generate(ident(model), n, seed))
+
+    async def training_embedding(self, model: str | Model) -> np.ndarray:
+        return await self._do(calls.training_embedding(ident(model)))
+
+    async def loss_plot(self, job: str | Job) -> bytes:
+        return await self._do(calls.loss_plot(ident(job)))
+
+    async def model_plot(self, model: str | Model, kind: str) -> bytes:
+        return await self._do(calls.model_plot(ident(model), kind))

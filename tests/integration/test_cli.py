@@ -1,0 +1,85 @@
+"""The `pretrainer` console script's client commands, run as a user runs them, against `make run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from tests.conftest import to_csv
+
+pytestmark = pytest.mark.integration
+PRETRAINER = str(Path(sys.executable).parent / "pretrainer")
+
+
+def cli(service, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `pretrainer ARGS` with PRETRAINER_URL pointing at the service."""
+    env = {**os.environ, "PRETRAINER_URL": service.base, "COLUMNS": "200"}
+    out = subprocess.run([PRETRAINER, *args], capture_output=True, text=True, env=env,
+                         timeout=300)
+    if check:
+        assert out.returncode == 0, f"{args}: {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> Path:
+    x, _ = make_blobs(n_samples=200, n_features=3, centers=3, random_state=0)
+    path = tmp_path_factory.mktemp("cli") / "points.csv"
+    path.write_bytes(to_csv(x))
+    return path
+
+
+def test_upload_train_follow_predict_and_list_from_the_command_line(embedded, rows, tmp_path):
+    ds = json.loads(cli(embedded, "datasets", "upload", str(rows), "--name", "points",
+                        "--json").stdout)
+    assert ds["name"] == "points" and ds["n_rows"] == 200
+
+    job = json.loads(cli(embedded, "train", "kmeans", "--dataset", ds["id"], "--param",
+                         "n_clusters=3", "--param", "random_state=0", "--follow", "--json").stdout)
+    assert job["status"] == "succeeded" and job["params"]["n_clusters"] == 3
+    model_id = job["model_id"]
+
+    queries = tmp_path / "queries.csv"
+    queries.write_bytes(to_csv(make_blobs(n_samples=4, n_features=3, centers=3,
+                                          random_state=5)[0]))
+    pred = json.loads(cli(embedded, "predict", model_id, str(queries), "--json").stdout)
+    emb = json.loads(cli(embedded, "embed", model_id, str(queries), "--json").stdout)
+    assert pred["predictions"] == np.argmin(emb["embeddings"], axis=1).tolist()
+
+    jobs = json.loads(cli(embedded, "jobs", "list", "--json").stdout)
+    models = json.loads(cli(embedded, "models", "list", "--json").stdout)
+    assert job["id"] in [j["id"] for j in jobs] and model_id in [m["id"] for m in models]
+    table = cli(embedded, "models", "list").stdout
+    assert model_id in table and "kmeans" in table  # a table for people, ids whole
+
+
+def test_follow_draws_epoch_metrics_and_ends_succeeded(embedded, rows, tmp_path):
+    ds = json.loads(cli(embedded, "datasets", "upload", str(rows), "--json").stdout)
+    out = cli(embedded, "train", "autoencoder", "--dataset", ds["id"], "--param", "epochs=3",
+              "--param", "hidden_dims=[8]", "--follow")
+    assert "succeeded" in out.stdout and "epochs_trained" in out.stdout
+    assert "epoch 3 loss" in out.stderr  # the live bar's last state
+    job_id = out.stdout.split("job ", 1)[1].split()[0]
+    plot = tmp_path / "loss.png"
+    cli(embedded, "jobs", "plot", job_id, "-o", str(plot))
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_errors_exit_1_with_the_problem(embedded, rows):
+    ds = json.loads(cli(embedded, "datasets", "upload", str(rows), "--json").stdout)
+    out = cli(embedded, "train", "kmeans", "--dataset", ds["id"], "--param", "n_clusters=0",
+              "--json", check=False)
+    assert out.returncode == 1
+    problem = json.loads(out.stderr)
+    assert problem["status"] == 422 and problem["errors"][0]["field"] == "params.n_clusters"
+    human = cli(embedded, "models", "show", "mdl_nope", check=False)
+    assert human.returncode == 1 and "mdl_nope does not exist" in human.stderr
+    away = cli(embedded, "jobs", "list", "--url", "http://127.0.0.1:1", check=False)
+    assert away.returncode == 1 and "http://127.0.0.1:1" in away.stderr

@@ -1,0 +1,97 @@
+"""The dashboard in real headless Chromium against `make run`: upload, train, live curve, serve."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import to_csv
+from tests.integration.chromium import Browser, chromium_binary
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(chromium_binary() is None,
+                                 reason="chromium is not installed (apt-get install chromium)")]
+EPOCHS = 20  # a few seconds even on an idle machine: the page polls the stream 4x/s
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _click(browser: Browser, selector: str) -> None:
+    browser.evaluate(f"document.querySelector({selector!r}).click()")
+
+
+def _choose(browser: Browser, selector: str, value: str) -> None:
+    browser.evaluate(f"(() => {{ const e = document.querySelector({selector!r}); e.value = {value!r};"
+                     " e.dispatchEvent(new Event('change')); })()")
+
+
+def test_a_job_started_from_the_dashboard_draws_its_loss_curve_live(embedded, browser, tmp_path):
+    rng = np.random.default_rng(0)
+    rows = tmp_path / "sensors.csv"
+    rows.write_bytes(to_csv(rng.normal(size=(2000, 8))))
+    browser.goto(f"{embedded.base}/ui/")
+    browser.wait_for("!!document.querySelector('#upload-file')")
+
+    # Upload through the page's file input, as a user would.
+    browser.set_files("#upload-file", [rows])
+    _choose(browser, "#upload-name", "sensors from the browser")
+    _click(browser, "#upload-btn")
+    notice = browser.wait_for("document.querySelector('#notice.ok')?.textContent", timeout=60)
+    assert "uploaded sensors from the browser: 2000 rows" in notice
+    dataset_id = notice.rsplit("(", 1)[1].rstrip(")")
+    assert browser.wait_for(f"!!document.querySelector('[data-dataset-id=\"{dataset_id}\"]')")
+
+    # Train an autoencoder from the form: the params come from the algorithm's schema.
+    browser.evaluate(f"location.hash = 'train/{dataset_id}'")
+    browser.wait_for("!!document.querySelector('#train-algorithm option[value=autoencoder]')")
+    _choose(browser, "#train-algorithm", "autoencoder")
+    browser.wait_for("!!document.querySelector('#param-epochs')")
+    _choose(browser, "#param-epochs", str(EPOCHS))
+    _choose(browser, "#param-batch_size", "32")
+    _choose(browser, "#param-hidden_dims", "[32]")
+    _click(browser, "#train-submit")
+    job_id = browser.wait_for("location.hash.startsWith('#jobs/job_') && location.hash.slice(6)")
+
+    # The curve gains points while the job runs, from the event stream alone (no reload).
+    seen: list[int] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = browser.evaluate("[document.querySelector('#job-status')?.textContent, "
+                                 "Number(document.querySelector('#loss-chart')?.dataset.points)]")
+        status, points = state
+        if status == "running" and (not seen or points != seen[-1]):
+            seen.append(points)
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert status == "succeeded", browser.evaluate("document.body.innerText")
+    growing = [p for p in seen if 0 < p < EPOCHS]
+    assert len(growing) >= 2 and growing == sorted(growing), seen
+    assert browser.evaluate("Number(document.querySelector('#loss-chart').dataset.points)") == EPOCHS
+    assert browser.evaluate("document.querySelectorAll('#loss-chart polyline.curve').length") == 2
+    shot = browser.screenshot(tmp_path / "job.png")
+    assert shot.startswith(PNG) and len(shot) > 10_000
+
+    # The model it made: metrics, its embedding picture, and a prediction from the page.
+    _click(browser, "#job-model")
+    browser.wait_for("document.querySelector('#embedding-plot img')?.naturalWidth > 0", timeout=120)
+    browser.wait_for("!!document.querySelector('#serve-predict')")
+    _click(browser, "#serve-predict")
+    output = browser.wait_for("document.querySelector('#serve-output')?.textContent", timeout=60)
+    assert '"predictions"' in output and '"reconstruction_error"' in output
+    shot = browser.screenshot(tmp_path / "model.png")
+    assert shot.startswith(PNG) and len(shot) > 10_000
+    job = embedded.http.get(f"/v1/jobs/{job_id}").json()
+    assert len(job["history"]) == EPOCHS
