@@ -108,3 +108,12 @@ def test_no_5xx_and_responses_match_the_contract(api_schema):
     for label in ("GET /v1/datasets/{dataset_id}/export.csv", "GET /v1/models/{model_id}"):
         assert 200 in ran[label], (label, ran[label])
     assert set(ran["POST /v1/models/{model_id}/predict"]) - {404}
+
+
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_body(client):
+    """Found by the fuzzer: FastAPI's bare "error parsing the body", now a problem that says why."""
+    r = client.post("/v1/jobs", content=b"\xb4=\xfb\xc2",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["errors"] == [{"field": "body", "message": "not UTF-8 encoded JSON"}]
+    assert "UTF-8" in r.json()["detail"]
