@@ -1,4 +1,4 @@
-"""`pretrainer up | api | worker | migrate`: the service's processes."""
+"""`pretrainer up | api | worker | migrate | keys`: the service's processes and its API keys."""
 
 from __future__ import annotations
 
@@ -44,11 +44,29 @@ def _redact(url: str) -> str:
     return url
 
 
+def open_refusal(settings: Settings) -> str | None:
+    """Why the API must not start: bound beyond loopback with no API key configured."""
+    if settings.loopback or settings.seeded_keys:
+        return None
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope(settings.resolved_database_url) as s:
+        if keys.any_active(session=s):
+            return None
+    return (f"refusing to serve on {settings.host} without API keys: anyone who can reach it "
+            "could read and train on every dataset. Create one with `pretrainer keys create "
+            "--project NAME` or set PRETRAINER_API_KEYS=project:key, or bind to 127.0.0.1.")
+
+
 def cmd_api(settings: Settings) -> int:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if reason := open_refusal(settings):
+        log.error("api.refused %s", reason)
+        return 2
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.api_workers, log_level=settings.log_level, access_log=False,
                 log_config=logs.dict_config(settings.log_level))
@@ -76,6 +94,9 @@ def _spawn(role: str) -> subprocess.Popen[bytes]:
 def cmd_up(settings: Settings) -> int:
     """Migrate, then run the API and one worker; restart the worker if it dies."""
     cmd_migrate(settings)
+    if reason := open_refusal(settings):
+        log.error("up.refused %s", reason)
+        return 2
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -110,6 +131,48 @@ def cmd_up(settings: Settings) -> int:
     return 0 if stopping else 1
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys; a new key is printed once and only its hash is kept."""
+    from app.db.session import session_scope
+    from app.errors import Problem
+    from app.services import keys
+
+    cmd_migrate(settings)  # a fresh deployment's first command may be its first key
+    try:
+        with session_scope(settings.resolved_database_url) as s:
+            if args.action == "create":
+                row, key = keys.create(session=s, project=args.project, name=args.name)
+                print(key)  # alone on stdout, for scripts: KEY=$(pretrainer keys create …)
+                print(f"id {row.id}, project {row.project}: the key is shown once, store it now",
+                      file=sys.stderr)
+            elif args.action == "list":
+                for row in keys.list_(session=s, project=args.project):
+                    state = (f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at
+                             else "active")
+                    print(f"{row.id}  {row.prefix}…  {row.project}  {state}  {row.name or ''}")
+            else:
+                row = keys.revoke(session=s, key_id=args.key)
+                print(f"revoked {row.id} ({row.prefix}…) of project {row.project}")
+    except Problem as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="create, list or revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new key for a project, printed once")
+    create.add_argument("--project", required=True)
+    create.add_argument("--name", default=None, help="a note: who or what uses the key")
+    listing = actions.add_parser("list", help="keys by prefix (the keys themselves are not kept)")
+    listing.add_argument("--project", default=None)
+    revoke = actions.add_parser("revoke", help="refuse a key from the next request on")
+    revoke.add_argument("key", help="the key's id or its prefix")
+    for action in (create, listing, revoke):
+        action.add_argument("--data-dir", dest="data_dir", default=None)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="pretrainer", description=__doc__)
@@ -125,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "worker":
             cmd.add_argument("--queues", default=None, help="comma-separated, e.g. cpu,gpu")
             cmd.add_argument("--concurrency", type=int, default=None)
+    _keys_parser(sub)
     client_cli.register(sub)
     return p
 
@@ -143,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings)
     if args.command == "worker":
         return cmd_worker(settings, args.queues, args.concurrency)
+    if args.command == "keys":
+        return cmd_keys(settings, args)
     return cmd_up(settings)
 
 

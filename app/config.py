@@ -38,8 +38,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096)
     max_instances: int = Field(10_000, ge=1)
-    # Bound on an .npy or Arrow predict/embed body (10,000 × 384 float64 is about 31 MB).
-    max_payload_bytes: int = Field(256 * 1024**2, ge=1024)
     model_cache_size: int = Field(16, ge=1)
     # How long a cached model answers before its row is looked up again (deleted elsewhere).
     model_recheck_seconds: float = Field(2.0, ge=0)
@@ -51,6 +49,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(6 * 3600, ge=60)
     # How often the API looks for running jobs whose heartbeat stopped (0: never).
     reaper_seconds: float = Field(10.0, ge=0)
+    # A queued job not taken this long after its message was sent is sent again (a lost
+    # message, a broker restart without persistence); a duplicate is harmless (the lease).
+    requeue_seconds: float = Field(300.0, gt=0)
     # A job is failed, not retried, after this many deliveries (poison-job guard).
     max_attempts: int = Field(3, ge=1)
     # ZIP uploads of images: bounds checked while extracting (zip bombs beat a ratio check alone).
@@ -69,6 +70,20 @@ class Settings(BaseSettings):
     # files only; empty means data_dir/weights.
     weights_dir: Path | None = None
 
+    # Access: `project:key,...` seeds API keys (stored hashed, like `pretrainer keys create`).
+    # With no key at all the API is open (project "default"), and only on a loopback host.
+    api_keys: str = ""
+    # Bounds; past one a request is refused with 413/422/429 naming the setting.
+    max_body_bytes: int = Field(64 * 1024**2, ge=1024)  # any request body but an upload
+    max_active_jobs: int = Field(100, ge=1)  # queued + running jobs of one project
+    max_job_seconds: float = Field(86400.0, gt=0)  # wall clock of one job, all its tries
+    # Serving calls (predict, embed, generate) per second per API key, with bursts (0: off).
+    predict_rate: float = Field(0.0, ge=0)
+    predict_burst: int = Field(50, ge=1)
+    # Blobs no row refers to (a crash between write and commit) are removed after this long.
+    orphan_grace_seconds: float = Field(3600.0, ge=0)
+    orphan_sweep_seconds: float = Field(600.0, ge=0)  # how often the API sweeps (0: never)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
@@ -83,6 +98,22 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the filesystem broker's messages (embedded default only)."""
         return self.data_dir.resolve() / "broker"
+
+    @property
+    def seeded_keys(self) -> list[tuple[str, str]]:
+        """(project, key) pairs of PRETRAINER_API_KEYS; a malformed entry is an error at start."""
+        pairs = []
+        for item in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            project, sep, key = item.partition(":")
+            if not sep or not project.strip() or not key.strip():
+                raise ValueError("PRETRAINER_API_KEYS entries are project:key, comma-separated")
+            pairs.append((project.strip(), key.strip()))
+        return pairs
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the API binds to this machine only."""
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
     def resolved_weights_dir(self) -> Path:

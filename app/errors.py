@@ -13,14 +13,24 @@ class Problem(Exception):
     slug = "bad-request"
 
     def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
-                 status: int | None = None, title: str | None = None) -> None:
+                 status: int | None = None, title: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers = headers
         if status is not None:
             self.status = status
         if title is not None:
             self.title = title
+
+
+class Unauthorized(Problem):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, errors=[{"field": "Authorization", "message": detail}],
+                         headers={"WWW-Authenticate": 'Bearer realm="pretrainer"'})
 
 
 class NotFound(Problem):
@@ -29,6 +39,10 @@ class NotFound(Problem):
 
 class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class TooMany(Problem):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
 
 
 class Invalid(Problem):

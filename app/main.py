@@ -5,11 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__, logs, reaper
-from app.api import algorithms, backbones, datasets, errors, health, jobs, metrics, models
-from app.api import openapi, plots, ui
+from app.api import (
+    algorithms,
+    backbones,
+    datasets,
+    errors,
+    health,
+    jobs,
+    metrics,
+    models,
+    openapi,
+    plots,
+    ui,
+)
+from app.api.access import Access, BodyLimit, RateLimiter
+from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
@@ -19,9 +32,14 @@ from app.storage import open_store
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
 
+AUTH: dict[int | str, dict[str, object]] = {
+    401: {"description": "no API key, a malformed Authorization header, or an unknown or "
+                         "revoked key"}}
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.access.seed()
     stop = reaper.start(app.state.settings)
     yield
     stop.set()
@@ -39,9 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  batch_max_size=settings.batch_max_size,
                                  batch_max_wait=settings.batch_max_wait_ms / 1000)
     app.state.metrics = Metrics(settings, app.state.cache)
+    app.state.access = Access(settings)
+    app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)
+    # Uploads are bounded by PRETRAINER_MAX_UPLOAD_BYTES while they stream, everything else here.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       exempt=(("POST", "/v1/datasets"),))
     errors.install(app)
-    for module in (health, metrics, datasets, algorithms, backbones, jobs, models, plots):
-        app.include_router(module.router)
+    # /healthz, /readyz and /metrics are public, like /ui and the docs.
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    # Every /v1 route needs the caller's key.
+    for module in (datasets, algorithms, backbones, jobs, models, plots):
+        app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
     ui.mount(app)
     openapi.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)

@@ -1,23 +1,27 @@
-"""The reaper: a running job whose heartbeat stopped is requeued (to resume) or failed."""
+"""The reaper: a running job whose heartbeat stopped is requeued (to resume) or failed; and
+the orphan sweep, which removes blobs that no row refers to."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app.config import Settings
 from app.db.session import session_scope
 from app.queue import enqueue_train
-from app.services import jobs
+from app.services import jobs, orphans
+from app.storage import BlobStore
 
 log = logging.getLogger("pretrainer.reaper")
 
 
 def reap_once(settings: Settings) -> list[str]:
-    """One sweep; returns the ids of the jobs sent back to their queue."""
+    """One sweep; returns the ids of the jobs sent (back) to their queue."""
     with session_scope(settings.resolved_database_url) as s:
         requeued = jobs.reap(session=s, stale_after=settings.heartbeat_seconds * 3,
                              max_attempts=settings.max_attempts)
+        requeued += jobs.resend_queued(session=s, older_than=settings.requeue_seconds)
         targets = [(j.id, j.queue) for j in requeued]
     for job_id, queue in targets:  # after commit, as every enqueue
         enqueue_train(settings, job_id, queue)
@@ -25,18 +29,33 @@ def reap_once(settings: Settings) -> list[str]:
     return [job_id for job_id, _ in targets]
 
 
-def start(settings: Settings) -> threading.Event:
-    """Sweep every PRETRAINER_REAPER_SECONDS in a daemon thread; set the event to stop it."""
-    stop = threading.Event()
-    if settings.reaper_seconds <= 0:
-        return stop
+def sweep_orphans(settings: Settings) -> list[str]:
+    """One orphan sweep of the blob store; returns the keys removed."""
+    with session_scope(settings.resolved_database_url) as s:
+        removed = orphans.sweep(session=s, store=BlobStore(settings.blob_dir),
+                                grace_seconds=settings.orphan_grace_seconds)
+    for key in removed:
+        log.warning("blob.orphan_removed key=%s", key)
+    return removed
 
+
+def _every(seconds: float, what: str, fn: Callable[[], object], stop: threading.Event) -> None:
     def loop() -> None:
-        while not stop.wait(settings.reaper_seconds):
+        while not stop.wait(seconds):
             try:
-                reap_once(settings)
-            except Exception:  # a DB blip must not kill the reaper; the next sweep retries
-                log.warning("reaper.sweep_failed", exc_info=True)
+                fn()
+            except Exception:  # a DB blip must not kill the loop; the next round retries
+                log.warning("%s.failed", what, exc_info=True)
 
-    threading.Thread(target=loop, daemon=True, name="reaper").start()
+    threading.Thread(target=loop, daemon=True, name=what).start()
+
+
+def start(settings: Settings) -> threading.Event:
+    """Reap every PRETRAINER_REAPER_SECONDS and sweep orphans every PRETRAINER_ORPHAN_SWEEP_SECONDS
+    in daemon threads; set the event to stop both."""
+    stop = threading.Event()
+    if settings.reaper_seconds > 0:
+        _every(settings.reaper_seconds, "reaper", lambda: reap_once(settings), stop)
+    if settings.orphan_sweep_seconds > 0:
+        _every(settings.orphan_sweep_seconds, "sweep", lambda: sweep_orphans(settings), stop)
     return stop

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
 from app.data.text import load_texts
 from app.db.session import session_scope
-from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id
+from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id, utcnow
 from app.ml import registry
 from app.ml.base import Cancelled
 from app.services import backbones, jobs
@@ -33,6 +34,10 @@ log = logs.get_logger("pretrainer.runner")
 
 class LeaseLost(Exception):
     """Another worker owns the job now; this one must stop without writing anything."""
+
+
+class JobTimeout(Exception):
+    """The job ran past PRETRAINER_MAX_JOB_SECONDS (all its tries together); it ends failed."""
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -50,6 +55,8 @@ class JobReport:
         self.checkpoint_seconds = settings.checkpoint_seconds
         self._last_checkpoint = time.monotonic()
         self.resuming = False
+        self.max_seconds = settings.max_job_seconds
+        self.deadline: datetime | None = None  # set once the job row (started_at) is read
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._progress: float | None = None
@@ -116,6 +123,9 @@ class JobReport:
             raise LeaseLost(self.lease.job_id)
         if self.cancelled.is_set():
             raise Cancelled()
+        if self.deadline is not None and utcnow() > self.deadline:
+            raise JobTimeout(f"the job ran longer than {self.max_seconds:g} s "
+                             "(PRETRAINER_MAX_JOB_SECONDS) and was stopped")
 
 
 def worker_id() -> str:
@@ -228,6 +238,8 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
         dataset = s.get(Dataset, job.dataset_id)
         if dataset is None:
             raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
+        if job.started_at is not None:  # the first try's start: retries share the budget
+            report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
         spec = {"algorithm": job.algorithm, "params": job.params, "features": job.features,
                 "target": job.target, "project": job.project, "dataset_id": dataset.id,
                 "kind": dataset.kind, "format": dataset.format, "columns": dataset.columns,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,20 @@ class BlobStore:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+
+    def children(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, seconds since last modified) of each entry directly under prefix."""
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return []
+        now = time.time()
+        out = []
+        for entry in folder.iterdir():
+            try:
+                out.append((f"{prefix}/{entry.name}", now - entry.lstat().st_mtime))
+            except FileNotFoundError:  # removed while listing
+                continue
+        return out
 
     def check(self) -> None:
         """Raise unless the store can be written (readiness probe)."""

@@ -61,7 +61,8 @@ def run() -> dict:
     fit_rows = rng.normal(size=(1000, WIDTH))
     x = rng.normal(size=(ROWS, WIDTH))
     with tempfile.TemporaryDirectory() as tmp:
-        svc = service(Path(tmp) / "data")
+        # The JSON request of 10,000 × 384 floats is about 75 MB: above the default body bound.
+        svc = service(Path(tmp) / "data", PRETRAINER_MAX_BODY_BYTES=str(512 * 1024**2))
         try:
             http = httpx.Client(base_url=svc.base, timeout=600)
             done = train(http, "train.npy", _npy(fit_rows), "pca", {"n_components": WIDTH})

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -20,10 +21,11 @@ from app.api.deps import (
     StoreDep,
 )
 from app.config import Settings
+from app.data.export import csv_chunks
 from app.data.images import ZipLimits
 from app.data.ingest import IngestError, inspect_file
 from app.db.tables import new_id
-from app.errors import Problem
+from app.errors import Invalid, Problem
 from app.schemas import DatasetList, DatasetOut, Page
 from app.services import datasets, idempotency
 
@@ -136,3 +138,35 @@ def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep, projec
     session.commit()
     store.delete(prefix)
     return Response(status_code=204)
+
+
+@router.get("/{dataset_id}/download", response_class=FileResponse, responses={
+    404: {"description": "no such dataset"},
+    200: {"description": "the file as uploaded, byte for byte (its sha256 is the dataset's)",
+          "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                               "format": "binary"}}}}})
+def download_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
+                     project: ProjectDep) -> FileResponse:
+    """The dataset's original file, streamed."""
+    row = datasets.get(session=session, project=project, dataset_id=dataset_id)
+    return FileResponse(store.path(row.blob_key), media_type="application/octet-stream",
+                        filename=f"{row.id}.{row.format}")
+
+
+@router.get("/{dataset_id}/export.csv", response_class=StreamingResponse, responses={
+    404: {"description": "no such dataset"},
+    422: {"description": "an image dataset: download its ZIP instead"},
+    200: {"description": "the rows as CSV with a header; text cells that a spreadsheet would "
+                         "run as a formula (= + - @) are prefixed with '",
+          "content": {"text/csv": {"schema": {"type": "string"}}}}})
+def export_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
+                   project: ProjectDep) -> StreamingResponse:
+    """A tabular dataset's rows as CSV, safe to open in a spreadsheet."""
+    row = datasets.get(session=session, project=project, dataset_id=dataset_id)
+    if row.kind == "image":
+        raise Invalid(f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
+                      "returns its ZIP", errors=[{"field": "dataset_id", "message": "images"}])
+    names = [c["name"] for c in row.columns]
+    return StreamingResponse(csv_chunks(store.path(row.blob_key), row.format, names),
+                             media_type="text/csv; charset=utf-8", headers={
+                                 "Content-Disposition": f'attachment; filename="{row.id}.csv"'})

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.session import get_sessionmaker
 from app.serving import ModelCache
+from app.services.keys import Caller
 from app.storage import BlobStore
-
-# The caller's project; API keys and tenants arrive with the access-control release.
-DEFAULT_PROJECT = "default"
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread
@@ -46,14 +45,33 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
-async def get_project() -> str:
-    return DEFAULT_PROJECT
+# Declares the scheme in OpenAPI (/docs gets an Authorize button); the header is parsed below,
+# so that a malformed one is a 401 that says what is wrong rather than "no key".
+_bearer = HTTPBearer(auto_error=False, description="an API key of your project "
+                     "(`pretrainer keys create --project NAME`)")
+
+
+async def get_caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None,
+                                                    Security(_bearer)] = None) -> Caller:
+    """The project and key of the request's `Authorization: Bearer <key>`, or a 401."""
+    return await request.app.state.access.caller(request.headers.get("authorization"))
+
+
+async def get_project(caller: Annotated[Caller, Depends(get_caller)]) -> str:
+    """Every dataset, job and model a request sees belongs to this project."""
+    return caller.project
+
+
+async def limit_serving(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> None:
+    """Per-key rate limit of predict, embed and generate (PRETRAINER_PREDICT_RATE)."""
+    request.app.state.rate.take(caller.key_id or caller.project)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 ProjectDep = Annotated[str, Depends(get_project)]
 IdempotencyHeader = Annotated[str | None, Header(
     alias="Idempotency-Key", description="a retry with the same key returns the first result")]

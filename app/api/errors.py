@@ -41,10 +41,16 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
-    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
+                   headers=exc.headers)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a JSON body that is not even text (e.g. not UTF-8): name the body.
+        return problem(400, "Bad request", "the request body could not be read: send UTF-8 "
+                       "encoded JSON", slug="bad-request",
+                       errors=[{"field": "body", "message": "not UTF-8 encoded JSON"}])
     titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
     title = titles.get(exc.status_code, "HTTP error")
     return problem(exc.status_code, title, str(exc.detail), slug=title.lower().replace(" ", "-"),

@@ -24,7 +24,9 @@ Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"}})
+             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"},
+                        429: {"description": "the project has PRETRAINER_MAX_ACTIVE_JOBS queued "
+                                             "or running jobs"}})
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, project: ProjectDep,
                idempotency_key: IdempotencyHeader = None) -> JobOut:
     """Start a training job; it is queued at once and trained by a worker.
@@ -39,6 +41,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec,
+                      max_active=settings.max_active_jobs,
                       weights_dir=settings.resolved_weights_dir)
     try:
         if key:
@@ -50,7 +53,11 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
         first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
                                  fingerprint=fingerprint)
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
-    enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
+    try:
+        enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
+    except Exception:  # the broker is down: the row is committed, the reaper sends it later
+        log.warning("job.enqueue_failed", job_id=job.id, exc_info=True)
+        return JobOut.from_row(job)
     log.info("job.enqueued", job_id=job.id, queue=job.queue, algorithm=job.algorithm)
     return JobOut.from_row(job)
 

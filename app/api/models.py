@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api import payloads
-from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep
+from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep, limit_serving
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
 from app.db.session import get_sessionmaker
-from app.errors import Invalid, NotFound, TooLarge, Unsupported, field_error
+from app.errors import Invalid, NotFound, Problem, TooLarge, Unsupported, field_error
+from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
 from app.schemas import (
     EmbedOut,
@@ -35,10 +37,13 @@ from app.schemas import (
 from app.services import models
 from app.serving import Loaded, ModelCache
 
+log = logging.getLogger("pretrainer.api")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND = {404: {"description": "no such model"}}
 SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
-                422: {"description": "bad instances, or a request the model cannot answer"}}
+                422: {"description": "bad instances, or a request the model cannot answer"},
+                429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key"}}
+RATE_LIMITED = [Depends(limit_serving)]
 
 
 def _json(payload: Any) -> Response:
@@ -96,7 +101,13 @@ async def _loaded(request: Request, model_id: str, project: str) -> Loaded:
         cache.evict(model_id)
         raise
     if entry is None or entry.project != project:
-        entry = await run_in_threadpool(cache.load, row)
+        try:
+            entry = await run_in_threadpool(cache.load, row)
+        except UnsafeArtifact as exc:  # tampered or foreign files: refused, never executed
+            log.error("model.artifact_refused model_id=%s reason=%s", model_id, exc)
+            raise Problem(f"model {model_id}'s stored files failed the safety check and were "
+                          "not loaded; it cannot answer until it is trained again", status=500,
+                          title="Model artifact refused") from exc
     entry.checked_at = time.monotonic()
     return entry
 
@@ -207,7 +218,7 @@ async def _binary(request: Request, entry: Loaded, settings: Settings, ctype: st
         raise Unsupported(f"{ctype} bodies are for tabular models; send images as JSON "
                           '{"instances": [{"b64": …}]} or multipart files',
                           errors=[{"field": "body", "message": f"{ctype} is not accepted here"}])
-    raw = await payloads.read_body(request, settings.max_payload_bytes)
+    raw = await payloads.read_body(request, settings.max_body_bytes)
     arr = payloads.decode(raw, ctype, entry.features)
     return payloads.matrix(arr, entry.features, entry.dtype, settings.max_instances)
 
@@ -239,7 +250,8 @@ def _responses(main: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": payloads.response_content(main)}, **SERVE_ERRORS, **BINARY_ERRORS}
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, responses=_responses("predictions"),
+@router.post("/{model_id}/predict", dependencies=RATE_LIMITED, response_model=PredictOut,
+             responses=_responses("predictions"),
              openapi_extra=INSTANCES_BODY)
 async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does.
@@ -251,7 +263,8 @@ async def predict(model_id: str, request: Request, project: ProjectDep) -> Respo
     return payloads.respond(answer, "predictions", payloads.accepted(request))
 
 
-@router.post("/{model_id}/embed", response_model=EmbedOut, responses=_responses("embeddings"),
+@router.post("/{model_id}/embed", dependencies=RATE_LIMITED, response_model=EmbedOut,
+             responses=_responses("embeddings"),
              openapi_extra=INSTANCES_BODY)
 async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
     """One vector per instance (distances to centroids, component scores, learned codes…).
@@ -263,7 +276,8 @@ async def embed(model_id: str, request: Request, project: ProjectDep) -> Respons
                             payloads.accepted(request))
 
 
-@router.post("/{model_id}/generate", response_model=GenerateOut, responses=SERVE_ERRORS)
+@router.post("/{model_id}/generate", dependencies=RATE_LIMITED, response_model=GenerateOut,
+             responses=SERVE_ERRORS)
 async def generate(model_id: str, body: GenerateIn, request: Request,
                    project: ProjectDep) -> Response:
     """n new samples from a generative model."""

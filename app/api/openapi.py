@@ -75,6 +75,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                           "responses": {"201": DATASET}},
     "GET /v1/datasets": {"responses": {"200": {"items": [DATASET], "total": 1, "next": None}}},
     "GET /v1/datasets/{dataset_id}": {"responses": {"200": DATASET}},
+    "GET /v1/datasets/{dataset_id}/download": {"responses": {"200": "a,b,c,d\n1.0,4.2,-2.0,3.3\n"}},
+    "GET /v1/datasets/{dataset_id}/export.csv": {"responses": {
+        "200": "name,x\n'=HYPERLINK(\"http://x\"),-1.5\nplain,2\n"}},
     "DELETE /v1/datasets/{dataset_id}": {},
     "GET /v1/algorithms": {"responses": {"200": {"items": [ALGORITHM]}}},
     "GET /v1/algorithms/{name}": {"responses": {"200": ALGORITHM}},
@@ -126,6 +129,11 @@ PROBLEM_SCHEMA = {
             "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}},
 }
 _PROBLEMS = {
+    "401": ("Unauthorized", "unauthorized", "unknown or revoked API key",
+            [{"field": "Authorization", "message": "unknown or revoked API key"}]),
+    "429": ("Too many requests", "too-many-requests", "the project has 100 queued or running "
+            "jobs, the limit is 100 (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or cancel one",
+            [{"field": "project", "message": "too many jobs"}]),
     "404": ("Not found", "not-found", "job job_0000 does not exist", None),
     "409": ("Conflict", "conflict", "a queued or running job uses it", None),
     "413": ("Content too large", "too-large", "the upload is larger than 2147483648 bytes "

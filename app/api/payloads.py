@@ -41,7 +41,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_PAYLOAD_BYTES)",
+            raise TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
                            errors=[{"field": "body", "message": "too large"}])
         chunks.append(chunk)
     return b"".join(chunks)

@@ -233,7 +233,7 @@ def _npy_indices(names: list[str]) -> list[int] | slice:
     return indices
 
 
-def _jsonl_rows(path: Path, names: list[str]) -> Iterable[list[Any]]:
+def jsonl_rows(path: Path, names: list[str]) -> Iterable[list[Any]]:
     indices = [int(name[1:]) if name[1:].isdigit() else -1 for name in names]
     for _, value in iter_jsonl(path):
         if isinstance(value, list):
@@ -245,7 +245,7 @@ def _jsonl_rows(path: Path, names: list[str]) -> Iterable[list[Any]]:
 def _jsonl_matrix(path: Path, features: list[str], dtype: np.dtype) -> np.ndarray:
     # Convert in blocks: a list of Python floats for the whole file would be ~10x the array.
     blocks, rows = [], []
-    for row in _jsonl_rows(path, features):
+    for row in jsonl_rows(path, features):
         rows.append(row)
         if len(rows) == _JSONL_BLOCK_ROWS:
             blocks.append(np.array(rows, dtype=dtype))
@@ -255,7 +255,7 @@ def _jsonl_matrix(path: Path, features: list[str], dtype: np.dtype) -> np.ndarra
 
 
 def _jsonl_column(path: Path, name: str) -> np.ndarray:
-    values = [row[0] for row in _jsonl_rows(path, [name])]
+    values = [row[0] for row in jsonl_rows(path, [name])]
     kinds = {type(v) for v in values if v is not None}
     if kinds == {bool} and None not in values:
         return np.array(values, dtype=bool)

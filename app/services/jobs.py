@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.data.loaders import FeatureError, check_features
 from app.db.tables import (
+    ACTIVE,
     CANCELLED,
     FAILED,
     QUEUED,
@@ -26,7 +27,7 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, field_error
+from app.errors import Invalid, NotFound, TooMany, field_error
 from app.ml import registry
 from app.services import backbones, datasets, page
 
@@ -169,12 +170,23 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
     return features, len(features)
 
 
-def create(*, session: Session, project: str, spec: JobSpec,
+def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None,
            weights_dir: Path | None = None) -> Job:
-    """Validate and insert a queued job; the caller commits, then enqueues."""
+    """Validate and insert a queued job; the caller commits, then enqueues.
+
+    max_active: refuse (429) when the project already has this many queued or running jobs.
+    """
     fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir)
+    if max_active is not None:
+        active = session.scalar(select(func.count()).select_from(Job).where(
+            Job.project == project, Job.status.in_(ACTIVE))) or 0
+        if active >= max_active:
+            raise TooMany(f"the project has {active} queued or running jobs, the limit is "
+                          f"{max_active} (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or "
+                          "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
+                          headers={"Retry-After": "10"})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
-              metrics={}, history=[], **fields)
+              metrics={}, history=[], enqueued_at=utcnow(), **fields)
     session.add(job)
     session.flush()
     return job
@@ -302,7 +314,7 @@ def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job
                           error_message=f"its worker stopped answering on each of {job.attempts} "
                           "attempts (killed, out of memory or partitioned); not retried again")
         else:
-            values.update(status=QUEUED)
+            values.update(status=QUEUED, enqueued_at=utcnow())
         won = session.execute(
             update(Job).where(Job.id == job.id, Job.lease_epoch == job.lease_epoch,
                               Job.status == RUNNING).values(**values)
@@ -311,6 +323,29 @@ def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job
             requeued.append(job)
     session.flush()
     return requeued
+
+
+def resend_queued(*, session: Session, older_than: float) -> list[Job]:
+    """Queued jobs whose message was sent longer ago than older_than: mark them sent again now.
+
+    A message can be lost (a broker restarted without persistence, an enqueue that failed
+    after the commit); the row still says queued, so the job is sent again. A duplicate
+    message is harmless: the lease lets only one delivery train, and none after the end.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than)
+    waiting = session.scalars(select(Job).where(
+        Job.status == QUEUED, func.coalesce(Job.enqueued_at, Job.created_at) < cutoff)).all()
+    resent = []
+    for job in waiting:
+        won = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == QUEUED,
+                              func.coalesce(Job.enqueued_at, Job.created_at) < cutoff)
+            .values(enqueued_at=now)).rowcount == 1
+        if won:
+            resent.append(job)
+    session.flush()
+    return resent
 
 
 def load_for_run(*, session: Session, lease: Lease) -> Job:

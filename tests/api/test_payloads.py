@@ -131,14 +131,14 @@ def test_body_over_the_limit_is_413_and_too_many_rows_is_413(tmp_path):
     from app.db.migrate import upgrade
     from app.main import create_app
 
-    s = Settings(data_dir=tmp_path / "d", max_payload_bytes=4096, max_instances=100)
+    s = Settings(data_dir=tmp_path / "d", max_body_bytes=4096, max_instances=100)
     s.data_dir.mkdir()
     upgrade(s.resolved_database_url)
     with TestClient(create_app(s), raise_server_exceptions=False) as c:
         model = train(c, s, "kmeans", {"n_clusters": 3})["model_id"]
         r = c.post(f"/v1/models/{model}/embed", content=npy(np.zeros((200, 4))),
                    headers={"content-type": NPY})
-        assert r.status_code == 413 and "PRETRAINER_MAX_PAYLOAD_BYTES" in r.json()["detail"]
+        assert r.status_code == 413 and "PRETRAINER_MAX_BODY_BYTES" in r.json()["detail"]
         r = c.post(f"/v1/models/{model}/embed", content=npy(np.zeros((101, 4), dtype=np.int8)),
                    headers={"content-type": NPY})
         assert r.status_code == 413 and "PRETRAINER_MAX_INSTANCES" in r.json()["detail"]

@@ -46,3 +46,18 @@ def test_a_job_lost_on_every_attempt_fails_with_the_reason(client, settings, blo
     after = client.get(f"/v1/jobs/{job['id']}").json()
     assert after["status"] == "failed" and after["error"]["type"] == "WorkerLost"
     assert "attempts" in after["error"]["message"] and after["finished_at"]
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again(client, settings, blobs_csv):
+    ds = upload(client, blobs_csv)["body"]["id"]
+    lost = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans"}).json()
+    young = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans"}).json()
+    for message in (settings.broker_dir / "queue").iterdir():
+        message.unlink()  # the broker forgot both (a restart without persistence)
+    with session_scope(settings.resolved_database_url) as s:
+        s.execute(update(Job).where(Job.id == lost["id"]).values(
+            enqueued_at=utcnow() - timedelta(seconds=settings.requeue_seconds + 1)))
+    assert reap_once(settings) == [lost["id"]]
+    assert _messages(settings) == 1 and reap_once(settings) == []  # sent once per interval
+    assert client.get(f"/v1/jobs/{lost['id']}").json()["status"] == "queued"
+    assert young["status"] == "queued"

@@ -26,6 +26,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(http: httpx.Client, proc: subprocess.Popen[bytes], log: Path,
+               timeout: float = 120) -> None:
+    """Wait for GET /readyz to answer 200; fail with the log's tail if proc exits or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if http.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"service not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
 class Service:
     """A started `make run` / `pretrainer up`, stopped as a whole process group."""
 
@@ -39,17 +55,7 @@ class Service:
         self.http = httpx.Client(base_url=self.base, timeout=30)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.log.read_text()[-4000:]}")
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"service not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+        wait_ready(self.http, self.proc, self.log, timeout)
 
     def stop(self) -> None:
         self.http.close()

@@ -194,6 +194,7 @@ def write_network(directory: Path, config: dict[str, Any], algorithm: str,
 def read_network(directory: Path, algorithm: str,
                  build: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Any]:
     """(config, network) of what write_network saved: built from the config, weights strict."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     config = read_config(directory)
@@ -207,7 +208,7 @@ def read_network(directory: Path, algorithm: str,
                              f"{algorithm} network: {exc!r}") from exc
     try:
         net.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"), strict=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise UnsafeArtifact(f"cannot load {WEIGHTS_FILE} in {directory}: {exc}") from exc
     return config, net
 

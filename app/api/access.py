@@ -1,0 +1,134 @@
+"""Who may call: Bearer API keys of projects, the loopback-only open mode, and request bounds."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.db.session import session_scope
+from app.errors import TooMany, Unauthorized
+from app.services import keys
+from app.services.keys import Caller
+
+DEFAULT_PROJECT = "default"
+# How long "no key exists, the API is open" is believed before the database is asked again.
+OPEN_RECHECK_SECONDS = 2.0
+
+
+class Access:
+    """Resolves a request's Authorization header to a Caller, or refuses it with a 401."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._open_until = 0.0
+        self._open = False
+
+    def seed(self) -> None:
+        """Store PRETRAINER_API_KEYS (hashed) so they resolve, list and revoke like the others."""
+        pairs = self.settings.seeded_keys
+        if pairs:
+            with session_scope(self.settings.resolved_database_url) as s:
+                keys.seed(session=s, pairs=pairs)
+
+    def _is_open(self) -> bool:
+        # Never open off loopback, nor when keys are configured; else as long as no key exists.
+        if not self.settings.loopback or self.settings.seeded_keys:
+            return False
+        if time.monotonic() >= self._open_until:
+            with session_scope(self.settings.resolved_database_url) as s:
+                self._open = not keys.any_active(session=s)
+            self._open_until = time.monotonic() + OPEN_RECHECK_SECONDS
+        return self._open
+
+    def _lookup(self, key: str) -> Caller | None:
+        with session_scope(self.settings.resolved_database_url) as s:
+            return keys.resolve(session=s, key=key)
+
+    async def caller(self, authorization: str | None) -> Caller:
+        """The caller of a request with this Authorization header (None: no header)."""
+        if not authorization:
+            if self._open_until > time.monotonic() and self._open:  # the hot path: no thread hop
+                return Caller(DEFAULT_PROJECT, None)
+            if await run_in_threadpool(self._is_open):
+                return Caller(DEFAULT_PROJECT, None)
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("the Authorization header must be `Bearer <key>`")
+        found = await run_in_threadpool(self._lookup, key.strip())
+        if found is None:
+            raise Unauthorized("unknown or revoked API key")
+        return found
+
+
+class RateLimiter:
+    """A token bucket per API key: `rate` calls per second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> None:
+        """Spend one token of who's bucket, or raise a 429 saying when to retry."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(who, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            if tokens < 1:
+                self._buckets[who] = (tokens, now)
+                wait = math.ceil((1 - tokens) / self.rate)
+                raise TooMany(f"more than {self.rate:g} serving calls per second for this API key "
+                              f"(PRETRAINER_PREDICT_RATE, bursts of PRETRAINER_PREDICT_BURST="
+                              f"{self.burst}); retry in {wait} s",
+                              errors=[{"field": "Authorization", "message": "rate limited"}],
+                              headers={"Retry-After": str(wait)})
+            self._buckets[who] = (tokens - 1, now)
+
+
+class _BodyTooLarge(HTTPException):
+    # An HTTPException, so that FastAPI's body reading lets it through to the problem handler.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes "
+                              "(PRETRAINER_MAX_BODY_BYTES)")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body past max_body_bytes is a 413 (uploads have their own bound).
+
+    The declared Content-Length is checked first; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: tuple[tuple[str, str], ...]) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/")) in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            from app.api.errors import problem
+
+            exc = _BodyTooLarge(self.limit)
+            await problem(413, "Content too large", exc.detail, slug="too-large",
+                          errors=[{"field": "body", "message": "too large"}])(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)

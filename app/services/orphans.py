@@ -1,0 +1,48 @@
+"""The orphan sweep: blobs that no row refers to any more, older than a grace period, go."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.tables import ACTIVE, Dataset, Job, Model
+from app.storage import BlobStore
+
+# The blob store's top-level folders, and the rows that keep an entry of each alive.
+STAGING = ".tmp"
+
+
+def _live_ids(session: Session, table: type, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    column = table.id  # type: ignore[attr-defined]
+    return set(session.scalars(select(column).where(column.in_(ids))))
+
+
+def _resumable_jobs(session: Session, ids: list[str]) -> set[str]:
+    # A queued or running job may resume from its checkpoint; an ended one never will.
+    if not ids:
+        return set()
+    return set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(ACTIVE))))
+
+
+def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[str]:
+    """Remove orphaned blobs older than grace_seconds; return their keys.
+
+    Orphans are what a crash leaves between a write and its commit: half-uploaded staging
+    files, a dataset or model folder whose row was never written (or was deleted before its
+    files), a checkpoint of a job that has ended or is gone.
+    """
+    removed: list[str] = []
+    for prefix, keep in (("datasets", lambda ids: _live_ids(session, Dataset, ids)),
+                         ("models", lambda ids: _live_ids(session, Model, ids)),
+                         ("jobs", lambda ids: _resumable_jobs(session, ids)),
+                         (STAGING, lambda ids: set())):
+        old = [(key, key.rsplit("/", 1)[1]) for key, age in store.children(prefix)
+               if age > grace_seconds]
+        alive = keep([name for _, name in old])
+        for key, name in old:
+            if name not in alive:
+                store.delete(key)
+                removed.append(key)
+    return removed
