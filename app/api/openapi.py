@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.errors import PROBLEM, TYPE_BASE
+from app.api.payloads import BINARY
 
 DS, JOB, MDL = ("ds_3f9c2b7e41d04e6c9a1b5d8e2f7a6c10", "job_8d2e4f1a9b3c4d5e8f7a6b1c2d3e4f50",
                 "mdl_5a7c9e1b3d4f4a6c8e0b2d4f6a8c0e12")
@@ -182,9 +183,9 @@ def _response(status: str, response: dict[str, Any], examples: dict[str, Any]) -
         if status == "422" and response["description"] == "Validation Error":
             response["description"] = "a request field is invalid (named in errors[].field)"
         return
-    for content in response.get("content", {}).values():
-        # Binary bodies (.npy, Arrow, PNG) are described by their schema, not exemplified.
-        if status in examples and content.get("schema", {}).get("format") != "binary":
+    for media, content in response.get("content", {}).items():
+        # .npy and Arrow answers are described by their schema; the JSON example is not theirs.
+        if status in examples and media not in BINARY:
             content["example"] = examples[status]
 
 
