@@ -253,9 +253,9 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
     t1 = time.perf_counter()
     kwargs: dict[str, Any] = {}
     if algo.uses_labels:
-        kwargs["y"] = data.labels if getattr(algo, "raw_labels", False) else data.y
+        kwargs["y"] = data.labels if algo.raw_labels else data.y
     ref = None
-    if getattr(algo, "uses_backbone", False):
+    if algo.uses_backbone:
         with session_scope(url) as s:
             ref = backbones.resolve(session=s, project=spec["project"], spec=params.backbone,
                                     pretrained=params.pretrained,

@@ -106,6 +106,10 @@ class Algorithm(ABC):
     uses_labels: ClassVar[bool] = False
     # True when fit() takes `resume_from=<checkpoint path>` and continues from that epoch.
     resumable: ClassVar[bool] = False
+    # True when y= holds the labels themselves (class names, or values) rather than indices.
+    raw_labels: ClassVar[bool] = False
+    # True when fit() takes `backbone=<BackboneRef>` resolved from its `backbone` param.
+    uses_backbone: ClassVar[bool] = False
 
     def own(self, params: Params | dict[str, Any]) -> Any:
         """params as this algorithm's Params model (a dict is validated)."""

@@ -57,6 +57,16 @@ def request_texts(x: Any) -> list[str]:
     return values
 
 
+def _input_prep(inp: dict[str, Any]) -> Prep | None:
+    """The checks (and, for rows, the standardization) of a model's input; None for text."""
+    shape = tuple(int(v) for v in inp.get("shape", ()))
+    if inp["kind"] == TABULAR:
+        return Prep(kind=TABULAR, shape=shape, mean=tuple(inp["mean"]), std=tuple(inp["std"]))
+    if inp["kind"] == IMAGE:  # pixels go to the network as uint8; it normalises them itself
+        return Prep(kind=IMAGE, shape=shape, mean=(0.0,) * shape[-1], std=(1.0,) * shape[-1])
+    return None
+
+
 class TransferModel(Trained):
     """A backbone + head trained on labels: predicts classes or values, embeds features."""
 
@@ -68,13 +78,8 @@ class TransferModel(Trained):
         self.net = net.eval()
         self.tokens = tokens
         self.device = str(next(net.parameters()).device)
-        inp = config["input"]
-        self.kind = inp["kind"]
-        self.prep = (Prep(kind=TABULAR, shape=(int(inp["shape"][0]),), mean=tuple(inp["mean"]),
-                          std=tuple(inp["std"])) if self.kind == TABULAR else
-                     Prep(kind=IMAGE, shape=tuple(int(v) for v in inp["shape"]),
-                          mean=(0.0,) * int(inp["shape"][-1]), std=(1.0,) * int(inp["shape"][-1]))
-                     if self.kind == IMAGE else None)
+        self.kind = config["input"]["kind"]
+        self.prep = _input_prep(config["input"])
 
     @property
     def task(self) -> dict[str, Any]:
@@ -92,28 +97,25 @@ class TransferModel(Trained):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def stored(self, x: Any) -> np.ndarray:
-        """A request's instances as the network's stored input (checked)."""
-        if self.kind == TEXT:
+    def _chunks(self, x: Any) -> list[np.ndarray]:
+        """A request's instances, checked once, as the network's stored input in chunks."""
+        if self.kind == TEXT:  # tokenized chunk by chunk: padded only to each chunk's longest
             assert self.tokens is not None
-            return self.tokens(request_texts(x))
+            texts = request_texts(x)
+            return [self.tokens(texts[i:i + CHUNK_ROWS]) for i in range(0, len(texts), CHUNK_ROWS)]
         assert self.prep is not None
         if self.kind == TABULAR:
-            return standardize_rows(request_rows(x, self.prep), self.prep)
-        return to_nchw(request_images(x, self.prep))
+            arr = standardize_rows(request_rows(x, self.prep), self.prep)
+        else:
+            arr = to_nchw(request_images(x, self.prep))
+        return [arr[i:i + CHUNK_ROWS] for i in range(0, len(arr), CHUNK_ROWS)]
 
     def _run(self, x: Any, fn: Any) -> np.ndarray:
         import torch
 
-        if self.kind == TEXT:  # tokenize chunk by chunk: padding only to each chunk's longest
-            texts = request_texts(x)
-            chunks = [texts[i:i + CHUNK_ROWS] for i in range(0, len(texts), CHUNK_ROWS)]
-            arrays = [self.stored(c) for c in chunks]
-        else:
-            arr = self.stored(x)
-            arrays = [arr[i:i + CHUNK_ROWS] for i in range(0, len(arr), CHUNK_ROWS)]
         with torch.inference_mode():
-            parts = [fn(torch.from_numpy(a).to(self.device)).float().cpu().numpy() for a in arrays]
+            parts = [fn(torch.from_numpy(a).to(self.device)).float().cpu().numpy()
+                     for a in self._chunks(x)]
         return np.concatenate(parts)
 
     def logits(self, x: Any) -> np.ndarray:

@@ -40,7 +40,7 @@ def adapt_channels(x: Tensor, channels: int) -> Tensor:
     if c == 4:
         return adapt_channels(x[:, :3], channels)
     if c == 1:
-        return x.expand(-1, 3, -1, -1) if channels == 3 else adapt_channels(x.expand(-1, 3, -1, -1), channels)
+        return adapt_channels(x.expand(-1, 3, -1, -1), channels)
     if channels == 1:
         w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x * w).sum(dim=1, keepdim=True)
