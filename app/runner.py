@@ -19,7 +19,7 @@ import numpy as np
 from app import logs
 from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
-from app.data.text import load_texts
+from app.data.text import is_text_job, load_texts
 from app.db.session import session_scope
 from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id, utcnow
 from app.ml import registry
@@ -198,11 +198,6 @@ class TrainingData:
     labels: np.ndarray | None = None
 
 
-def _is_text(spec: dict[str, Any]) -> bool:
-    dtypes = {c["name"]: c["dtype"] for c in spec["columns"]}
-    return len(spec["features"]) == 1 and dtypes.get(spec["features"][0]) == "string"
-
-
 def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
     """Load a job's rows (tabular matrix, uint8 images or texts) and its labels, if any."""
     if spec["kind"] == "image":  # the images' arrays sit beside the ZIP: the whole folder
@@ -214,7 +209,7 @@ def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
         return TrainingData(x, y, classes, schema, labels)
     path = store.path(spec["blob_key"])
     raw = load_column(path, spec["format"], spec["target"]) if spec["target"] else None
-    if _is_text(spec):
+    if is_text_job(spec["columns"], spec["features"]):
         texts = load_texts(path, spec["format"], spec["features"][0])
         schema = {"kind": "text", "column": spec["features"][0], "dtype": "string"}
         return TrainingData(np.array(texts, dtype=object), None, [], schema, raw)

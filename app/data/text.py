@@ -31,6 +31,12 @@ def text_column(columns: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def is_text_job(columns: list[dict[str, Any]], features: list[str] | None) -> bool:
+    """True when a job's features are one string column: the texts it trains on."""
+    dtypes = {c["name"]: c["dtype"] for c in columns}
+    return bool(features) and len(features) == 1 and dtypes.get(features[0]) == "string"
+
+
 def label_column(columns: list[dict[str, Any]], text: str) -> str | None:
     """The column that holds the labels by its name, or None."""
     names = {c["name"] for c in columns}

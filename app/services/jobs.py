@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.data.loaders import FeatureError, check_features
+from app.data.text import is_text_job
 from app.db.tables import (
     ACTIVE,
     CANCELLED,
@@ -129,7 +130,7 @@ def _transfer_data(ds: Dataset, spec: JobSpec) -> tuple[str, list[str], int, str
     names = {c["name"]: c for c in ds.columns}
     text = (ds.details or {}).get("text") or {}
     chosen = spec.features or ([text["column"]] if text.get("column") else None)
-    if chosen and len(chosen) == 1 and names.get(chosen[0], {}).get("dtype") == "string":
+    if chosen and is_text_job(ds.columns, chosen):
         target = spec.target or text.get("label_column")
         _check_target(names, target, chosen[0])
         return "text", list(chosen), 1, target
