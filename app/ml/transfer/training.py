@@ -259,24 +259,25 @@ def _stored(kind: str, data: Any, input_cfg: dict[str, Any], tokens: Tokens | No
     return torch.from_numpy(standardize_rows(data, prep))
 
 
-def features(net: TransferNet, stored: Tensor, device: torch.device) -> Tensor:
-    """Backbone features of every stored row (eval mode, no grad), on the CPU."""
+def _in_chunks(net: TransferNet, fn: Any, inputs: Tensor, device: torch.device) -> list[Tensor]:
+    """fn over inputs in chunks (eval mode, no grad), each result as float32 on the CPU."""
     net.eval()
     with torch.inference_mode():
-        parts = [net.features(stored[i:i + CHUNK].to(device)).float().cpu()
-                 for i in range(0, len(stored), CHUNK)]
-    return torch.cat(parts).clone()  # a normal tensor: inference tensors cannot be trained on
+        return [fn(inputs[i:i + CHUNK].to(device)).float().cpu()
+                for i in range(0, len(inputs), CHUNK)]
+
+
+def features(net: TransferNet, stored: Tensor, device: torch.device) -> Tensor:
+    """Backbone features of every stored row, on the CPU."""
+    # clone(): a normal tensor, since inference tensors cannot be trained on.
+    return torch.cat(_in_chunks(net, net.features, stored, device)).clone()
 
 
 def logits(net: TransferNet, inputs: Tensor, device: torch.device, *, head_only: bool
            ) -> np.ndarray:
-    """Head outputs for stored inputs (or cached features), eval mode, as numpy."""
-    net.eval()
-    fn = net.head if head_only else net
-    with torch.inference_mode():
-        parts = [fn(inputs[i:i + CHUNK].to(device)).float().cpu().numpy()
-                 for i in range(0, len(inputs), CHUNK)]
-    return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    """Head outputs for stored inputs (or cached features), as numpy."""
+    parts = _in_chunks(net, net.head if head_only else net, inputs, device)
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 1), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- objective
