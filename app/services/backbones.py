@@ -56,7 +56,7 @@ def resolve(*, session: Session, project: str, spec: str, pretrained: bool, weig
         return resolve_named(spec, weights_dir=weights_dir, pretrained=pretrained,
                              with_sha=blob_path is not None)
     except LookupError as exc:
-        message = str(exc).strip("'\"") + _available(session, project, weights_dir)
+        message = str(exc) + _available(session, project, weights_dir)
         raise Invalid(message, errors=[{"field": "params.backbone", "message": message}]) from exc
 
 

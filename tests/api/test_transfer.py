@@ -112,7 +112,7 @@ def test_unknown_backbone_and_missing_weights_are_422_listing_what_is_available(
     body = {"dataset_id": ds, "algorithm": "transfer", "target": "label"}
     detail = problem(client.post("/v1/jobs", json={**body, "params": {"backbone": "resnet9000"}}),
                      "params.backbone")
-    assert "unknown backbone" in detail and "resnet18" in detail and "minilm" in detail
+    assert "unknown backbone 'resnet9000';" in detail and "resnet18" in detail and "minilm" in detail
     detail = problem(client.post("/v1/jobs", json={**body, "params": {"backbone": "resnet50"}}),
                      "params.backbone")
     assert "no weights file for resnet50" in detail and str(settings.resolved_weights_dir) in detail
