@@ -66,9 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /healthz, /readyz and /metrics are public, like /ui and the docs.
     app.include_router(health.router)
     app.include_router(metrics.router)
-    # Every /v1 route needs the caller's key.
+    # Every /v1 route needs the caller's key; predict and embed check it in their bodies (see
+    # deps.serving_project), the others through the router's dependency.
     for module in (datasets, algorithms, backbones, jobs, models, plots):
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
+        if module is models:
+            app.include_router(models.serving, responses=AUTH)
     ui.mount(app)
     openapi.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)

@@ -67,6 +67,23 @@ async def limit_serving(request: Request, caller: Annotated[Caller, Depends(get_
     request.app.state.rate.take(caller.key_id or caller.project)
 
 
+async def serving_project(request: Request) -> str:
+    """What get_caller, limit_serving and get_project do, as one plain call.
+
+    predict and embed are the hottest routes; FastAPI's dependency solving of those three
+    (and the Bearer scheme under them) costs more than a cached k-means answer. Their router
+    (models.serving) is included without the key dependency and its endpoints call this first,
+    before touching the body; OpenAPI still declares the Bearer requirement (SERVING_SECURITY).
+    """
+    caller = await get_caller(request)
+    request.app.state.rate.take(caller.key_id or caller.project)
+    return caller.project
+
+
+# The OpenAPI security requirement the Security(_bearer) dependency declares on other routes.
+SERVING_SECURITY = {"security": [{"HTTPBearer": []}]}
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]

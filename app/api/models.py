@@ -15,7 +15,17 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api import payloads
-from app.api.deps import CacheDep, Limit, Offset, ProjectDep, SessionDep, StoreDep, limit_serving
+from app.api.deps import (
+    SERVING_SECURITY,
+    CacheDep,
+    Limit,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    StoreDep,
+    limit_serving,
+    serving_project,
+)
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image
 from app.data.loaders import FeatureError, instances_to_matrix
@@ -39,6 +49,9 @@ from app.serving import Loaded, ModelCache
 
 log = logging.getLogger("pretrainer.api")
 router = APIRouter(prefix="/v1/models", tags=["models"])
+# predict and embed: included without the router-level key dependency, each checks the key
+# itself first thing (deps.serving_project), which keeps the hottest routes light.
+serving = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND = {404: {"description": "no such model"}}
 SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
                 422: {"description": "bad instances, or a request the model cannot answer"},
@@ -244,34 +257,33 @@ INSTANCES_BODY = {"requestBody": {"required": True, "content": {
     **payloads.request_content(),
 }}}
 BINARY_ERRORS = {415: {"description": "a binary body sent to an image model"}}
+SERVING_OPENAPI = {**INSTANCES_BODY, **SERVING_SECURITY}
 
 
 def _responses(main: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": payloads.response_content(main)}, **SERVE_ERRORS, **BINARY_ERRORS}
 
 
-@router.post("/{model_id}/predict", dependencies=RATE_LIMITED, response_model=PredictOut,
-             responses=_responses("predictions"),
-             openapi_extra=INSTANCES_BODY)
-async def predict(model_id: str, request: Request, project: ProjectDep) -> Response:
+@serving.post("/{model_id}/predict", response_model=PredictOut,
+              responses=_responses("predictions"), openapi_extra=SERVING_OPENAPI)
+async def predict(model_id: str, request: Request) -> Response:
     """Predict for each instance: cluster, component, reconstruction — as the algorithm does.
 
     JSON, .npy (`application/x-npy`) or Arrow (`application/vnd.apache.arrow.stream`) in, by
     Content-Type; the same three out, by Accept (.npy carries `predictions` only).
     """
-    answer = await _serve(request, model_id, project, "predict")
+    answer = await _serve(request, model_id, await serving_project(request), "predict")
     return payloads.respond(answer, "predictions", payloads.accepted(request))
 
 
-@router.post("/{model_id}/embed", dependencies=RATE_LIMITED, response_model=EmbedOut,
-             responses=_responses("embeddings"),
-             openapi_extra=INSTANCES_BODY)
-async def embed(model_id: str, request: Request, project: ProjectDep) -> Response:
+@serving.post("/{model_id}/embed", response_model=EmbedOut,
+              responses=_responses("embeddings"), openapi_extra=SERVING_OPENAPI)
+async def embed(model_id: str, request: Request) -> Response:
     """One vector per instance (distances to centroids, component scores, learned codes…).
 
     JSON, .npy or Arrow in (Content-Type) and out (Accept), as for predict.
     """
-    vectors = await _serve(request, model_id, project, "embed")
+    vectors = await _serve(request, model_id, await serving_project(request), "embed")
     return payloads.respond({"embeddings": np.ascontiguousarray(vectors)}, "embeddings",
                             payloads.accepted(request))
 

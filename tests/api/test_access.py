@@ -63,6 +63,37 @@ def test_without_a_valid_key_every_v1_route_is_401_problem_json(api, headers, wh
         assert body["errors"][0]["field"] == "Authorization"
 
 
+def _routes(app):
+    """The app's routes with included routers flattened (FastAPI >= 0.16x includes lazily)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
+
+
+def test_every_v1_operation_of_the_route_table_refuses_a_missing_or_wrong_key(api):
+    # Read off the app itself, so that a route added later, or one that checks the key in its
+    # body rather than through a dependency (predict, embed), cannot slip past unguarded.
+    operations = [(method, re.sub(r"{[^}]+}", "x_0", route.path)) for route in _routes(api.app)
+                  if (route.path or "").startswith("/v1/") for method in route.methods or ()]
+    assert ("POST", "/v1/models/x_0/predict") in operations and len(operations) > 20
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}):
+        for method, path in operations:
+            r = api.request(method, path, headers=headers, content=b"{}")
+            assert r.status_code == 401, (method, path, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_the_contract_declares_the_bearer_key_on_every_v1_operation(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                assert operation.get("security") == [{"HTTPBearer": []}], (method, path)
+                assert "401" in operation["responses"], (method, path)
+
+
 def test_probes_docs_and_the_contract_stay_public(api):
     for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/ui/"):
         assert api.get(path).status_code == 200, path
