@@ -68,8 +68,8 @@ def cmd_api(settings: Settings) -> int:
         log.error("api.refused %s", reason)
         return 2
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.api_workers, log_level=settings.log_level, access_log=False,
-                log_config=logs.dict_config(settings.log_level))
+                workers=settings.api_workers, loop=settings.api_loop, log_level=settings.log_level,
+                access_log=False, log_config=logs.dict_config(settings.log_level))
     return 0
 
 

@@ -26,7 +26,7 @@ from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
-from app.serving import ModelCache
+from app.serving import ModelCache, settle_heap
 from app.storage import open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
@@ -37,10 +37,15 @@ AUTH: dict[int | str, dict[str, object]] = {
                          "revoked key"}}
 
 
+# The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.access.seed()
     stop = reaper.start(app.state.settings)
+    settle_heap()
     yield
     stop.set()
 
@@ -63,16 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        exempt=(("POST", "/v1/datasets"),))
     errors.install(app)
+    # Every /v1 route needs the caller's key; predict and embed check it in their bodies (see
+    # deps.serving_project), the others through the router's dependency. Routes are matched in
+    # order, a regex each, so the hottest two come first; the document keeps V1_ORDER.
+    app.include_router(models.serving, responses=AUTH)
     # /healthz, /readyz and /metrics are public, like /ui and the docs.
     app.include_router(health.router)
     app.include_router(metrics.router)
-    # Every /v1 route needs the caller's key; predict and embed check it in their bodies (see
-    # deps.serving_project), the others through the router's dependency.
-    for module in (datasets, algorithms, backbones, jobs, models, plots):
+    for module in V1_ORDER:
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
-        if module is models:
-            app.include_router(models.serving, responses=AUTH)
     ui.mount(app)
-    openapi.install(app)
+    openapi.install(app, tag_order=[tag for m in (health, *V1_ORDER) for tag in m.router.tags])
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     return app

@@ -189,13 +189,24 @@ def _response(status: str, response: dict[str, Any], examples: dict[str, Any]) -
             content["example"] = examples[status]
 
 
-def install(app: FastAPI) -> None:
-    """Serve the decorated document at /openapi.json (built once, on first request)."""
+def install(app: FastAPI, tag_order: list[str]) -> None:
+    """Serve the decorated document at /openapi.json (built once, on first request).
+
+    Paths are listed by their tag's place in tag_order, then as registered: the order routes
+    are matched in is chosen for speed, the order a reader meets them in is this one.
+    """
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = decorate(get_openapi(
-                title=app.title, version=app.version, description=app.description,
-                routes=app.routes))
+            doc = decorate(get_openapi(title=app.title, version=app.version,
+                                       description=app.description, routes=app.routes))
+            doc["paths"] = dict(sorted(doc["paths"].items(), key=lambda item: _rank(item[1],
+                                                                                    tag_order)))
+            app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _rank(operations: dict[str, Any], tag_order: list[str]) -> int:
+    tags = [tag for op in operations.values() for tag in op.get("tags", [])]
+    return tag_order.index(tags[0]) if tags and tags[0] in tag_order else len(tag_order)

@@ -113,3 +113,35 @@ def test_a_burst_on_a_cold_model_loads_it_once(settings, client, monkeypatch):
     with ThreadPoolExecutor(8) as pool:
         entries = list(pool.map(lambda _: cache.load(row), range(8)))
     assert len(calls) == 1 and all(e is entries[0] for e in entries)
+
+
+def test_loaded_models_are_kept_out_of_garbage_collections_and_evicted_ones_freed(settings, client):
+    import gc
+    import weakref
+
+    from app.db.session import get_sessionmaker
+    from app.services import models
+    from app.serving import ModelCache
+    from app.storage import BlobStore
+    from tests.api.test_models import train
+
+    ids = [train(client, settings, "kmeans", {"n_clusters": k})["model_id"] for k in (2, 3)]
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        rows = [models.get(session=s, project="default", model_id=i) for i in ids]
+    cache = ModelCache(BlobStore(settings.blob_dir), 1)
+    gc.unfreeze()
+    first = cache.load(rows[0])
+    assert gc.get_freeze_count() > 0  # the heap, this model's objects in it, is frozen
+    # A reference cycle through the model: only the cyclic collector can ever free it.
+    first.trained.cycle = first.trained
+    gone = weakref.ref(first.trained)
+    del first
+    second = cache.load(rows[1])  # evicts the first: the frozen heap is collected once more
+    assert gone() is None and cache.peek(ids[0]) is None and len(cache) == 1
+    second.trained.cycle = second.trained
+    gone = weakref.ref(second.trained)
+    del second
+    cache.evict(ids[1])  # a deleted model: its cycles go with the next load's collection
+    cache.load(rows[0])
+    assert gone() is None
+    gc.unfreeze()
