@@ -129,8 +129,12 @@ def hammer(url: str, body: bytes, concurrency: int = 8, seconds: float = 10.0) -
     """POST body to url from `concurrency` keep-alive connections for `seconds`.
 
     wrk (C, one thread) drives the load when it is installed, so the client's own CPU does not
-    eat the 2 cores the server runs on; otherwise an asyncio httpx client does.
+    eat the 2 cores the server runs on; otherwise an asyncio httpx client does. One call first,
+    alone: it loads the model (seconds for the first torch model of a process), which would
+    otherwise fall into the measured window as a second-long tail.
     """
+    httpx.post(url, content=body, headers={"content-type": "application/json"},
+               timeout=300).raise_for_status()
     if shutil.which("wrk"):
         _wrk(url, body, concurrency, 1.0)  # warm-up: connections, caches
         return _wrk(url, body, concurrency, seconds)

@@ -145,3 +145,19 @@ def test_loaded_models_are_kept_out_of_garbage_collections_and_evicted_ones_free
     cache.load(rows[0])
     assert gone() is None
     gc.unfreeze()
+
+
+def test_a_serving_route_refuses_an_endpoint_that_would_need_fastapi_to_solve_parameters():
+    from fastapi import APIRouter, Request
+
+    from app.api.models import ServingRoute
+
+    router = APIRouter(route_class=ServingRoute)
+
+    async def fine(model_id: str, request: Request) -> None: ...
+
+    async def wants_more(model_id: str, request: Request, limit: int = 5) -> None: ...
+
+    router.add_api_route("/{model_id}/fine", fine, methods=["POST"])
+    with pytest.raises(TypeError, match="takes \\(model_id, request\\)"):
+        router.add_api_route("/{model_id}/more", wants_more, methods=["POST"])
