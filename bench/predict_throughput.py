@@ -20,7 +20,7 @@ from bench._service import BIN, Load, Proc, free_port, hammer, service, train
 ROWS = 2000
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = 8
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def _csv(x: np.ndarray) -> bytes:

@@ -16,6 +16,7 @@ from app.services import keys
 from app.services.keys import Caller
 
 DEFAULT_PROJECT = "default"
+OPEN_CALLER = Caller(DEFAULT_PROJECT, None)  # every caller of an open (keyless) API
 # How long "no key exists, the API is open" is believed before the database is asked again.
 OPEN_RECHECK_SECONDS = 2.0
 
@@ -53,9 +54,9 @@ class Access:
         """The caller of a request with this Authorization header (None: no header)."""
         if not authorization:
             if self._open_until > time.monotonic() and self._open:  # the hot path: no thread hop
-                return Caller(DEFAULT_PROJECT, None)
+                return OPEN_CALLER
             if await run_in_threadpool(self._is_open):
-                return Caller(DEFAULT_PROJECT, None)
+                return OPEN_CALLER
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
         scheme, _, key = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not key.strip():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -220,31 +219,31 @@ async def _instances(request: Request) -> list[Any]:
         raise RequestValidationError(exc.errors()) from exc
 
 
-@contextmanager
-def _model_errors() -> Iterator[None]:
+def _refused(exc: InputError | CapabilityError) -> Invalid:
     """What a model refuses (bad rows, a capability it lacks) is the client's 422."""
-    try:
-        yield
-    except InputError as exc:
-        raise Invalid(str(exc), errors=[{"field": "instances", "message": str(exc)}]) from exc
-    except CapabilityError as exc:
-        raise Invalid(str(exc), errors=[{"field": "model", "message": str(exc)}]) from exc
+    field = "instances" if isinstance(exc, InputError) else "model"
+    return Invalid(str(exc), errors=[{"field": field, "message": str(exc)}])
 
 
 async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
     """Run predict/embed: micro-batched for torch models, inline or in a thread otherwise."""
     if entry.family != "unsupervised" and settings.batching:
-        with _model_errors():
+        try:
             return await cache.batcher(entry, op).submit(x)
+        except (InputError, CapabilityError) as exc:
+            raise _refused(exc) from exc
     fn = getattr(entry.trained, op)
     return await _answer(lambda: fn(x), len(x), settings.inline_instances)
 
 
 async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
     # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
-    with _model_errors():
+    # (A plain try, not a context manager: this is on every predict.)
+    try:
         return fn() if n <= inline else await run_in_threadpool(fn)
+    except (InputError, CapabilityError) as exc:
+        raise _refused(exc) from exc
 
 
 async def _binary(request: Request, entry: Loaded, settings: Settings, ctype: str) -> np.ndarray:
