@@ -76,7 +76,7 @@ async def serving_project(request: Request) -> str:
     before touching the body; OpenAPI still declares the Bearer requirement (SERVING_SECURITY).
     """
     caller = await get_caller(request)
-    request.app.state.rate.take(caller.key_id or caller.project)
+    await limit_serving(request, caller)
     return caller.project
 
 
@@ -88,7 +88,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
 ProjectDep = Annotated[str, Depends(get_project)]
 IdempotencyHeader = Annotated[str | None, Header(
     alias="Idempotency-Key", description="a retry with the same key returns the first result")]
