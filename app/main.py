@@ -44,7 +44,7 @@ V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots)
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.access.seed()
-    stop = reaper.start(app.state.settings)
+    stop = reaper.start(app.state.settings, app.state.store)
     settle_heap()
     yield
     stop.set()

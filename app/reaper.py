@@ -11,7 +11,7 @@ from app.config import Settings
 from app.db.session import session_scope
 from app.queue import enqueue_train
 from app.services import jobs, orphans
-from app.storage import BlobStore
+from app.storage import BlobStore, S3BlobStore
 
 log = logging.getLogger("pretrainer.reaper")
 
@@ -29,11 +29,10 @@ def reap_once(settings: Settings) -> list[str]:
     return [job_id for job_id, _ in targets]
 
 
-def sweep_orphans(settings: Settings) -> list[str]:
+def sweep_orphans(settings: Settings, store: BlobStore) -> list[str]:
     """One orphan sweep of the blob store; returns the keys removed."""
     with session_scope(settings.resolved_database_url) as s:
-        removed = orphans.sweep(session=s, store=BlobStore(settings.blob_dir),
-                                grace_seconds=settings.orphan_grace_seconds)
+        removed = orphans.sweep(session=s, store=store, grace_seconds=settings.orphan_grace_seconds)
     for key in removed:
         log.warning("blob.orphan_removed key=%s", key)
     return removed
@@ -50,12 +49,17 @@ def _every(seconds: float, what: str, fn: Callable[[], object], stop: threading.
     threading.Thread(target=loop, daemon=True, name=what).start()
 
 
-def start(settings: Settings) -> threading.Event:
-    """Reap every PRETRAINER_REAPER_SECONDS and sweep orphans every PRETRAINER_ORPHAN_SWEEP_SECONDS
-    in daemon threads; set the event to stop both."""
+def start(settings: Settings, store: BlobStore) -> threading.Event:
+    """Reap every PRETRAINER_REAPER_SECONDS and sweep the app's blob store of orphans every
+    PRETRAINER_ORPHAN_SWEEP_SECONDS in daemon threads; set the event to stop both.
+
+    An S3 store is not swept: listing a prefix there would download it into the local cache.
+    """
     stop = threading.Event()
     if settings.reaper_seconds > 0:
         _every(settings.reaper_seconds, "reaper", lambda: reap_once(settings), stop)
-    if settings.orphan_sweep_seconds > 0:
-        _every(settings.orphan_sweep_seconds, "sweep", lambda: sweep_orphans(settings), stop)
+    if isinstance(store, S3BlobStore):
+        log.info("sweep.off reason=the orphan sweep does not list S3 stores")
+    elif settings.orphan_sweep_seconds > 0:
+        _every(settings.orphan_sweep_seconds, "sweep", lambda: sweep_orphans(settings, store), stop)
     return stop

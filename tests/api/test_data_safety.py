@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app import reaper
+from app.config import Settings
+from app.db.migrate import upgrade
 from app.reaper import sweep_orphans
 from app.runner import run_job
+from app.storage import BlobStore, open_store
 from tests.conftest import blobs, to_csv, upload
 from tests.data.test_images import png, zip_bytes
 
@@ -210,10 +214,30 @@ def test_the_sweep_removes_old_orphans_and_nothing_alive(client, settings, blobs
         os.utime(top, (old, old))
     os.utime(store / "datasets" / live, (old, old))  # old, but its row exists
     (store / ".tmp" / "young").write_bytes(b"still uploading")
-    removed = sweep_orphans(settings.model_copy(update={"orphan_grace_seconds": 3600}))
+    removed = sweep_orphans(settings.model_copy(update={"orphan_grace_seconds": 3600}),
+                            BlobStore(store))
     expected = {"/".join(k.split("/")[:2]) for k, orphan in planted.items() if orphan}
     assert set(removed) == expected
     for key, orphan in planted.items():
         assert (store / key).exists() is not orphan, key
     assert (store / "datasets" / live).is_dir() and (store / ".tmp" / "young").exists()
     assert client.get(f"/v1/datasets/{live}/download").content == blobs_csv
+
+
+def test_the_running_sweep_cleans_the_store_the_app_writes_to(tmp_path):
+    # PRETRAINER_STORAGE_URL=file:///elsewhere: the sweep must look there, not in data/blobs.
+    elsewhere = tmp_path / "elsewhere"
+    settings = Settings(data_dir=tmp_path / "data", storage_url=f"file://{elsewhere}",
+                        reaper_seconds=0, orphan_sweep_seconds=0.05, orphan_grace_seconds=0)
+    settings.data_dir.mkdir()
+    upgrade(settings.resolved_database_url)
+    (elsewhere / ".tmp").mkdir(parents=True)
+    (elsewhere / ".tmp" / "half-upload").write_bytes(b"x")
+    stop = reaper.start(settings, open_store(settings))
+    try:
+        deadline = time.monotonic() + 10
+        while (elsewhere / ".tmp" / "half-upload").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    assert not (elsewhere / ".tmp" / "half-upload").exists()

@@ -289,10 +289,12 @@ def test_faults_lose_no_job(stack: Stack):
     assert http.get("/v1/datasets").json()["total"] == datasets_before
     from app.config import Settings
     from app.reaper import sweep_orphans
+    from app.storage import open_store
 
     settings = Settings(data_dir=stack.tmp / "data", orphan_grace_seconds=0,
                         database_url=stack.env["PRETRAINER_DATABASE_URL"])
-    assert f".tmp/{staged.name}" in sweep_orphans(settings) and not staged.exists()
+    removed = sweep_orphans(settings, open_store(settings))
+    assert f".tmp/{staged.name}" in removed and not staged.exists()
     _mark("api_kill_mid_upload")
 
     ends = {job_id: stack.wait(job_id, timeout=180) for job_id in stack.submitted}
