@@ -73,6 +73,17 @@ def cmd_api(settings: Settings) -> int:
     return 0
 
 
+def cmd_worker_ping(settings: Settings) -> int:
+    """Exit 0 when a worker on this host answers a Celery ping, else 1 (the healthcheck)."""
+    import socket
+
+    from app.queue import ping_workers
+
+    names = ping_workers(settings, host=socket.gethostname())
+    log.info("worker.ping answered=%s", ",".join(names) or "none")
+    return 0 if names else 1
+
+
 def cmd_worker(settings: Settings, queues: str | None, concurrency: int | None) -> int:
     """Run a Celery worker on the given queues."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "worker":
             cmd.add_argument("--queues", default=None, help="comma-separated, e.g. cpu,gpu")
             cmd.add_argument("--concurrency", type=int, default=None)
+            cmd.add_argument("--ping", action="store_true",
+                             help="exit 0 if a worker on this host answers, else 1; starts none")
     _keys_parser(sub)
     client_cli.register(sub)
     return p
@@ -205,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_migrate(settings)
     if args.command == "api":
         return cmd_api(settings)
+    if args.command == "worker" and args.ping:
+        return cmd_worker_ping(settings)
     if args.command == "worker":
         return cmd_worker(settings, args.queues, args.concurrency)
     if args.command == "keys":

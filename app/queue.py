@@ -117,3 +117,9 @@ def ping_broker(settings: Settings, timeout: float = 2.0) -> None:
     """Raise unless the broker accepts a connection (readiness probe)."""
     with _producer(settings).connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=timeout)
+
+
+def ping_workers(settings: Settings, *, host: str, timeout: float = 5.0) -> list[str]:
+    """Names of the workers on host that answer a Celery control ping (a container healthcheck)."""
+    replies = _producer(settings).control.ping(timeout=timeout) or []
+    return [name for reply in replies for name in reply if name.endswith(f"@{host}")]
