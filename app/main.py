@@ -12,6 +12,7 @@ from app.api import (
     algorithms,
     backbones,
     datasets,
+    docs,
     errors,
     health,
     jobs,
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure_structlog()
     app = FastAPI(title="Pretrainer", version=__version__, description=DESCRIPTION,
-                  lifespan=_lifespan)
+                  lifespan=_lifespan, docs_url=None, redoc_url=None)  # docs.mount serves them
     app.state.settings = settings
     app.state.store = open_store(settings)
     app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in V1_ORDER:
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
     ui.mount(app)
+    docs.mount(app)
     openapi.install(app, tag_order=[tag for m in (health, *V1_ORDER) for tag in m.router.tags])
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     return app
