@@ -28,13 +28,52 @@ def _settings_env(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(settings: Settings) -> int:
-    """Create or upgrade the database schema."""
+    """Create or upgrade the database schema; a database that cannot be opened is one line."""
+    from sqlalchemy.exc import OperationalError
+
     from app.db.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
+    try:
+        upgrade(settings.resolved_database_url)
+    except OperationalError as exc:
+        print(f"error: {database_problem(settings.resolved_database_url, exc)}", file=sys.stderr)
+        return 2
     log.info("db.migrated url=%s", _redact(settings.resolved_database_url))
     return 0
+
+
+def database_problem(url: str, exc: Exception) -> str:
+    """What is wrong with the database at url, and what to do, in one line."""
+    from sqlalchemy.engine import make_url
+
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    where = _redact(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return f"cannot open the database {where}: {reason} (PRETRAINER_DATABASE_URL)"
+    if "does not exist" in reason and "database" in reason:
+        return (f"the database {parsed.database!r} does not exist on {parsed.host}:"
+                f"{parsed.port or 5432}; create it once with `createdb -h {parsed.host} "
+                f"-p {parsed.port or 5432} -U {parsed.username or 'postgres'} {parsed.database}`")
+    return (f"cannot reach PostgreSQL at {where}: {reason} (is it running? "
+            "PRETRAINER_DATABASE_URL names it)")
+
+
+def port_problem(settings: Settings) -> str | None:
+    """Why the API cannot listen on its host and port, or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError as exc:
+            return (f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
+                    "another program holds the port: choose a free one with PRETRAINER_PORT=8001 "
+                    "(or --port)")
+    return None
 
 
 def _redact(url: str) -> str:
@@ -66,6 +105,9 @@ def cmd_api(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if reason := open_refusal(settings):
         log.error("api.refused %s", reason)
+        return 2
+    if reason := port_problem(settings):
+        print(f"error: {reason}", file=sys.stderr)
         return 2
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.api_workers, loop=settings.api_loop, log_level=settings.log_level,
@@ -104,9 +146,13 @@ def _spawn(role: str) -> subprocess.Popen[bytes]:
 
 def cmd_up(settings: Settings) -> int:
     """Migrate, then run the API and one worker; restart the worker if it dies."""
-    cmd_migrate(settings)
+    if code := cmd_migrate(settings):
+        return code
     if reason := open_refusal(settings):
         log.error("up.refused %s", reason)
+        return 2
+    if reason := port_problem(settings):  # before the worker starts, so nothing is left running
+        print(f"error: {reason}", file=sys.stderr)
         return 2
     stopping = False
 
@@ -148,7 +194,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from app.errors import Problem
     from app.services import keys
 
-    cmd_migrate(settings)  # a fresh deployment's first command may be its first key
+    if code := cmd_migrate(settings):  # a fresh deployment's first command may be its first key
+        return code
     try:
         with session_scope(settings.resolved_database_url) as s:
             if args.action == "create":
