@@ -1,16 +1,23 @@
-# The README's two commands: `make run` starts the service, `make test` passes the tests.
+# The README's commands: `make run` starts the service, `make test` passes the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two stamps: running needs the service and the text extra; tests and benches also need dev.
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+DEMO ?= demo
 
-.PHONY: run test bench install clean
+.PHONY: run test bench demo-data install clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,text]'
+	$(BIN)/pip install --quiet -e '.[text]'
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,text]'
+	touch $(DEV_STAMP)
 
 install: $(STAMP)
 
@@ -18,12 +25,16 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/pretrainer up
 
+## Write the README's example files (blobs.csv, queries.csv, digits.zip, seven.png, …) to ./demo.
+demo-data: $(STAMP)
+	$(BIN)/python -m app.demo $(DEMO)
+
 ## Run the whole test suite (unit, API, and integration with real processes).
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/pytest -q
 
 ## Benchmarks, each printing a ratio against a bare baseline; not part of `make test`.
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
 clean:
