@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,15 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
                    check=True, cwd=tmp, env=_clean_env())
     return venv
+
+
+def test_the_image_installs_torch_once_from_the_pin() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    assert base.startswith("python:") and "slim" in base, f"{base} may carry a torch of its own"
+    assert not re.search(r"pip install[^\n]*\btorch", text), "torch comes from pyproject.toml"
+    pins = re.findall(r'"torch==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pins == ["2.14.1"]
 
 
 def test_the_installed_image_imports_from_its_own_copy(image_venv: Path, tmp_path: Path) -> None:
