@@ -71,8 +71,8 @@ def port_problem(settings: Settings) -> str | None:
             sock.bind((settings.host, settings.port))
         except OSError as exc:
             return (f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
-                    "another program holds the port: choose a free one with PRETRAINER_PORT=8001 "
-                    "(or --port)")
+                    "another program holds the port: choose a free one with "
+                    f"PRETRAINER_PORT={settings.port + 1} (or --port)")
     return None
 
 
