@@ -25,7 +25,8 @@ def _swagger(app: FastAPI) -> HTMLResponse:
 
 def _redoc(app: FastAPI) -> HTMLResponse:
     return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json",
-                          title=f"{app.title} - ReDoc", redoc_js_url=f"{PREFIX}/redoc.standalone.js",
+                          title=f"{app.title} - ReDoc",
+                          redoc_js_url=f"{PREFIX}/redoc.standalone.js",
                           redoc_favicon_url=f"{PREFIX}/favicon.png", with_google_fonts=False)
 
 

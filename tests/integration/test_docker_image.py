@@ -82,10 +82,12 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--no-build-isolation", "-w", str(tmp / "dist"), str(tmp / "context")],
                    check=True, cwd=tmp, env=_clean_env())
     venv = tmp / "venv"
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)],  # type: ignore[attr-defined]
-                   check=True, env=_clean_env())
+    base_python = sys._base_executable  # type: ignore[attr-defined]
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   env=_clean_env())
     purelib = Path(subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        [str(venv / "bin" / "python"), "-c",
+         "import sysconfig; print(sysconfig.get_path('purelib'))"],
         check=True, capture_output=True, text=True, env=_clean_env()).stdout.strip())
     # Third-party packages borrowed as a plain path: its .pth files (the editable finder of the
     # repo among them) are not processed, so only the wheel can provide app and its siblings.
@@ -109,8 +111,9 @@ def test_the_image_installs_torch_once_from_the_pin() -> None:
 def test_the_installed_image_imports_from_its_own_copy(image_venv: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [str(image_venv / "bin" / "python"), "-c",
-         "import app.cli, worker.celery_app, pretrainer_client; import app, sys; print(app.__file__)"],
-        capture_output=True, text=True, cwd=tmp_path, env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path)))
+         "import app.cli, worker.celery_app, pretrainer_client; import app; print(app.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path)))
     assert out.returncode == 0, out.stderr[-3000:]
     assert Path(out.stdout.strip()).is_relative_to(image_venv), out.stdout
     assert not Path(out.stdout.strip()).is_relative_to(ROOT)
@@ -185,7 +188,8 @@ def test_compose_file_keeps_its_promises() -> None:
         assert services[name]["healthcheck"]["test"] == ["CMD", "pretrainer", "worker", "--ping"]
     assert "devices" in services["worker"]["deploy"]["resources"]["reservations"]
     assert "deploy" not in services["worker-cpu"], "the CPU worker must need no GPU"
-    assert services["worker"]["profiles"] == ["gpu"] and services["worker-cpu"]["profiles"] == ["cpu"]
+    assert services["worker"]["profiles"] == ["gpu"]
+    assert services["worker-cpu"]["profiles"] == ["cpu"]
     # A fixed host port would stop `--scale api=N` at the second replica.
     (api_port,) = services["api"]["ports"]
     assert api_port.rsplit(":", 1)[0] == "${PRETRAINER_API_PORTS:-8000-8009}", api_port
