@@ -98,12 +98,20 @@ def open_refusal(settings: Settings) -> str | None:
             "--project NAME` or set PRETRAINER_API_KEYS=project:key, or bind to 127.0.0.1.")
 
 
+def store_refusal(settings: Settings) -> str | None:
+    """Why no process may start on this blob store: another database owns it."""
+    from app.reaper import store_refusal
+    from app.storage import open_store
+
+    return store_refusal(settings, open_store(settings))
+
+
 def cmd_api(settings: Settings) -> int:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if reason := open_refusal(settings):
+    if reason := open_refusal(settings) or store_refusal(settings):
         log.error("api.refused %s", reason)
         return 2
     if reason := port_problem(settings):
@@ -129,6 +137,9 @@ def cmd_worker_ping(settings: Settings) -> int:
 def cmd_worker(settings: Settings, queues: str | None, concurrency: int | None) -> int:
     """Run a Celery worker on the given queues."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if reason := store_refusal(settings):
+        log.error("worker.refused %s", reason)
+        return 2
     from worker.celery_app import celery
 
     # --quiet (before the sub-command): no ASCII-art banner on stdout, the log is JSON lines.
@@ -148,7 +159,7 @@ def cmd_up(settings: Settings) -> int:
     """Migrate, then run the API and one worker; restart the worker if it dies."""
     if code := cmd_migrate(settings):
         return code
-    if reason := open_refusal(settings):
+    if reason := open_refusal(settings) or store_refusal(settings):
         log.error("up.refused %s", reason)
         return 2
     if reason := port_problem(settings):  # before the worker starts, so nothing is left running

@@ -41,6 +41,10 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class Gone(Problem):
+    status, title, slug = 410, "Gone", "gone"
+
+
 class TooMany(Problem):
     status, title, slug = 429, "Too many requests", "too-many-requests"
 

@@ -28,7 +28,7 @@ from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
 from app.serving import ModelCache, settle_heap
-from app.storage import open_store
+from app.storage import StoreOwned, open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
@@ -45,6 +45,8 @@ V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots)
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.access.seed()
+    if refusal := reaper.store_refusal(app.state.settings, app.state.store):
+        raise StoreOwned(refusal)  # `pretrainer api` says this in one line before it gets here
     stop = reaper.start(app.state.settings, app.state.store)
     settle_heap()
     yield

@@ -1,5 +1,6 @@
-"""The reaper: a running job whose heartbeat stopped is requeued (to resume) or failed; and
-the orphan sweep, which removes blobs that no row refers to."""
+"""The reaper: a running job whose heartbeat stopped is requeued (to resume) or failed; the
+orphan sweep, which removes blobs that no row refers to; and the blob store's claim, which keeps
+the sweep (and every write) to the store of this database."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 import threading
 from collections.abc import Callable
 
+from sqlalchemy.engine import make_url
+
 from app.config import Settings
 from app.db.session import session_scope
 from app.queue import enqueue_train
-from app.services import jobs, orphans
-from app.storage import BlobStore, S3BlobStore
+from app.services import identity, jobs, orphans
+from app.storage import BlobStore, S3BlobStore, StoreOwned
 
 log = logging.getLogger("pretrainer.reaper")
 
@@ -29,8 +32,49 @@ def reap_once(settings: Settings) -> list[str]:
     return [job_id for job_id, _ in targets]
 
 
+def claim_store(settings: Settings, store: BlobStore) -> None:
+    """Make this database the store's owner, or raise StoreOwned naming both databases.
+
+    A store with no owner yet that holds datasets or models this database knows none of was
+    filled by another database before owners were recorded: it is refused too, not claimed.
+    """
+    url = settings.resolved_database_url
+    shown = make_url(url).render_as_string(hide_password=True)
+    with session_scope(url) as s:
+        database_id = identity.database_id(session=s)
+        foreign = orphans.unknown_to_this_database(session=s, store=store) \
+            if store.read_owner() is None else []
+    if foreign:
+        raise StoreOwned(
+            f"blob store {store.describe()} has no owner file and holds {len(foreign)} datasets "
+            f"or models that this database, {database_id} ({shown}), does not know (e.g. "
+            f"{foreign[0]}): another database wrote them; give each database its own store "
+            "(PRETRAINER_DATA_DIR or PRETRAINER_STORAGE_URL)")
+    store.claim(database_id=database_id, database=shown)
+
+
+def store_refusal(settings: Settings, store: BlobStore) -> str | None:
+    """Why a process must not use the store (another database owns it); None when it may.
+
+    A database that cannot be reached yet is no refusal: the sweep claims before it runs.
+    """
+    try:
+        claim_store(settings, store)
+    except StoreOwned as exc:
+        return str(exc)
+    except Exception:
+        log.warning("store.claim_deferred", exc_info=True)
+    return None
+
+
 def sweep_orphans(settings: Settings, store: BlobStore) -> list[str]:
-    """One orphan sweep of the blob store; returns the keys removed."""
+    """One orphan sweep of the blob store; returns the keys removed (none from a store that
+    another database owns: its blobs are unknown here, not orphans)."""
+    try:
+        claim_store(settings, store)
+    except StoreOwned as exc:
+        log.error("sweep.refused %s", exc)
+        return []
     with session_scope(settings.resolved_database_url) as s:
         removed = orphans.sweep(session=s, store=store, grace_seconds=settings.orphan_grace_seconds)
     for key in removed:

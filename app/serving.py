@@ -175,7 +175,8 @@ class ModelCache:
         return entry
 
     def _build(self, row: Any) -> Loaded:
-        trained = registry.load_trained(row.algorithm, self.store.path(row.artifact_key))
+        path = self.store.require(row.artifact_key, what=f"model {row.id}", field="model_id")
+        trained = registry.load_trained(row.algorithm, path)
         entry = Loaded(
             model_id=row.id, project=row.project, algorithm=row.algorithm, family=row.family,
             capabilities=tuple(row.capabilities), schema=dict(row.input_schema), trained=trained,

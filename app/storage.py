@@ -1,10 +1,13 @@
 """Blob store: datasets and model artifacts under keys, written atomically (temp + rename).
 
 A local directory by default; an S3-compatible bucket when PRETRAINER_STORAGE_URL says s3://.
+A store belongs to one database: its owner file names that database's identity, and a service
+wired to another database refuses it (see `claim`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -12,10 +15,65 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from app.errors import Gone
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: staging is then judged by its files' activity alone
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from app.config import Settings
+
+# At the store's root: the identity of the database whose rows the blobs belong to.
+OWNER_KEY = ".owner.json"
+
+
+class StoreOwned(Exception):
+    """The store belongs to another database; the message names both."""
+
+
+def _lease(path: Path) -> int | None:
+    """Hold an exclusive flock on path until the returned descriptor is closed (the holder's
+    lease: the sweep leaves what is leased alone, and a crashed holder's lease ends with it)."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _leased(path: Path) -> bool:
+    """Whether another open file holds path's lease."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _idle_seconds(path: Path, now: float) -> float:
+    """Seconds since anything at or under path was last written (a folder's own timestamp does
+    not move while a file in it grows)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir():
+        for folder, _, files in os.walk(path):
+            for name in files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return now - newest
 
 
 class BlobStore:
@@ -39,13 +97,16 @@ class BlobStore:
 
     @contextmanager
     def staging_dir(self) -> Iterator[Path]:
-        """A temp folder that is removed unless it was published."""
+        """A temp folder, leased while in use, that is removed unless it was published."""
         folder = self.tmp / uuid.uuid4().hex
         folder.mkdir()
+        lease = _lease(folder)
         try:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if lease is not None:
+                os.close(lease)
 
     def publish(self, staged: Path, key: str) -> Path:
         """Atomically move a staged file or folder to key; an existing key is never overwritten."""
@@ -73,6 +134,8 @@ class BlobStore:
         staged = self.staging_file()
         try:
             with open(staged, "wb") as fh:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # leased until closed
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -92,8 +155,20 @@ class BlobStore:
         else:
             target.unlink(missing_ok=True)
 
+    def require(self, key: str, *, what: str, field: str) -> Path:
+        """The local path of key, or a 410 naming what is gone (removed by hand, a lost volume)."""
+        path = self.path(key)
+        if not path.exists():
+            raise Gone(f"{what} has no files in the blob store any more ({key} is missing: "
+                       "removed outside the service, or its volume was lost); its record is "
+                       "kept, but it cannot be used until it is uploaded or trained again",
+                       errors=[{"field": field,
+                                "message": f"{key} is missing from the blob store"}])
+        return path
+
     def children(self, prefix: str) -> list[tuple[str, float]]:
-        """(key, seconds since last modified) of each entry directly under prefix."""
+        """(key, seconds since anything in it was written) of each entry directly under prefix;
+        an entry a writer holds leased is left out (it is in use, whatever its age)."""
         folder = self.path(prefix)
         if not folder.is_dir():
             return []
@@ -101,10 +176,47 @@ class BlobStore:
         out = []
         for entry in folder.iterdir():
             try:
-                out.append((f"{prefix}/{entry.name}", now - entry.lstat().st_mtime))
+                if not _leased(entry):
+                    out.append((f"{prefix}/{entry.name}", _idle_seconds(entry, now)))
             except FileNotFoundError:  # removed while listing
                 continue
         return out
+
+    def read_owner(self) -> dict[str, Any] | None:
+        """The owner file's record, or None when the store has none yet."""
+        try:
+            return dict(json.loads((self.root / OWNER_KEY).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def write_owner(self, record: dict[str, Any]) -> bool:
+        """Write the owner file unless one exists; whether this call wrote it."""
+        staged = self.staging_file()
+        staged.write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            os.link(staged, self.root / OWNER_KEY)  # fails if it exists: two starts race safely
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        """Where the store is, for messages."""
+        return str(self.root)
+
+    def claim(self, *, database_id: str, database: str) -> None:
+        """Record database_id as the store's owner, or raise StoreOwned if another one is."""
+        record = {"database_id": database_id, "database": database,
+                  "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.read_owner() is None:
+            self.write_owner(record)
+        owner = self.read_owner() or {}  # read back: another first start may have won
+        if owner.get("database_id") != database_id:
+            raise StoreOwned(
+                f"blob store {self.describe()} belongs to database {owner.get('database_id')} "
+                f"({owner.get('database', '?')}), not to this one, {database_id} ({database}): "
+                "give each database its own store (PRETRAINER_DATA_DIR or PRETRAINER_STORAGE_URL)")
 
     def check(self) -> None:
         """Raise unless the store can be written (readiness probe)."""
@@ -226,6 +338,34 @@ class S3BlobStore(BlobStore):
             pass
         for kind in ("files", "dirs"):
             _remove(self._local(kind, key))
+
+    def children(self, prefix: str) -> list[tuple[str, float]]:
+        """The keys directly under prefix, listed without downloading them; their age is not
+        known here and reads as 0 (fresh): nothing is ever judged old on S3."""
+        try:
+            names = self.fs.ls(self.url(prefix), detail=False)
+        except FileNotFoundError:
+            return []
+        return [(f"{prefix}/{PurePosixPath(name).name}", 0.0) for name in names]
+
+    def read_owner(self) -> dict[str, Any] | None:
+        """The owner object's record, or None when the prefix has none yet."""
+        try:
+            return dict(json.loads(self.fs.cat_file(self.url(OWNER_KEY))))
+        except FileNotFoundError:
+            return None
+
+    def write_owner(self, record: dict[str, Any]) -> bool:
+        """Write the owner object unless one exists (S3 has no create-if-absent: two first
+        starts racing could both write; `claim` reads back what won)."""
+        if self.fs.exists(self.url(OWNER_KEY)):
+            return False
+        self.fs.pipe_file(self.url(OWNER_KEY), (json.dumps(record, indent=2) + "\n").encode())
+        return True
+
+    def describe(self) -> str:
+        """Where the store is, for messages."""
+        return f"s3://{self.prefix}"
 
     def check(self) -> None:
         """Raise unless the bucket can be written (readiness probe)."""

@@ -4,8 +4,10 @@
     python -m pretrainer_client.postman --openapi URL    # from a running service
 
 writes postman/pretrainer.postman_collection.json and postman/pretrainer.postman_environment.json.
-The requests carry the document's examples; uploading a dataset, submitting a job and reading a
-finished job store dataset_id, job_id and model_id for the requests after them.
+The collection is a walk-through that `newman run` plays end to end with no edits: it uploads
+the small CSV it carries, trains a `vae` on it, polls the job until it ends, predicts, embeds
+and generates, draws the plots, downloads, and deletes what it made last. Every request asserts
+its status and the shape of its body; ids are stored only from successful responses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,187 @@ OUT = Path("postman")
 COLLECTION_FILE = "pretrainer.postman_collection.json"
 ENVIRONMENT_FILE = "pretrainer.postman_environment.json"
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Path parameters whose values a request before them stores (see CAPTURE).
+# Path parameters whose values a request before them stores (see STEPS).
 VARIABLES = {"dataset_id": "", "job_id": "", "model_id": "", "name": "kmeans",
-             "kind": "embedding"}
-CAPTURE = {
-    "POST /v1/datasets": ["pm.collectionVariables.set('dataset_id', pm.response.json().id);"],
-    "POST /v1/jobs": ["pm.collectionVariables.set('job_id', pm.response.json().id);"],
-    "GET /v1/jobs/{job_id}": ["const job = pm.response.json();",
-                              "if (job.model_id) pm.collectionVariables.set('model_id', job.model_id);"],
+             "kind": "embedding", "polls": "0"}
+# The job's status is read at most this many times, a second apart, before the run fails.
+MAX_POLLS = 300
+BOUNDARY = "pretrainer-postman"
+
+
+def _csv() -> str:
+    """The dataset the collection uploads: 60 rows of three clusters in columns a, b, c, d
+    (the columns the predict and embed examples name)."""
+    centres = ((0.0, 0.0, 0.0, 0.0), (6.0, 6.0, -6.0, 6.0), (-6.0, 6.0, 6.0, -6.0))
+    rows = ["a,b,c,d"]
+    for i in range(60):
+        centre = centres[i % 3]
+        rows.append(",".join(f"{c + ((i * 7 + j * 3) % 11 - 5) / 10:.1f}"
+                             for j, c in enumerate(centre)))
+    return "\n".join(rows) + "\n"
+
+
+CSV = _csv()
+# The job the walk-through trains: the cheapest model that predicts, embeds and generates.
+JOB = {"dataset_id": "{{dataset_id}}", "algorithm": "vae", "name": "postman walk-through",
+       "params": {"epochs": 3, "batch_size": 32, "hidden_dims": [16], "latent_dim": 2,
+                  "seed": 0}}
+# The order of a run: nothing is deleted before everything that reads it has run.
+STAGES = ("service", "upload", "train", "use", "plots", "downloads", "delete")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the walk-through expects of one operation: when it runs, its status, and JavaScript
+    lines that check the body (bound to `body`: parsed JSON, or the text) and store ids."""
+
+    stage: str
+    status: int
+    checks: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # runs after the tests: captures, the poll loop
+    body: dict[str, Any] | None = None
+    rank: int = 0  # order inside the stage (then the document's)
+
+
+def _keys(*names: str) -> str:
+    return f"pm.expect(body).to.include.all.keys({', '.join(json.dumps(n) for n in names)});"
+
+
+def _eq(expr: str, variable: str) -> str:
+    return f"pm.expect({expr}).to.eql(pm.collectionVariables.get({json.dumps(variable)}));"
+
+
+def _count(field: str, request_field: str) -> str:
+    return (f"pm.expect(body.{field}).to.be.an('array').with.lengthOf("
+            f"JSON.parse(pm.request.body.raw).{request_field});")
+
+
+PAGE = _keys("items", "total", "next") + " pm.expect(body.items).to.be.an('array');"
+PNG = "pm.expect(pm.response.headers.get('Content-Type')).to.eql('image/png');"
+STEPS: dict[str, Step] = {
+    "GET /healthz": Step("service", 200, ("pm.expect(body.status).to.eql('ok');",)),
+    "GET /readyz": Step("service", 200, ("pm.expect(body.status).to.eql('ok');",
+                                         _keys("database", "broker", "store").replace(
+                                             "expect(body)", "expect(body.checks)"))),
+    "GET /metrics": Step("service", 200, ("pm.expect(body).to.include('# TYPE pretrainer_');",)),
+    "GET /v1/algorithms": Step("service", 200, (
+        _keys("items"), "pm.expect(body.items.map(a => a.name)).to.include('vae');")),
+    "GET /v1/algorithms/{name}": Step("service", 200, (
+        _keys("name", "family", "capabilities", "params_schema"), _eq("body.name", "name"))),
+    "GET /v1/backbones": Step("service", 200, (_keys("architectures"),)),
+    "POST /v1/datasets": Step("upload", 201, (
+        _keys("id", "name", "kind", "format", "n_rows", "columns", "sha256"),
+        "pm.expect(body.n_rows).to.eql(60);",
+        "pm.expect(body.columns.map(c => c.name)).to.eql(['a', 'b', 'c', 'd']);"),
+        after=("if (pm.response.code === 201) "
+               "pm.collectionVariables.set('dataset_id', body.id);",)),
+    "GET /v1/datasets": Step("upload", 200, (PAGE,)),
+    "GET /v1/datasets/{dataset_id}": Step("upload", 200, (_keys("id", "columns"),
+                                                          _eq("body.id", "dataset_id"))),
+    "POST /v1/jobs": Step("train", 202, (
+        _keys("id", "status", "progress", "dataset_id"), _eq("body.dataset_id", "dataset_id"),
+        "pm.expect(body.status).to.be.oneOf(['queued', 'running', 'succeeded']);"),
+        after=("if (pm.response.code === 202) pm.collectionVariables.set('job_id', body.id);",
+               "pm.collectionVariables.set('polls', '0');"),
+        body=JOB, rank=-2),
+    "GET /v1/jobs/{job_id}": Step("train", 200, (
+        _keys("id", "status", "progress", "metrics", "model_id"), _eq("body.id", "job_id")),
+        after=(
+            "const polls = Number(pm.collectionVariables.get('polls')) + 1;",
+            "pm.collectionVariables.set('polls', String(polls));",
+            "if (['queued', 'running'].includes(body.status) && polls < " + str(MAX_POLLS) + ") {",
+            "  setTimeout(() => {}, 1000);  // poll again in a second",
+            "  pm.execution.setNextRequest(pm.info.requestId);",
+            "} else {",
+            "  pm.test('the job succeeded', () => pm.expect(body.status, JSON.stringify("
+            "body.error)).to.eql('succeeded'));",
+            "  if (body.status === 'succeeded') pm.collectionVariables.set('model_id', "
+            "body.model_id);",
+            "}"),
+        rank=-1),
+    "GET /v1/jobs": Step("train", 200, (PAGE,)),
+    "GET /v1/jobs/{job_id}/events": Step("train", 200, (
+        "pm.expect(pm.response.headers.get('Content-Type')).to.include('text/event-stream');",
+        "pm.expect(body).to.include('succeeded');")),
+    # The job has ended: cancelling it changes nothing and says so.
+    "POST /v1/jobs/{job_id}/cancel": Step("train", 202, (
+        "pm.expect(body.status).to.eql('succeeded');",)),
+    "POST /v1/models/{model_id}/predict": Step("use", 200, (
+        _count("predictions", "instances.length"),)),
+    "POST /v1/models/{model_id}/embed": Step("use", 200, (
+        _count("embeddings", "instances.length"),
+        "pm.expect(body.embeddings[0]).to.have.lengthOf(2);  // latent_dim")),
+    "POST /v1/models/{model_id}/generate": Step("use", 200, (
+        _count("samples", "n"), "pm.expect(body.samples[0]).to.have.lengthOf(4);")),
+    "GET /v1/models": Step("use", 200, (PAGE,)),
+    "GET /v1/models/{model_id}": Step("use", 200, (
+        _keys("id", "algorithm", "capabilities", "input_schema"), _eq("body.id", "model_id"),
+        "pm.expect(body.capabilities).to.include('generate');")),
+    # A vae keeps no training embedding (t-SNE does): the problem says what to call instead.
+    "GET /v1/models/{model_id}/embedding": Step("use", 422, (
+        "pm.expect(body.detail).to.include('/embed');",)),
+    "GET /v1/jobs/{job_id}/plots/loss.png": Step("plots", 200, (PNG,)),
+    "GET /v1/models/{model_id}/plots/{kind}.png": Step("plots", 200, (PNG,)),
+    "GET /v1/datasets/{dataset_id}/download": Step("downloads", 200, (
+        f"pm.expect(body).to.eql({json.dumps(CSV)});",)),
+    "GET /v1/datasets/{dataset_id}/export.csv": Step("downloads", 200, (
+        "pm.expect(body.split('\\n')[0]).to.eql('a,b,c,d');",
+        "pm.expect(body.trim().split('\\n')).to.have.lengthOf(61);")),
+    # A model before the dataset it was trained on.
+    "DELETE /v1/models/{model_id}": Step("delete", 204, rank=-1),
+    "DELETE /v1/datasets/{dataset_id}": Step("delete", 204),
 }
+
+
+def _default_step(method: str, path: str) -> Step:
+    """An operation this generator has no step for: placed by what it does; it must not fail
+    with a server error, and an error it answers must be a problem."""
+    if method == "DELETE":
+        stage = "delete"
+    elif "/plots/" in path:
+        stage = "plots"
+    elif path.startswith("/v1/models"):
+        stage = "use"
+    elif path.startswith("/v1/jobs"):
+        stage = "train"
+    elif path.startswith("/v1/datasets"):
+        stage = "downloads" if method == "GET" else "upload"
+    else:
+        stage = "service"
+    return Step(stage, 0)
+
+
+def _tests(step: Step) -> list[str]:
+    """The item's test script: status, then body shape (problem+json for any 4xx)."""
+    lines = ["const json = (pm.response.headers.get('Content-Type') || '').includes('json');",
+             "const body = json ? pm.response.json() : pm.response.text();"]
+    if step.status:
+        lines.append(f"pm.test('status is {step.status}', () => "
+                     f"pm.response.to.have.status({step.status}));")
+    else:
+        lines.append("pm.test('no server error', () => "
+                     "pm.expect(pm.response.code).to.be.below(500));")
+    if step.status >= 400 or not step.status:
+        lines += ["if (pm.response.code >= 400) pm.test('a problem+json body', () => {",
+                  "  pm.expect(pm.response.headers.get('Content-Type')).to.include("
+                  "'application/problem+json');",
+                  "  pm.expect(body).to.include.all.keys('type', 'title', 'status', 'detail');",
+                  "});"]
+    if step.checks:
+        lines.append("pm.test('the body has the expected shape', () => {")
+        lines += [f"  {check}" for check in step.checks]
+        lines.append("});")
+    return lines + list(step.after)
+
+
+def _upload_body() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The dataset as a multipart body the collection carries (no file to pick by hand)."""
+    raw = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+           f"filename=\"postman.csv\"\r\nContent-Type: text/csv\r\n\r\n{CSV}\r\n"
+           f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n"
+           f"postman walk-through\r\n--{BOUNDARY}--\r\n")
+    return ({"mode": "raw", "raw": raw},
+            [{"key": "Content-Type", "value": f"multipart/form-data; boundary={BOUNDARY}"}])
 
 
 def _id(*parts: str) -> str:
@@ -62,13 +237,17 @@ def _url(path: str, op: dict[str, Any]) -> dict[str, Any]:
     return url
 
 
-def _body(op: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def _body(op: dict[str, Any], step: Step) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     content = op.get("requestBody", {}).get("content", {})
     if "application/json" in content:
-        example = content["application/json"].get("example", {})
+        example = step.body if step.body is not None else content["application/json"].get(
+            "example", {})
         return ({"mode": "raw", "raw": json.dumps(example, indent=2),
                  "options": {"raw": {"language": "json"}}},
                 [{"key": "Content-Type", "value": "application/json"}])
+    if "multipart/form-data" in content and "file" in content["multipart/form-data"].get(
+            "schema", {}).get("properties", {}):
+        return _upload_body()
     if "multipart/form-data" in content:
         media = content["multipart/form-data"]
         example = media.get("example", {})
@@ -101,9 +280,10 @@ def _responses(name: str, request: dict[str, Any], op: dict[str, Any]) -> list[d
     return saved
 
 
-def _item(method: str, path: str, op: dict[str, Any]) -> dict[str, Any]:
+def _item(method: str, path: str, op: dict[str, Any]) -> tuple[Step, dict[str, Any]]:
     name = f"{method} {path}"
-    body, headers = _body(op)
+    step = STEPS.get(name) or _default_step(method, path)
+    body, headers = _body(op, step)
     headers += [{"key": p["name"], "value": "", "description": p.get("description", ""),
                  "disabled": True} for p in op.get("parameters", []) if p["in"] == "header"]
     request: dict[str, Any] = {"method": method, "header": headers, "url": _url(path, op),
@@ -112,19 +292,22 @@ def _item(method: str, path: str, op: dict[str, Any]) -> dict[str, Any]:
         request["body"] = body
     item: dict[str, Any] = {"id": _id(name), "name": op.get("summary") or name,
                             "request": request, "response": _responses(name, request, op)}
-    if name in CAPTURE:
-        item["event"] = [{"listen": "test", "script": {"type": "text/javascript",
-                                                       "exec": CAPTURE[name]}}]
-    return item
+    item["event"] = [{"listen": "test", "script": {"type": "text/javascript",
+                                                   "exec": _tests(step)}}]
+    return step, item
 
 
 def collection(openapi: dict[str, Any]) -> dict[str, Any]:
-    """The Postman collection of every operation, one folder per tag, in document order."""
-    folders: dict[str, list[dict[str, Any]]] = {}
-    for path, ops in openapi["paths"].items():
-        for method, op in ops.items():
-            tag = (op.get("tags") or ["other"])[0]
-            folders.setdefault(tag, []).append(_item(method.upper(), path, op))
+    """The Postman collection of every operation, as a walk-through a runner can play end to
+    end: one folder per stage (upload, train, use, plots, downloads, delete), each request
+    asserting its status and body and storing the ids the ones after it use."""
+    items = [_item(method.upper(), path, op) for path, ops in openapi["paths"].items()
+             for method, op in ops.items()]
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    ranked = sorted(enumerate(items), key=lambda x: (order[x[1][0].stage], x[1][0].rank, x[0]))
+    folders: dict[str, list[dict[str, Any]]] = {stage: [] for stage in STAGES}
+    for _, (step, item) in ranked:
+        folders[step.stage].append(item)
     info = openapi.get("info", {})
     return {
         "info": {"_postman_id": _id("collection"), "name": info.get("title", "Pretrainer"),
@@ -132,7 +315,7 @@ def collection(openapi: dict[str, Any]) -> dict[str, Any]:
         "auth": {"type": "bearer", "bearer": [{"key": "token", "value": "{{apiKey}}",
                                                "type": "string"}]},
         "variable": [{"key": k, "value": v} for k, v in VARIABLES.items()],
-        "item": [{"name": tag, "item": items} for tag, items in folders.items()],
+        "item": [{"name": stage, "item": folder} for stage, folder in folders.items() if folder],
     }
 
 

@@ -142,6 +142,7 @@ def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep, projec
 
 @router.get("/{dataset_id}/download", response_class=FileResponse, responses={
     404: {"description": "no such dataset"},
+    410: {"description": "the dataset's file is missing from the blob store"},
     200: {"description": "the file as uploaded, byte for byte (its sha256 is the dataset's)",
           "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                "format": "binary"}}}}})
@@ -149,12 +150,14 @@ def download_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
                      project: ProjectDep) -> FileResponse:
     """The dataset's original file, streamed."""
     row = datasets.get(session=session, project=project, dataset_id=dataset_id)
-    return FileResponse(store.path(row.blob_key), media_type="application/octet-stream",
+    path = store.require(row.blob_key, what=f"dataset {row.id}", field="dataset_id")
+    return FileResponse(path, media_type="application/octet-stream",
                         filename=f"{row.id}.{row.format}")
 
 
 @router.get("/{dataset_id}/export.csv", response_class=StreamingResponse, responses={
     404: {"description": "no such dataset"},
+    410: {"description": "the dataset's file is missing from the blob store"},
     422: {"description": "an image dataset: download its ZIP instead"},
     200: {"description": "the rows as CSV with a header; text cells that a spreadsheet would "
                          "run as a formula (= + - @) are prefixed with '",
@@ -167,6 +170,7 @@ def export_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
         raise Invalid(f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
                       "returns its ZIP", errors=[{"field": "dataset_id", "message": "images"}])
     names = [c["name"] for c in row.columns]
-    return StreamingResponse(csv_chunks(store.path(row.blob_key), row.format, names),
+    path = store.require(row.blob_key, what=f"dataset {row.id}", field="dataset_id")
+    return StreamingResponse(csv_chunks(path, row.format, names),
                              media_type="text/csv; charset=utf-8", headers={
                                  "Content-Disposition": f'attachment; filename="{row.id}.csv"'})

@@ -11,7 +11,15 @@ from sqlalchemy.exc import IntegrityError
 
 from app import logs
 from app.api import events
-from app.api.deps import IdempotencyHeader, Limit, Offset, ProjectDep, SessionDep, SettingsDep
+from app.api.deps import (
+    IdempotencyHeader,
+    Limit,
+    Offset,
+    ProjectDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from app.queue import enqueue_train
 from app.schemas import JobCreate, JobList, JobOut, Page
 from app.services import idempotency, jobs
@@ -24,11 +32,13 @@ Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             responses={422: {"description": "invalid params, or an algorithm that does not fit the dataset"},
+             responses={410: {"description": "the dataset's (or backbone model's) files are "
+                                             "missing from the blob store"},
+                        422: {"description": "invalid params, or an algorithm that does not fit the dataset"},
                         429: {"description": "the project has PRETRAINER_MAX_ACTIVE_JOBS queued "
                                              "or running jobs"}})
-def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-               idempotency_key: IdempotencyHeader = None) -> JobOut:
+def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, store: StoreDep,
+               project: ProjectDep, idempotency_key: IdempotencyHeader = None) -> JobOut:
     """Start a training job; it is queued at once and trained by a worker.
 
     With an Idempotency-Key header, a retry of the same request returns the first job.
@@ -43,6 +53,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
     job = jobs.create(session=session, project=project, spec=spec,
                       max_active=settings.max_active_jobs,
                       weights_dir=settings.resolved_weights_dir)
+    for need in jobs.needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
+        store.require(need.key, what=need.what, field=need.field)
     try:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,

@@ -74,7 +74,9 @@ class ServingRoute(APIRoute):
 # predict and embed: included without the router-level key dependency (see ServingRoute).
 serving = APIRouter(prefix="/v1/models", tags=["models"], route_class=ServingRoute)
 NOT_FOUND = {404: {"description": "no such model"}}
-SERVE_ERRORS = {**NOT_FOUND, 413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
+SERVE_ERRORS = {**NOT_FOUND,
+                410: {"description": "the model's files are missing from the blob store"},
+                413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
                 422: {"description": "bad instances, or a request the model cannot answer"},
                 429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key"}}
 RATE_LIMITED = [Depends(limit_serving)]

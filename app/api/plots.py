@@ -42,6 +42,7 @@ def job_loss_plot(job_id: str, session: SessionDep, project: ProjectDep) -> Resp
 
 @router.get("/v1/models/{model_id}/plots/{kind}.png", response_class=Response, responses={
     **PNG, 404: {"description": "no such model"},
+    410: {"description": "the model's or its training dataset's files are missing from the blob store"},
     409: {"description": "the model has no such picture (a confusion matrix needs a classifier; "
                          "an embedding needs the training dataset)"}})
 def model_plot(model_id: str, kind: Literal["embedding", "confusion"], session: SessionDep,
@@ -80,6 +81,7 @@ def _embedding(row: Model, session: Any, store: Any, cache: Any) -> bytes:
                            "rows to embed")
     spec = {"kind": dataset.kind, "format": dataset.format, "columns": dataset.columns,
             "blob_key": dataset.blob_key, "features": job.features, "target": job.target}
+    store.require(dataset.blob_key, what=f"dataset {dataset.id}", field="dataset_id")
     data = load_training_data(store, spec)
     idx = plots.sample_rows(len(data.x))
     x = np.asarray(data.x[idx])

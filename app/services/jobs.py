@@ -193,6 +193,30 @@ def create(*, session: Session, project: str, spec: JobSpec, max_active: int | N
     return job
 
 
+@dataclass(frozen=True)
+class NeededBlob:
+    """A blob a job reads: its key, what it is (for messages) and the request field naming it."""
+
+    key: str
+    what: str
+    field: str
+
+
+def needed_blobs(*, session: Session, job: Job) -> list[NeededBlob]:
+    """The blobs a job will read: its dataset's file, and a backbone model's artifact."""
+    out = []
+    dataset = session.get(Dataset, job.dataset_id)
+    if dataset is not None:
+        out.append(NeededBlob(dataset.blob_key, f"dataset {dataset.id}", "dataset_id"))
+    backbone = (job.params or {}).get("backbone")
+    if isinstance(backbone, str) and backbone.startswith(backbones.MODEL_PREFIX):
+        model = session.get(Model, backbone[len(backbones.MODEL_PREFIX):])
+        if model is not None:
+            out.append(NeededBlob(model.artifact_key, f"backbone model {model.id}",
+                                  "params.backbone"))
+    return out
+
+
 def get(*, session: Session, project: str, job_id: str) -> Job:
     """One job of the project, or NotFound."""
     row = session.get(Job, job_id)

@@ -26,6 +26,18 @@ def _resumable_jobs(session: Session, ids: list[str]) -> set[str]:
     return set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(ACTIVE))))
 
 
+def unknown_to_this_database(*, session: Session, store: BlobStore) -> list[str]:
+    """Dataset and model folders in the store when no row of this database names any of them
+    (empty when the store is empty or any of them is known here)."""
+    found: list[str] = []
+    for prefix, table in (("datasets", Dataset), ("models", Model)):
+        keys = [key for key, _ in store.children(prefix)]
+        if _live_ids(session, table, [key.rsplit("/", 1)[1] for key in keys]):
+            return []
+        found += keys
+    return found
+
+
 def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[str]:
     """Remove orphaned blobs older than grace_seconds; return their keys.
 

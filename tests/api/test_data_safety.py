@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db.migrate import upgrade
 from app.reaper import sweep_orphans
 from app.runner import run_job
-from app.storage import BlobStore, open_store
+from app.storage import OWNER_KEY, BlobStore, open_store
 from tests.conftest import blobs, to_csv, upload
 from tests.data.test_images import png, zip_bytes
 
@@ -190,7 +190,7 @@ def test_an_upload_refused_midway_leaves_nothing_behind(tmp_path):
                    headers={"content-type": "multipart/form-data; boundary=xyz"})
         assert r.status_code == 413 and "PRETRAINER_MAX_UPLOAD_BYTES" in r.json()["detail"]
         assert c.get("/v1/datasets").json()["total"] == 0
-    assert [p for p in s.blob_dir.rglob("*") if p.is_file()] == []
+    assert [p for p in s.blob_dir.rglob("*") if p.is_file() and p.name != OWNER_KEY] == []
 
 
 def test_the_sweep_removes_old_orphans_and_nothing_alive(client, settings, blobs_csv):
@@ -209,9 +209,10 @@ def test_the_sweep_removes_old_orphans_and_nothing_alive(client, settings, blobs
         (store / key).parent.mkdir(parents=True, exist_ok=True)
         (store / key).write_bytes(b"x")
     old = time.time() - 7200
-    for key in planted:
+    for key in planted:  # an entry's age is its newest file's: both are old
         top = store / "/".join(key.split("/")[:2])
-        os.utime(top, (old, old))
+        for path in (store / key, top):
+            os.utime(path, (old, old))
     os.utime(store / "datasets" / live, (old, old))  # old, but its row exists
     (store / ".tmp" / "young").write_bytes(b"still uploading")
     removed = sweep_orphans(settings.model_copy(update={"orphan_grace_seconds": 3600}),

@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.storage import OWNER_KEY
 from tests.conftest import blobs, to_csv, upload
 
 
 def _blob_files(settings) -> list:
     root = settings.blob_dir
-    return [p for p in root.rglob("*") if p.is_file()]
+    return [p for p in root.rglob("*") if p.is_file() and p.name != OWNER_KEY]
 
 
 def assert_problem(res: dict, status: int, *words: str) -> None:
@@ -114,7 +115,7 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path):
     with TestClient(create_app(s)) as c:
         res = upload(c, to_csv(blobs(200)))
         assert_problem(res, 413, "1000")
-        assert [p for p in s.blob_dir.rglob("*") if p.is_file()] == []
+        assert [p for p in s.blob_dir.rglob("*") if p.is_file() and p.name != OWNER_KEY] == []
 
 
 def test_not_multipart_is_415(client):

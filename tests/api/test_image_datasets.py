@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.data.loaders import load_images
 from app.db.migrate import upgrade
+from app.storage import OWNER_KEY
 from app.main import create_app
 from tests.api.test_datasets import assert_problem
 from tests.conftest import blobs, to_csv, upload
@@ -29,7 +30,7 @@ from tests.data.test_images import (
 
 
 def blob_files(settings: Settings) -> list[Path]:
-    return [p for p in settings.blob_dir.rglob("*") if p.is_file()]
+    return [p for p in settings.blob_dir.rglob("*") if p.is_file() and p.name != OWNER_KEY]
 
 
 def assert_left_nothing(client: TestClient, settings: Settings) -> None:

@@ -15,7 +15,7 @@ import pytest
 from sklearn.cluster import KMeans
 
 from app.config import Settings
-from app.storage import S3BlobStore, open_store
+from app.storage import S3BlobStore, StoreOwned, open_store
 from tests.conftest import blobs, to_csv
 from tests.integration.conftest import Service, free_port, make_run
 from tests.integration.test_end_to_end import wait_job
@@ -95,6 +95,17 @@ def test_replace_refreshes_the_local_copy_and_delete_removes_everything(store: S
     store.check()
 
 
+def test_the_prefix_belongs_to_the_first_database_that_claims_it(store: S3BlobStore):
+    assert store.read_owner() is None
+    store.claim(database_id="db_first", database="sqlite:///first.db")
+    store.claim(database_id="db_first", database="sqlite:///first.db")  # again: still its own
+    with pytest.raises(StoreOwned) as refused:
+        store.claim(database_id="db_second", database="postgresql://***@db/second")
+    assert "db_first" in str(refused.value) and "db_second" in str(refused.value)
+    assert f"s3://{store.prefix}" in str(refused.value)
+    assert store.read_owner()["database_id"] == "db_first"
+
+
 @pytest.fixture(scope="module")
 def s3_service(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """`make run` with its blob store on the S3 server."""
@@ -148,3 +159,11 @@ def test_upload_train_predict_with_blobs_on_s3(s3_service: Service, s3_endpoint:
     assert not reader.exists(f"models/{kmeans}")
     assert http.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     assert not reader.exists(f"datasets/{ds['id']}")
+
+
+def test_listing_a_prefix_downloads_nothing(store: S3BlobStore):
+    with store.writer("datasets/d1/data.csv") as fh:
+        fh.write(b"a,b\n1,2\n")
+    assert store.children("datasets") == [("datasets/d1", 0.0)]
+    assert store.children("models") == []
+    assert not (store.root / "dirs").exists() and not (store.root / "files").exists()
