@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.data.loaders import FeatureError, check_features
+from app.data.loaders import FeatureError, check_features, left_out
 from app.data.text import is_text_job
 from app.db.tables import (
     ACTIVE,
@@ -28,7 +28,7 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, TooMany, field_error
+from app.errors import Invalid, NotFound, TooMany, did_you_mean, field_error
 from app.ml import registry
 from app.services import backbones, datasets, page
 
@@ -45,11 +45,14 @@ class JobSpec:
     name: str | None = None
 
 
-def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
+def _param_errors(exc: ValidationError, valid: Iterable[str]) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        errors.append({"field": f"params.{loc}" if loc else "params", "message": err["msg"]})
+        message = err["msg"]
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            message = f"unknown param; {did_you_mean(str(err['loc'][0]), valid)}"
+        errors.append({"field": f"params.{loc}" if loc else "params", "message": message})
     return errors
 
 
@@ -62,13 +65,13 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     try:
         algo = registry.get(spec.algorithm)
     except KeyError:
-        names = ", ".join(sorted(registry.ALGORITHMS))
-        raise Invalid(f"unknown algorithm {spec.algorithm!r}; available: {names}",
-                      errors=[{"field": "algorithm", "message": f"unknown; available: {names}"}])
+        hint = did_you_mean(spec.algorithm, registry.ALGORITHMS)
+        raise Invalid(f"unknown algorithm {spec.algorithm!r}; {hint}",
+                      errors=[{"field": "algorithm", "message": f"unknown; {hint}"}])
     try:
         params = algo.params_model.model_validate(spec.params)
     except ValidationError as exc:
-        errors = _param_errors(exc)
+        errors = _param_errors(exc, algo.params_model.model_fields)
         raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                       errors=errors)
     try:
@@ -95,8 +98,16 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     return {
         "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
         "params": params.model_dump(mode="json"), "features": features,
-        "target": target, "name": spec.name,
+        "target": target, "name": spec.name, "metrics": _notes(ds, spec, target),
     }
+
+
+def _notes(ds: Dataset, spec: JobSpec, target: str | None) -> dict[str, Any]:
+    """What the job says from its creation on: the label-like columns it left out, if any."""
+    if ds.kind != "tabular":
+        return {}
+    skipped = left_out(ds.columns, spec.features, exclude=[target] if target else [])
+    return {"left_out_columns": skipped} if skipped else {}
 
 
 def _transfer_fit(session: Session, project: str, ds: Dataset, spec: JobSpec, params: Any,
@@ -187,7 +198,7 @@ def create(*, session: Session, project: str, spec: JobSpec, max_active: int | N
                           "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
                           headers={"Retry-After": "10"})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
-              metrics={}, history=[], enqueued_at=utcnow(), **fields)
+              history=[], enqueued_at=utcnow(), **fields)
     session.add(job)
     session.flush()
     return job
@@ -363,7 +374,7 @@ def succeed(*, session: Session, lease: Lease, model: Model, metrics: dict[str, 
         return False
     session.add(model)
     job.model_id = model.id
-    job.metrics = metrics
+    job.metrics = {**(job.metrics or {}), **metrics}  # keeps what the job said at creation
     job.progress = 1.0
     _finish(session, job, lease.epoch, SUCCEEDED)
     return True
