@@ -45,10 +45,15 @@ def _expected(request: Request) -> str:
     route = request.scope.get("route")
     field = getattr(route, "body_field", None)
     model = getattr(getattr(field, "field_info", None), "annotation", None)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return "a JSON object"
-    names = [f"{name} (required)" if info.is_required() else name
-             for name, info in model.model_fields.items()]
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        schema = model.model_json_schema()
+    else:  # a route that reads its own body documents it in openapi_extra
+        extra = getattr(route, "openapi_extra", None) or {}
+        content = extra.get("requestBody", {}).get("content", {})
+        schema = content.get("application/json", {}).get("schema", {})
+    required = set(schema.get("required", ()))
+    names = [f"{name} (required)" if name in required else name
+             for name in schema.get("properties", {})]
     return f"a JSON object with the fields {', '.join(names)}" if names else "a JSON object"
 
 
@@ -63,12 +68,14 @@ def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse 
         return problem(422, "Unprocessable content", f"the request body is not valid JSON "
                        f"({why}); send {expected}", slug="validation-error",
                        errors=[{"field": "body", "message": f"not valid JSON: {why}"}])
-    whole = next((e for e in errors if tuple(e.get("loc", ())) == ("body",)
+    whole = next((e for e in errors if tuple(e.get("loc", ())) in ((), ("body",))
                   and e.get("type") in _NOT_AN_OBJECT), None)
     if whole is None:
         return None
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    # A body FastAPI did not parse (bytes) was refused for its Content-Type, not its JSON.
+    if isinstance(whole.get("input"), bytes) and ctype != "application/json" \
+            and not ctype.endswith("+json"):
         sent = f"as {ctype}" if ctype else "without a Content-Type header"
         return problem(415, "Unsupported media type", f"the request body was sent {sent}; send "
                        f"{expected}, with the header Content-Type: application/json",

@@ -222,3 +222,33 @@ def test_unknown_param_says_did_you_mean_and_lists_the_params(client, blobs_csv)
     r = _job(client, dataset_id=ds, algorithm="kmeans", params={"zzz": 3})
     assert "did you mean" not in r.json()["errors"][0]["message"]
     assert "valid names:" in r.json()["errors"][0]["message"]
+
+
+def test_predict_body_problems_say_to_send_instances(client, settings):
+    from tests.api.test_models import train
+
+    job = train(client, settings, "kmeans", {"n_clusters": 3})
+    url = f"/v1/models/{job['model_id']}/predict"
+    r = client.post(url, content=b'{"instances": [[1, 2', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    assert "instances (required)" in r.json()["detail"]
+    r = client.post(url, json=[[1, 2, 3, 4]])
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("the request body is an array; send a JSON object with "
+                                         "the fields instances (required)")
+
+
+def test_left_out_columns_stay_in_the_metrics_of_a_finished_job(client, settings):
+    from app.runner import run_job
+    from tests.conftest import blobs
+
+    x = blobs(n=90, d=2)
+    rows = "".join(f"{a:.6f},{b:.6f},{i}\n" for i, (a, b) in enumerate(x))
+    ds = upload(client, ("a,b,id\n" + rows).encode())["body"]["id"]
+    job = _job(client, dataset_id=ds, algorithm="kmeans", params={"n_clusters": 3}).json()
+    run_job(job["id"], settings=settings, worker="test")
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done
+    assert done["metrics"]["left_out_columns"] == ["id"] and "inertia" in done["metrics"]
+    model = client.get(f"/v1/models/{done['model_id']}").json()
+    assert [f["name"] for f in model["input_schema"]["features"]] == ["a", "b"]
