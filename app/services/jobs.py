@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.data.loaders import FeatureError, check_features, left_out
@@ -283,10 +283,12 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
 
 
 def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:
-    """Renew the lease; return (still_owner, cancel_requested)."""
+    """Renew the lease and raise the progress (never lower it); return (still_owner, cancel_requested)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
-        values["progress"] = progress
+        # In the UPDATE itself, so that no reader sees progress go backwards: a resumed try
+        # counts again from its checkpoint (or from zero), below where the lost try got to.
+        values["progress"] = case((Job.progress > progress, Job.progress), else_=progress)
     owned = session.execute(
         update(Job).where(Job.id == lease.job_id, Job.lease_epoch == lease.epoch,
                           Job.status == RUNNING).values(**values)
