@@ -96,11 +96,10 @@ class JobBar(_Bar):
         from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
         return [TextColumn("{task.description}"), BarColumn(bar_width=BAR_WIDTH),
-                TaskProgressColumn(), TextColumn("{task.fields[epoch]}"),
-                TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[metrics]}")]
+                TaskProgressColumn(), TextColumn("{task.fields[info]}")]
 
     def _start(self) -> Any:
-        return self._bar.add_task("queued", total=1.0, epoch="", eta="", metrics="")
+        return self._bar.add_task("queued", total=1.0, info="")
 
     def __call__(self, event: Event) -> None:
         """Take one event of the job's stream."""
@@ -119,8 +118,8 @@ class JobBar(_Bar):
                 shown = status or "running"
                 print(line(shown, self.progress, self.epoch, eta, self.metrics), file=sys.stderr)
             return
-        fields: dict[str, Any] = {"completed": self.progress, "epoch": self.epoch, "eta": eta,
-                                  "metrics": self.metrics}
+        info = " ".join(p for p in (self.epoch, eta, self.metrics) if p)
+        fields: dict[str, Any] = {"completed": self.progress, "info": info}
         if status is not None:
             fields["description"] = status
         self._bar.update(self._task, **fields)

@@ -550,7 +550,8 @@ def _parquet_info(pf: pq.ParquetFile) -> DatasetInfo:
     if n_rows == 0:
         raise IngestError("the Parquet file has no data rows")
     nulls = _parquet_nulls(pf, [f.name for f in fields])
-    _refuse_parquet_infinities(pf, [f.name for f in fields if _arrow_dtype(f.type).startswith("float")])
+    floats = [f.name for f in fields if pa.types.is_floating(f.type)]  # decimals are finite
+    _refuse_parquet_infinities(pf, floats)
     columns = [Column(f.name, _arrow_dtype(f.type), n) for f, n in zip(fields, nulls)]
     return DatasetInfo("tabular", "parquet", n_rows, columns)
 
@@ -587,10 +588,12 @@ def _refuse_parquet_infinities(pf: pq.ParquetFile, names: list[str]) -> None:
         group = md.row_group(g)
         for name in names:
             stats = group.column(leaf[name]).statistics
-            if stats is not None and stats.has_min_max and np.isfinite([stats.min, stats.max]).all():
+            finite = stats is not None and stats.has_min_max and bool(
+                np.isfinite([stats.min, stats.max]).all())
+            if finite:
                 continue
             col = pf.read_row_group(g, columns=[name]).column(0).combine_chunks()
-            at = _first_infinite(col.cast(pa.float64()) if pa.types.is_decimal(col.type) else col)
+            at = _first_infinite(col)
             if at is not None:
                 raise _infinite(name, start + at + 1)
         start += group.num_rows

@@ -62,10 +62,10 @@ def check_features(columns: list[dict[str, Any]], features: list[str] | None,
         chosen = [name for name in numeric_columns(columns)
                   if name not in exclude and name not in skipped]
         if not chosen and skipped:
+            quoted = ", ".join(f'"{n}"' for n in skipped)
             raise FeatureError(f"the dataset's only numeric columns ({', '.join(skipped)}) are "
                                "named like a label or an id, so they are not used unless asked "
-                               "for: name them in features, e.g. features: [" + ", ".join(f'"{n}"' for n in skipped)
-                               + "]")
+                               f"for: name them in features, e.g. features: [{quoted}]")
         if not chosen:
             raise FeatureError("the dataset has no numeric columns to use as features "
                                f"(its columns: {_describe(columns)})")

@@ -283,7 +283,7 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
 
 
 def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:
-    """Renew the lease and raise the progress (never lower it); return (still_owner, cancel_requested)."""
+    """Renew the lease, raise (never lower) the progress; return (still_owner, cancel_requested)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         # In the UPDATE itself, so that no reader sees progress go backwards: a resumed try

@@ -229,7 +229,8 @@ def test_predict_body_problems_say_to_send_instances(client, settings):
 
     job = train(client, settings, "kmeans", {"n_clusters": 3})
     url = f"/v1/models/{job['model_id']}/predict"
-    r = client.post(url, content=b'{"instances": [[1, 2', headers={"content-type": "application/json"})
+    r = client.post(url, content=b'{"instances": [[1, 2',
+                    headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
     assert "instances (required)" in r.json()["detail"]
     r = client.post(url, json=[[1, 2, 3, 4]])
