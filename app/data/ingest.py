@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import re
 import zipfile
 from collections.abc import Iterator
@@ -31,8 +33,6 @@ try:  # orjson is a dependency, but ingest must not break where it is missing
     _json_loads: Any = orjson.loads
     _JSONError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover
-    import json
-
     _json_loads = json.loads
     _JSONError = ValueError
 
@@ -841,7 +841,26 @@ def _parse_json_line(raw: bytes, line: int) -> Any:
         except UnicodeDecodeError:
             raise IngestError(f"line {line} is not valid UTF-8 text; save the file as UTF-8",
                               row=line) from exc
+        infinite = _infinite_json_value(raw, line) if "infinity" in str(exc).lower() else None
+        if infinite is not None:
+            raise infinite from exc
         # The parser's own position counts from this line's start, not the file's.
         why, pos = getattr(exc, "msg", str(exc)), getattr(exc, "pos", None)
         at = f" at character {pos + 1}" if isinstance(pos, int) else ""
         raise IngestError(f"line {line} is not valid JSON: {why}{at}", row=line) from exc
+
+
+def _infinite_json_value(raw: bytes, line: int) -> IngestError | None:
+    """The error naming the column of a number too large for a float (1e999), or None."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    items = value.items() if isinstance(value, dict) else (
+        (f"x{i}", v) for i, v in enumerate(value)) if isinstance(value, list) else ()
+    for name, v in items:
+        if isinstance(v, float) and math.isinf(v):
+            return IngestError(f'line {line}: column "{name}" holds an infinite number (a number '
+                               "too large for a float); infinities cannot be trained on: replace "
+                               "it with a finite value or null", row=line, column=str(name))
+    return None

@@ -163,8 +163,11 @@ def test_parquet_infinity_is_refused_naming_column_and_row(client):
 
 
 def test_jsonl_infinity_is_refused_naming_the_line(client):
-    r = upload(client, b'{"a": 1.0}\n{"a": 1e999}\n', "d.jsonl")
-    assert r["status"] == 422 and "line 2" in r["body"]["detail"]
+    r = upload(client, b'{"a": 1.0, "b": 2}\n{"a": 1.5, "b": -1e999}\n', "d.jsonl")
+    assert r["status"] == 422
+    assert "line 2" in r["body"]["detail"] and 'column "b"' in r["body"]["detail"]
+    r = upload(client, b'[1.0, 2.0]\n[1e400, 2.0]\n', "d.jsonl")
+    assert "line 2" in r["body"]["detail"] and 'column "x0"' in r["body"]["detail"]
 
 
 # ------------------------------------------------------------------- bodies that are wrong
