@@ -39,7 +39,8 @@ def numeric_columns(columns: list[dict[str, Any]]) -> list[str]:
 
 # Column names (compared case-insensitively) that hold a label or a row id, not a measurement:
 # a job that names no features leaves them out, since clustering on a label or an id is a
-# silent mistake; naming them in features trains on them.
+# silent mistake; naming them in features trains on them. (Which column a text dataset takes
+# its labels from is another question, answered by app.data.text.LABEL_COLUMNS.)
 LABEL_LIKE = ("target", "label", "y", "id")
 
 

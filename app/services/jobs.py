@@ -98,14 +98,15 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     return {
         "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
         "params": params.model_dump(mode="json"), "features": features,
-        "target": target, "name": spec.name, "metrics": _notes(ds, spec, target),
+        "target": target, "name": spec.name, "metrics": _notes(ds, spec, target, features),
     }
 
 
-def _notes(ds: Dataset, spec: JobSpec, target: str | None) -> dict[str, Any]:
+def _notes(ds: Dataset, spec: JobSpec, target: str | None,
+           features: list[str]) -> dict[str, Any]:
     """What the job says from its creation on: the label-like columns it left out, if any."""
-    if ds.kind != "tabular":
-        return {}
+    if ds.kind == "image" or is_text_job(ds.columns, features):
+        return {}  # the pixels, or the text column, are what it trains on
     skipped = left_out(ds.columns, spec.features, exclude=[target] if target else [])
     return {"left_out_columns": skipped} if skipped else {}
 
