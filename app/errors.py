@@ -65,7 +65,7 @@ def field_error(field: str, message: str) -> Invalid:
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """'did you mean "x"? valid names: …' for an unknown name, the closest ones first."""
+    """"did you mean 'x'? valid names: …" for an unknown name, the closest ones first."""
     names = sorted(valid)
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     guess = f"did you mean {' or '.join(f'{c!r}' for c in close)}? " if close else ""

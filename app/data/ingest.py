@@ -56,6 +56,7 @@ EXCEL = ("Excel is not supported; export CSV: this is an Excel workbook{named}. 
 # locales whose decimal mark is a comma write semicolons), with the word a message uses.
 _OTHER_DELIMITERS = {"\t": "tabs", ";": "semicolons", "|": "pipes"}
 _SNIFF_LINES = 20
+_SNIFF_CHARS = 1 << 16
 # pyarrow's streaming CSV reader queues up to 32 blocks ahead of the consumer (its background
 # reader's queue), so peak memory is ~32 x block_size: 1 MiB keeps it near 40 MB and is as
 # fast as 4 MiB (~190 MB/s on one core either way), where 4 MiB peaks near 120 MB.
@@ -267,7 +268,11 @@ def _refuse_other_delimiter(path: Path, width: int) -> None:
     the dataset uses, and a wrong guess would train on silently shifted columns.
     """
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-        lines = [line for _, line in zip(range(_SNIFF_LINES + 1), fh) if line.strip()]
+        head = fh.read(_SNIFF_CHARS)
+    lines = head.splitlines(keepends=True)
+    if len(head) == _SNIFF_CHARS and len(lines) > 1:
+        lines.pop()  # cut short by the read
+    lines = [line for line in lines[:_SNIFF_LINES + 1] if line.strip()]
     for delimiter, word in _OTHER_DELIMITERS.items():
         widths = {len(r) for r in csv.reader(lines, delimiter=delimiter)}
         found = widths.pop() if len(widths) == 1 else 0
