@@ -238,6 +238,10 @@ def _train(client: Client, args: argparse.Namespace) -> None:
     features = args.features.split(",") if args.features else None
     job = client.submit(args.algorithm, args.dataset, params, features=features,
                         target=args.target, name=args.name)
+    left = job.raw.get("metrics", {}).get("left_out_columns")
+    if left and not args.json:
+        print(f"note: left out {', '.join(left)} (named like a label or an id); name them in "
+              "--features to train on them", file=sys.stderr)
     if args.follow:
         job = client.follow(job, progress=not args.json, raise_on_failure=True)
     _output(job.raw, args.json, _job_view)

@@ -117,3 +117,15 @@ def test_follow_bar_names_the_epoch_of_total_within_80_columns(service, points):
     assert "epoch 3/3" in out.stderr
     drawn = [row for row in out.stderr.splitlines() if "epoch" in row]
     assert drawn and all(len(row) <= 80 for row in drawn)
+
+
+def test_train_says_which_label_like_columns_it_left_out(service, points, tmp_path):
+    _, x = points
+    path = tmp_path / "with_id.csv"
+    path.write_bytes(to_csv(np.column_stack([x, np.arange(len(x))]), ["a", "b", "c", "id"]))
+    ds = _dataset(service, path)
+    out = cli(service, "train", "kmeans", "--dataset", ds, "--param", "n_clusters=3", "--follow")
+    assert "note: left out id" in out.stderr and "left_out_columns" in out.stdout
+    job = json.loads(cli(service, "train", "kmeans", "--dataset", ds, "--param", "n_clusters=3",
+                         "--features", "a,b,c,id", "--json").stdout)
+    assert job["features"] == ["a", "b", "c", "id"] and "left_out_columns" not in job["metrics"]
