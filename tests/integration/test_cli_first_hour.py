@@ -129,3 +129,21 @@ def test_train_says_which_label_like_columns_it_left_out(service, points, tmp_pa
     job = json.loads(cli(service, "train", "kmeans", "--dataset", ds, "--param", "n_clusters=3",
                          "--features", "a,b,c,id", "--json").stdout)
     assert job["features"] == ["a", "b", "c", "id"] and "left_out_columns" not in job["metrics"]
+
+
+def test_generate_from_an_image_model_writes_png_files(service, tmp_path):
+    from tests.integration.test_self_supervised import digits_zip
+
+    archive = tmp_path / "digits.zip"
+    archive.write_bytes(digits_zip(120))
+    ds = _dataset(service, archive)
+    job = json.loads(cli(service, "train", "vae", "--dataset", ds, "--param", "epochs=1",
+                         "--param", "base_channels=4", "--param", "latent_dim=2", "--follow",
+                         "--json").stdout)
+    assert job["status"] == "succeeded", job
+    out = tmp_path / "pngs"
+    saved = json.loads(cli(service, "generate", job["model_id"], "-n", "3", "-o", str(out),
+                           "--json").stdout)["saved"]
+    assert [Path(p).name for p in saved] == ["sample_0000.png", "sample_0001.png",
+                                             "sample_0002.png"]
+    assert all(Path(p).read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in saved)
