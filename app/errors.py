@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -64,3 +66,11 @@ class Unsupported(Problem):
 def field_error(field: str, message: str) -> Invalid:
     """A 422 about one field."""
     return Invalid(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """"did you mean 'x'? valid names: …" for an unknown name, the closest ones first."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(f'{c!r}' for c in close)}? " if close else ""
+    return f"{guess}valid names: {', '.join(names)}"

@@ -12,6 +12,7 @@ from typing import IO, Any, Generic, TypeVar
 import httpx
 import numpy as np
 
+from pretrainer_client.errors import PretrainerError
 from pretrainer_client.types import Algorithm, Dataset, Job, Model, Page, Prediction, as_array
 
 T = TypeVar("T")
@@ -135,6 +136,53 @@ def instances_body(instances: Any) -> dict[str, Any]:
         raw = [i if isinstance(i, bytes) else i.read_bytes() for i in items]
         return {"files": [("files", (f"{n}.img", b)) for n, b in enumerate(raw)]}
     return {"json": {"instances": items}}
+
+
+# The header of a 413 that names the most instances one predict/embed call takes.
+MAX_INSTANCES_HEADER = "X-Max-Instances"
+
+
+def rows(instances: Any) -> Any:
+    """Instances as rows to slice: a 2-D array, or a list (records, lists, image bytes/paths)."""
+    if hasattr(instances, "to_dict") and not isinstance(instances, dict):  # a pandas DataFrame
+        instances = instances.to_dict(orient="records")
+    if isinstance(instances, np.ndarray):
+        return instances.reshape(1, -1) if instances.ndim == 1 else instances
+    return list(instances)
+
+
+def split(items: Any, size: int) -> list[Any]:
+    """items in consecutive slices of at most size (one slice when it is empty)."""
+    return [items[i:i + size] for i in range(0, len(items), max(size, 1))] or [items]
+
+
+def instance_limit(exc: PretrainerError) -> int | None:
+    """The server's instances-per-call limit when exc is its 413 for too many; else None."""
+    value = exc.headers.get(MAX_INSTANCES_HEADER) if exc.status == 413 else None
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def _cat(parts: list[Any]) -> Any:
+    if all(isinstance(p, np.ndarray) and p.ndim >= 1 for p in parts):
+        return np.concatenate(parts)
+    if all(isinstance(p, (list, np.ndarray)) for p in parts):
+        return [x for p in parts for x in p]
+    return parts[0]  # not one value per row: the same in every answer
+
+
+def join_predictions(parts: list[Prediction]) -> Prediction:
+    """The answers of consecutive slices as one, rows in order."""
+    if len(parts) == 1:
+        return parts[0]
+    probs = parts[0].probabilities
+    return Prediction(_cat([p.predictions for p in parts]),
+                      None if probs is None else np.concatenate([p.probabilities for p in parts]),
+                      {k: _cat([p.extras[k] for p in parts]) for k in parts[0].extras})
+
+
+def join_embeddings(parts: list[np.ndarray]) -> np.ndarray:
+    """The embeddings of consecutive slices as one (n, d) array."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def predict(model_id: str, instances: Any) -> Call[Prediction]:

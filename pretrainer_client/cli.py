@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -85,7 +86,12 @@ def register(sub: Any) -> None:
     plot.add_argument("kind", choices=["embedding", "confusion"])
     plot.add_argument("-o", "--output", type=Path, required=True)
 
-    _leaf(sub, "algorithms", "list the algorithms and what they answer", _algorithms, common)
+    algos = _leaf(sub, "algorithms", "list the algorithms and what they answer; "
+                  "`algorithms show NAME` for one's params", _algorithms, common)
+    actions = algos.add_subparsers(dest="action", required=False)
+    _leaf(actions, "list", "list the algorithms and what they answer", _algorithms, common)
+    _leaf(actions, "show", "one algorithm's params: type, default, bounds and description",
+          _algorithm_show, common).add_argument("name")
     for name, handler in (("predict", _predict), ("embed", _embed)):
         p = _leaf(sub, name, f"{name} for the rows of FILE (CSV with a header, .npy, .json, "
                   ".jsonl) or for image files", handler, common)
@@ -95,6 +101,11 @@ def register(sub: Any) -> None:
     gen.add_argument("model")
     gen.add_argument("-n", type=int, default=1)
     gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
+                     help="write the samples into DIR: PNG files for image models, "
+                          "samples.csv (or samples.npy with --format npy) otherwise")
+    gen.add_argument("--format", choices=["csv", "npy"], default="csv",
+                     help="the file of non-image samples written with -o (default csv)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,6 +238,10 @@ def _train(client: Client, args: argparse.Namespace) -> None:
     features = args.features.split(",") if args.features else None
     job = client.submit(args.algorithm, args.dataset, params, features=features,
                         target=args.target, name=args.name)
+    left = job.raw.get("metrics", {}).get("left_out_columns")
+    if left and not args.json:
+        print(f"note: left out {', '.join(left)} (named like a label or an id); name them in "
+              "--features to train on them", file=sys.stderr)
     if args.follow:
         job = client.follow(job, progress=not args.json, raise_on_failure=True)
     _output(job.raw, args.json, _job_view)
@@ -297,6 +312,65 @@ def _algorithms(client: Client, args: argparse.Namespace) -> None:
           a["description"]] for a in items]))
 
 
+def _algorithm_show(client: Client, args: argparse.Namespace) -> None:
+    algo = client.algorithm(args.name)
+
+    def view(a: dict[str, Any]) -> None:
+        _fields(f"algorithm {a['name']}", {k: a.get(k) for k in (
+            "name", "family", "data_kinds", "capabilities", "description")})
+        _table(f"params of {a['name']}", ["param", "type", "default", "bounds", "description"],
+               param_rows(a["params_schema"]))
+    _output(algo.raw, args.json, view)
+
+
+def param_rows(schema: dict[str, Any]) -> list[list[str]]:
+    """One row per param of a JSON Schema: name, type, default, bounds and description."""
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", ()))
+    rows = []
+    for name, prop in schema.get("properties", {}).items():
+        resolved = _resolve(prop, defs)
+        default = json.dumps(prop["default"]) if "default" in prop else (
+            "(required)" if name in required else "")
+        rows.append([name, _type_of(resolved, defs), default, _bounds(resolved, defs),
+                     prop.get("description") or resolved.get("description", "")])
+    return rows
+
+
+def _resolve(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = prop.get("$ref") or next((p["$ref"] for p in prop.get("allOf", []) if "$ref" in p), None)
+    if ref:
+        return {**defs.get(ref.rsplit("/", 1)[-1], {}), **{k: v for k, v in prop.items()
+                                                          if k not in ("$ref", "allOf")}}
+    return prop
+
+
+def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " or ".join(_type_of(_resolve(p, defs), defs) for p in prop["anyOf"])
+    kind = prop.get("type", "object" if "properties" in prop else "any")
+    if kind == "array" and isinstance(prop.get("items"), dict):
+        return f"array of {_type_of(_resolve(prop['items'], defs), defs)}"
+    return str(kind)
+
+
+_BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+           ("exclusiveMaximum", "<"), ("minItems", "items >="), ("maxItems", "items <="),
+           ("minLength", "length >="), ("maxLength", "length <="))
+
+
+def _bounds(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return "one of " + ", ".join(json.dumps(v) for v in prop["enum"])
+    if "anyOf" in prop:
+        return "; ".join(b for p in prop["anyOf"] if (b := _bounds(_resolve(p, defs), defs)))
+    shown = [f"{sign} {prop[key]}" for key, sign in _BOUNDS if key in prop]
+    if prop.get("type") == "array" and isinstance(prop.get("items"), dict):
+        inner = _bounds(_resolve(prop["items"], defs), defs)
+        shown += [f"each {inner}"] if inner else []
+    return ", ".join(shown)
+
+
 def read_instances(files: list[str]) -> Any:
     """Instances from the command line's files: images, CSV, .npy, .json, .jsonl or '-'."""
     if all(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
@@ -349,6 +423,13 @@ def _embed(client: Client, args: argparse.Namespace) -> None:
 
 def _generate(client: Client, args: argparse.Namespace) -> None:
     samples = client.generate(args.model, args.n, seed=args.seed)
+    if args.output is not None:
+        paths = _write_samples(client, args, samples)
+        _output({"saved": [str(p) for p in paths]}, args.json,
+                lambda d: print(f"wrote {len(d['saved'])} file(s) to {args.output}: "
+                                + " ".join(Path(p).name for p in d["saved"][:5])
+                                + (" …" if len(d["saved"]) > 5 else "")))
+        return
     if isinstance(samples, list):  # images: PNG bytes, written beside each other
         paths = [Path(f"sample_{i}.png") for i in range(len(samples))]
         for path, png in zip(paths, samples, strict=True):
@@ -358,3 +439,44 @@ def _generate(client: Client, args: argparse.Namespace) -> None:
     _output({"samples": samples}, args.json, lambda d: _table(
         f"samples ({len(samples)})", ["row", "sample"],
         [[i, row.tolist()] for i, row in enumerate(samples)]))
+
+
+def _write_samples(client: Client, args: argparse.Namespace, samples: Any) -> list[Path]:
+    """Samples into args.output: one PNG per image, else one CSV (header: the model's
+    features) or NPY; an existing file is never overwritten."""
+    out: Path = args.output
+    if isinstance(samples, list):
+        files = {out / f"sample_{i:04d}.png": png for i, png in enumerate(samples)}
+    else:
+        arr = np.asarray(samples)
+        path = out / f"samples.{args.format}"
+        files = {path: _npy_bytes(arr) if args.format == "npy"
+                 else _csv_bytes(arr, _feature_names(client, args.model, arr))}
+    taken = [p for p in files if p.exists()]
+    if taken:
+        raise ValueError(f"{taken[0]} already exists; give -o a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, data in files.items():
+        path.write_bytes(data)
+    return list(files)
+
+
+def _feature_names(client: Client, model: str, arr: np.ndarray) -> list[str]:
+    width = arr.shape[1] if arr.ndim == 2 else 1
+    features = client.model(model).input_schema.get("features") or []
+    names = [f["name"] if isinstance(f, dict) else str(f) for f in features]
+    return names if len(names) == width else [f"x{i}" for i in range(width)]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _csv_bytes(arr: np.ndarray, names: list[str]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(arr.reshape(len(arr), -1).tolist())
+    return buf.getvalue().encode()

@@ -14,7 +14,7 @@ import numpy as np
 
 from pretrainer_client import calls
 from pretrainer_client.calls import Call, ident
-from pretrainer_client.errors import JobFailed, check
+from pretrainer_client.errors import JobFailed, PretrainerError, check
 from pretrainer_client.progress import JobBar, ProgressFn, UploadBar
 from pretrainer_client.sse import EventParser
 from pretrainer_client.types import Algorithm, Dataset, Event, Job, Model, Page, Prediction
@@ -60,9 +60,11 @@ def _upload_progress(progress: bool | ProgressFn, label: str) -> tuple[Any, Prog
 class _Following:
     """State of following a job: epochs seen (a reconnect replays them), the final job."""
 
-    def __init__(self, on_event: EventFn | None, progress: bool, job_id: str) -> None:
+    def __init__(self, on_event: EventFn | None, progress: bool, job_id: str,
+                 epochs: int | None = None) -> None:
         self.on_event = on_event
-        self.bar: AbstractContextManager[Any] = JobBar(job_id) if progress else nullcontext()
+        self.bar: AbstractContextManager[Any] = (JobBar(job_id, epochs) if progress
+                                                 else nullcontext())
         self.epochs = 0
         self._in_stream = 0
         self.end: Job | None = None
@@ -97,6 +99,12 @@ class _Following:
         return self.end
 
 
+def _epochs(job: Job | str) -> int | None:
+    """The job's epochs param (the bar's total), when it trains in epochs."""
+    value = job.params.get("epochs") if isinstance(job, Job) else None
+    return value if isinstance(value, int) else None
+
+
 class Client:
     """Synchronous client: `Client(base_url=None, api_key=None)`; the env supplies defaults.
 
@@ -110,6 +118,7 @@ class Client:
         self.base_url = url
         self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout,
                                   transport=transport)
+        self._max_instances: int | None = None  # the server's, once a 413 has named it
 
     def __enter__(self) -> Client:
         return self
@@ -184,7 +193,8 @@ class Client:
 
         raise_on_failure: a job that ends failed or cancelled raises JobFailed.
         """
-        state = _Following(on_event, progress, ident(job))
+        epochs = _epochs(job if isinstance(job, Job) or not progress else self.job(job))
+        state = _Following(on_event, progress, ident(job), epochs)
         with state.bar as bar:
             while state.end is None:
                 state.reconnecting()
@@ -217,13 +227,34 @@ class Client:
     def delete_model(self, model: str | Model) -> None:
         self._do(calls.delete("models", ident(model)))
 
-    def predict(self, model: str | Model, instances: Any) -> Prediction:
-        """Predict for rows (NumPy array, lists, records, DataFrame) or images (bytes / paths)."""
-        return self._do(calls.predict(ident(model), instances))
+    def predict(self, model: str | Model, instances: Any, *,
+                chunk_size: int | None = None) -> Prediction:
+        """Predict for rows (NumPy array, lists, records, DataFrame) or images (bytes / paths).
 
-    def embed(self, model: str | Model, instances: Any) -> np.ndarray:
-        """One vector per instance, as an (n, d) float array."""
-        return self._do(calls.embed(ident(model), instances))
+        More rows than one call takes (the server's limit, or chunk_size) go in several calls,
+        their answers joined in order.
+        """
+        return self._chunked(lambda part: calls.predict(ident(model), part), instances,
+                             chunk_size, calls.join_predictions)
+
+    def embed(self, model: str | Model, instances: Any, *,
+              chunk_size: int | None = None) -> np.ndarray:
+        """One vector per instance, as an (n, d) float array; split into calls as predict is."""
+        return self._chunked(lambda part: calls.embed(ident(model), part), instances,
+                             chunk_size, calls.join_embeddings)
+
+    def _chunked(self, make: Callable[[Any], Call[Any]], instances: Any, chunk_size: int | None,
+                 join: Callable[[list[Any]], T]) -> T:
+        rows = calls.rows(instances)
+        size = chunk_size or self._max_instances or len(rows)
+        while True:
+            try:
+                return join([self._do(make(part)) for part in calls.split(rows, size)])
+            except PretrainerError as exc:
+                limit = calls.instance_limit(exc)
+                if limit is None or limit >= size:
+                    raise
+                self._max_instances = size = limit  # learned once, kept for later calls
 
     def generate(self, model: str | Model, n: int = 1, *, seed: int | None = None) -> Any:
         """n samples: an (n, d) array for rows, a list of PNG bytes for images."""
@@ -251,6 +282,7 @@ class AsyncClient:
         self.base_url = url
         self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
                                        transport=transport)
+        self._max_instances: int | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -320,7 +352,8 @@ class AsyncClient:
 
     async def follow(self, job: str | Job, *, progress: bool = False,
                      on_event: EventFn | None = None, raise_on_failure: bool = True) -> Job:
-        state = _Following(on_event, progress, ident(job))
+        epochs = _epochs(job if isinstance(job, Job) or not progress else await self.job(job))
+        state = _Following(on_event, progress, ident(job), epochs)
         with state.bar as bar:
             while state.end is None:
                 state.reconnecting()
@@ -354,11 +387,28 @@ class AsyncClient:
     async def delete_model(self, model: str | Model) -> None:
         await self._do(calls.delete("models", ident(model)))
 
-    async def predict(self, model: str | Model, instances: Any) -> Prediction:
-        return await self._do(calls.predict(ident(model), instances))
+    async def predict(self, model: str | Model, instances: Any, *,
+                      chunk_size: int | None = None) -> Prediction:
+        return await self._chunked(lambda part: calls.predict(ident(model), part), instances,
+                                   chunk_size, calls.join_predictions)
 
-    async def embed(self, model: str | Model, instances: Any) -> np.ndarray:
-        return await self._do(calls.embed(ident(model), instances))
+    async def embed(self, model: str | Model, instances: Any, *,
+                    chunk_size: int | None = None) -> np.ndarray:
+        return await self._chunked(lambda part: calls.embed(ident(model), part), instances,
+                                   chunk_size, calls.join_embeddings)
+
+    async def _chunked(self, make: Callable[[Any], Call[Any]], instances: Any,
+                       chunk_size: int | None, join: Callable[[list[Any]], T]) -> T:
+        rows = calls.rows(instances)
+        size = chunk_size or self._max_instances or len(rows)
+        while True:
+            try:
+                return join([await self._do(make(part)) for part in calls.split(rows, size)])
+            except PretrainerError as exc:
+                limit = calls.instance_limit(exc)
+                if limit is None or limit >= size:
+                    raise
+                self._max_instances = size = limit
 
     async def generate(self, model: str | Model, n: int = 1, *, seed: int | None = None) -> Any:
         return await self._do(calls.generate(ident(model), n, seed))

@@ -11,8 +11,10 @@ class PretrainerError(Exception):
     """An error response: status, type, title, detail and the field errors of problem+json."""
 
     def __init__(self, status: int, type: str, title: str, detail: str,
-                 errors: list[dict[str, Any]] | None = None) -> None:
+                 errors: list[dict[str, Any]] | None = None,
+                 headers: httpx.Headers | None = None) -> None:
         self.status = status
+        self.headers = headers if headers is not None else httpx.Headers()
         self.type = type
         self.title = title
         self.detail = detail
@@ -28,10 +30,11 @@ class PretrainerError(Exception):
             body = None
         if not isinstance(body, dict):
             text = response.text.strip()[:500] or response.reason_phrase
-            return cls(response.status_code, "about:blank", response.reason_phrase, text)
+            return cls(response.status_code, "about:blank", response.reason_phrase, text,
+                       headers=response.headers)
         return cls(response.status_code, str(body.get("type", "about:blank")),
                    str(body.get("title", response.reason_phrase)),
-                   str(body.get("detail", "")), body.get("errors"))
+                   str(body.get("detail", "")), body.get("errors"), headers=response.headers)
 
 
 class JobFailed(Exception):

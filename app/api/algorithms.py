@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.errors import NotFound
+from app.errors import NotFound, did_you_mean
 from app.ml import registry
 from app.schemas import AlgorithmList, AlgorithmOut
 
@@ -23,4 +23,5 @@ def get_algorithm(name: str) -> AlgorithmOut:
     for entry in registry.catalogue():
         if entry["name"] == name:
             return AlgorithmOut(**entry)
-    raise NotFound(f"no algorithm named {name!r}; see GET /v1/algorithms")
+    raise NotFound(f"no algorithm named {name!r}; {did_you_mean(name, registry.ALGORITHMS)}",
+                   errors=[{"field": "name", "message": "unknown algorithm"}])

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import Problem
@@ -33,7 +34,63 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"  # an error of the whole body (not JSON at all) has no loc
 
 
-async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+# pydantic's error types for a body that is not an object at all (bytes, a list, a string).
+_NOT_AN_OBJECT = {"model_attributes_type", "model_type", "dict_type"}
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _expected(request: Request) -> str:
+    """What the route's body is: a JSON object with its fields named, required ones marked."""
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        schema = model.model_json_schema()
+    else:  # a route that reads its own body documents it in openapi_extra
+        extra = getattr(route, "openapi_extra", None) or {}
+        content = extra.get("requestBody", {}).get("content", {})
+        schema = content.get("application/json", {}).get("schema", {})
+    required = set(schema.get("required", ()))
+    names = [f"{name} (required)" if name in required else name
+             for name in schema.get("properties", {})]
+    return f"a JSON object with the fields {', '.join(names)}" if names else "a JSON object"
+
+
+def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse | None:
+    """The problem for a body that is not JSON, not sent as JSON, or not an object; else None."""
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    expected = _expected(request)
+    if bad_json is not None:
+        loc = bad_json.get("loc", ())
+        at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        why = f"{bad_json.get('ctx', {}).get('error', 'JSON decode error')}{at}"
+        return problem(422, "Unprocessable content", f"the request body is not valid JSON "
+                       f"({why}); send {expected}", slug="validation-error",
+                       errors=[{"field": "body", "message": f"not valid JSON: {why}"}])
+    whole = next((e for e in errors if tuple(e.get("loc", ())) in ((), ("body",))
+                  and e.get("type") in _NOT_AN_OBJECT), None)
+    if whole is None:
+        return None
+    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    # A body FastAPI did not parse (bytes) was refused for its Content-Type, not its JSON.
+    if isinstance(whole.get("input"), bytes) and ctype != "application/json" \
+            and not ctype.endswith("+json"):
+        sent = f"as {ctype}" if ctype else "without a Content-Type header"
+        return problem(415, "Unsupported media type", f"the request body was sent {sent}; send "
+                       f"{expected}, with the header Content-Type: application/json",
+                       slug="unsupported-media-type",
+                       errors=[{"field": "Content-Type", "message": "must be application/json"}])
+    kind = _JSON_KINDS.get(type(whole.get("input")), "not an object")
+    return problem(422, "Unprocessable content", f"the request body is {kind}; send {expected}",
+                   slug="validation-error",
+                   errors=[{"field": "body", "message": f"must be a JSON object, not {kind}"}])
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    whole = _whole_body(request, list(exc.errors()))
+    if whole is not None:
+        return whole
     errors = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
               for e in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"

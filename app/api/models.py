@@ -161,7 +161,9 @@ def _matrix(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarr
     limit = settings.max_instances
     if len(instances) > limit:
         raise TooLarge(f"{len(instances)} instances in one call; the limit is {limit} "
-                       "(PRETRAINER_MAX_INSTANCES)", errors=[{"field": "instances", "message": "too many"}])
+                       "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
+                       errors=[{"field": "instances", "message": "too many"}],
+                       headers={payloads.MAX_INSTANCES_HEADER: str(limit)})
     if entry.kind == "image":
         return _images(entry, instances, settings.max_image_pixels)
     if entry.kind == "text":

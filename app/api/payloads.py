@@ -21,6 +21,8 @@ NPY = "application/x-npy"
 ARROW = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
 BINARY = (NPY, ARROW)
+# On a 413 for too many rows: the most one call takes, for clients that split (the CLI does).
+MAX_INSTANCES_HEADER = "X-Max-Instances"
 
 
 def media_type(header: str | None) -> str:
@@ -93,7 +95,9 @@ def matrix(arr: np.ndarray, features: list[str], dtype: str, max_rows: int) -> n
                                   f"{len(features)} features")
     if arr.shape[0] > max_rows:
         raise TooLarge(f"{arr.shape[0]} instances in one call; the limit is {max_rows} "
-                       "(PRETRAINER_MAX_INSTANCES)", errors=[{"field": "body", "message": "too many rows"}])
+                       "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
+                       errors=[{"field": "body", "message": "too many rows"}],
+                       headers={MAX_INSTANCES_HEADER: str(max_rows)})
     if arr.shape[1] != len(features):
         raise Invalid(f"the array has {arr.shape[1]} columns, expected {len(features)} "
                       f"({', '.join(features[:20])})",

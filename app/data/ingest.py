@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,8 +32,6 @@ try:  # orjson is a dependency, but ingest must not break where it is missing
     _json_loads: Any = orjson.loads
     _JSONError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover
-    import json
-
     _json_loads = json.loads
     _JSONError = ValueError
 
@@ -44,6 +44,19 @@ _EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npy": "
                ".jsonl": "jsonl", ".ndjson": "jsonl", ".zip": "zip"}
 # Local file header, and the end record alone (an empty archive): refused later with a reason.
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# An .xls workbook is an OLE2 compound file; an .xlsx is a ZIP holding xl/workbook.xml.
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# An .xlsx is found by its member's name in the central directory at the end of the file, read
+# as bytes: parsing the directory with zipfile would come before the ZIP's member-count limit.
+_XLSX_MEMBER = b"xl/workbook.xml"
+_XLSX_TAIL = 1 << 20
+EXCEL = ("Excel is not supported; export CSV: this is an Excel workbook{named}. Save the sheet "
+         "as CSV (comma-separated, UTF-8) and upload that file")
+# Delimiters a file named .csv is often written with instead of a comma (spreadsheets in
+# locales whose decimal mark is a comma write semicolons), with the word a message uses.
+_OTHER_DELIMITERS = {"\t": "tabs", ";": "semicolons", "|": "pipes"}
+_SNIFF_LINES = 20
+_SNIFF_CHARS = 1 << 16
 # pyarrow's streaming CSV reader queues up to 32 blocks ahead of the consumer (its background
 # reader's queue), so peak memory is ~32 x block_size: 1 MiB keeps it near 40 MB and is as
 # fast as 4 MiB (~190 MB/s on one core either way), where 4 MiB peaks near 120 MB.
@@ -98,11 +111,12 @@ class DatasetInfo:
 
 def detect_format(path: Path, filename: str | None) -> str:
     """The file's format: by extension first, then by magic bytes; 415 when neither says."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    _refuse_excel(path, head, filename)
     suffix = Path(filename).suffix.lower() if filename else ""
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    with open(path, "rb") as fh:
-        head = fh.read(8)
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"\x93NUMPY"):
@@ -112,6 +126,22 @@ def detect_format(path: Path, filename: str | None) -> str:
     named = f" ({filename!r})" if filename else ""
     raise IngestError(f"unsupported file format{named}: accepted formats are {ACCEPTED}",
                       status=415)
+
+
+def _refuse_excel(path: Path, head: bytes, filename: str | None) -> None:
+    """An Excel workbook, whatever its name, is a 415 that says to export CSV."""
+    named = f" ({filename!r})" if filename else ""
+    if head.startswith(_OLE2_MAGIC):
+        raise IngestError(EXCEL.format(named=named), status=415)
+    if head.startswith(_ZIP_MAGIC) and _XLSX_MEMBER in _tail(path, _XLSX_TAIL):
+        raise IngestError(EXCEL.format(named=named), status=415)
+
+
+def _tail(path: Path, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read()
 
 
 def inspect_file(path: Path, filename: str | None, *, block_size: int = DEFAULT_BLOCK_SIZE,
@@ -188,6 +218,7 @@ def _inspect_csv(path: Path, block_size: int) -> DatasetInfo:
     with open(path, "rb") as fh:
         _refuse_binary(fh.read(max(block_size, 1 << 16)))
     names = _csv_header(path)
+    _refuse_other_delimiter(path, len(names))
     plan = _CsvPlan(names=names, block_size=block_size)
     for _ in range(_MAX_CSV_PASSES):
         try:
@@ -228,6 +259,30 @@ def _csv_header(path: Path) -> list[str]:
         raise IngestError(f"line 1 holds only numbers ({', '.join(header[:5])}), not column "
                           "names; a CSV must start with a header row naming the columns")
     return header
+
+
+def _refuse_other_delimiter(path: Path, width: int) -> None:
+    """A file separated by tabs or semicolons under a .csv name is a 422 naming the delimiter.
+
+    Said, not guessed around: the delimiter is decided at upload by the comma every reader of
+    the dataset uses, and a wrong guess would train on silently shifted columns.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        head = fh.read(_SNIFF_CHARS)
+    lines = head.splitlines(keepends=True)
+    if len(head) == _SNIFF_CHARS and len(lines) > 1:
+        lines.pop()  # cut short by the read
+    lines = [line for line in lines[:_SNIFF_LINES + 1] if line.strip()]
+    for delimiter, word in _OTHER_DELIMITERS.items():
+        widths = {len(r) for r in csv.reader(lines, delimiter=delimiter)}
+        found = widths.pop() if len(widths) == 1 else 0
+        if found > width:
+            shown = "\\t" if delimiter == "\t" else delimiter
+            raise IngestError(
+                f"the file is separated by {word} ('{shown}'), not commas: the first lines have "
+                f"{found} fields split at '{shown}' but the header has {width} split at ','; "
+                "save it as comma-separated CSV (with '.' as the decimal mark) and upload it "
+                "again")
 
 
 def _has_surrogates(text: str) -> bool:
@@ -275,13 +330,20 @@ class _CsvStats:
         self.rows = 0
         self.nulls = [0] * len(schema)
         self.kinds = {i: "null" for i, name in enumerate(schema.names) if name in inferred}
+        # The first row (1-based) holding an infinity, per column: refused only if the column
+        # ends up numeric ("inf" in a text column is text).
+        self.infinite: dict[int, int] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
-        self.rows += batch.num_rows
         for i, col in enumerate(batch.columns):
             self.nulls[i] += col.null_count
             if i in self.kinds:
                 self.kinds[i] = _narrowest(col, self.kinds[i])
+            if i not in self.infinite:
+                at = _first_infinite(col)
+                if at is not None:
+                    self.infinite[i] = self.rows + at + 1
+        self.rows += batch.num_rows
 
     def info(self) -> DatasetInfo:
         if self.rows == 0:
@@ -289,8 +351,32 @@ class _CsvStats:
         columns = []
         for i, f in enumerate(self.schema):
             dtype = _text_dtype(self.kinds[i]) if i in self.kinds else _csv_dtype(f.type)
+            if dtype == "float64" and i in self.infinite:
+                raise _infinite(f.name, self.infinite[i])
             columns.append(Column(f.name, dtype, self.nulls[i]))
         return DatasetInfo("tabular", "csv", self.rows, columns)
+
+
+def _first_infinite(col: pa.Array) -> int | None:
+    """The 0-based index of the first infinite number in a column, text or float; else None."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            col = pc.utf8_trim_whitespace(col).cast(pa.float64())
+        except pa.ArrowInvalid:
+            return None  # not all numbers: a text column, where "inf" is a word
+    if not pa.types.is_floating(col.type):
+        return None
+    hits = pc.is_inf(col)
+    if not pc.any(hits).as_py():
+        return None
+    return int(pc.index(hits, True).as_py())
+
+
+def _infinite(column: str, row: int) -> IngestError:
+    return IngestError(f'column "{column}" holds an infinite number in row {row} (data rows '
+                       "counted from 1, the header not counted); infinities cannot be trained "
+                       "on: replace them with a finite value or leave the cell empty",
+                       row=row, column=column)
 
 
 # Which types a text column may still be, given the type its earlier batches fitted.
@@ -472,6 +558,8 @@ def _parquet_info(pf: pq.ParquetFile) -> DatasetInfo:
     if n_rows == 0:
         raise IngestError("the Parquet file has no data rows")
     nulls = _parquet_nulls(pf, [f.name for f in fields])
+    floats = [f.name for f in fields if pa.types.is_floating(f.type)]  # decimals are finite
+    _refuse_parquet_infinities(pf, floats)
     columns = [Column(f.name, _arrow_dtype(f.type), n) for f, n in zip(fields, nulls)]
     return DatasetInfo("tabular", "parquet", n_rows, columns)
 
@@ -497,6 +585,26 @@ def _parquet_nulls(pf: pq.ParquetFile, names: list[str]) -> list[int]:
     for j in sorted(unknown):
         counts[j] = _count_nulls(pf, names[j])
     return counts
+
+
+def _refuse_parquet_infinities(pf: pq.ParquetFile, names: list[str]) -> None:
+    """Refuse an infinity in a float column; row groups whose statistics are finite are skipped."""
+    md = pf.metadata
+    leaf = {md.schema.column(i).path: i for i in range(md.num_columns)}
+    start = 0
+    for g in range(md.num_row_groups):
+        group = md.row_group(g)
+        for name in names:
+            stats = group.column(leaf[name]).statistics
+            finite = stats is not None and stats.has_min_max and bool(
+                np.isfinite([stats.min, stats.max]).all())
+            if finite:
+                continue
+            col = pf.read_row_group(g, columns=[name]).column(0).combine_chunks()
+            at = _first_infinite(col)
+            if at is not None:
+                raise _infinite(name, start + at + 1)
+        start += group.num_rows
 
 
 def _count_nulls(pf: pq.ParquetFile, name: str) -> int:
@@ -572,7 +680,10 @@ def _npy_dtype(dtype: np.dtype) -> str:
 
 
 def _npy_nans(path: Path, arr: np.ndarray) -> list[int]:
-    """NaNs per column, read in chunks with plain reads so that no page stays mapped."""
+    """NaNs per column, read in chunks with plain reads so that no page stays mapped.
+
+    An infinity is refused here, naming its column and row, as the chunk is at hand.
+    """
     n, width = arr.shape[0], (1 if arr.ndim == 1 else arr.shape[1])
     fortran = arr.ndim == 2 and arr.flags.f_contiguous and not arr.flags.c_contiguous
     counts = np.zeros(width, dtype=np.int64)
@@ -581,6 +692,11 @@ def _npy_nans(path: Path, arr: np.ndarray) -> list[int]:
         fh.seek(arr.offset)  # type: ignore[attr-defined]
         for start in range(0, arr.size, step):
             chunk = np.fromfile(fh, dtype=arr.dtype, count=min(step, arr.size - start))
+            infinite = np.flatnonzero(np.isinf(chunk))
+            if infinite.size:
+                at = int(infinite[0]) + start
+                row, col = (at % n, at // n) if fortran else (at // width, at % width)
+                raise _infinite(f"x{col}", row + 1)
             flat = np.flatnonzero(np.isnan(chunk)) + start
             cols = flat // n if fortran else flat % width
             counts += np.bincount(cols, minlength=width)
@@ -733,7 +849,26 @@ def _parse_json_line(raw: bytes, line: int) -> Any:
         except UnicodeDecodeError:
             raise IngestError(f"line {line} is not valid UTF-8 text; save the file as UTF-8",
                               row=line) from exc
+        infinite = _infinite_json_value(raw, line) if "infinity" in str(exc).lower() else None
+        if infinite is not None:
+            raise infinite from exc
         # The parser's own position counts from this line's start, not the file's.
         why, pos = getattr(exc, "msg", str(exc)), getattr(exc, "pos", None)
         at = f" at character {pos + 1}" if isinstance(pos, int) else ""
         raise IngestError(f"line {line} is not valid JSON: {why}{at}", row=line) from exc
+
+
+def _infinite_json_value(raw: bytes, line: int) -> IngestError | None:
+    """The error naming the column of a number too large for a float (1e999), or None."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    items = value.items() if isinstance(value, dict) else (
+        (f"x{i}", v) for i, v in enumerate(value)) if isinstance(value, list) else ()
+    for name, v in items:
+        if isinstance(v, float) and math.isinf(v):
+            return IngestError(f'line {line}: column "{name}" holds an infinite number (a number '
+                               "too large for a float); infinities cannot be trained on: replace "
+                               "it with a finite value or null", row=line, column=str(name))
+    return None

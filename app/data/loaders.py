@@ -37,12 +37,36 @@ def numeric_columns(columns: list[dict[str, Any]]) -> list[str]:
     return [c["name"] for c in columns if c["dtype"] in NUMERIC_DTYPES]
 
 
+# Column names (compared case-insensitively) that hold a label or a row id, not a measurement:
+# a job that names no features leaves them out, since clustering on a label or an id is a
+# silent mistake; naming them in features trains on them. (Which column a text dataset takes
+# its labels from is another question, answered by app.data.text.LABEL_COLUMNS.)
+LABEL_LIKE = ("target", "label", "y", "id")
+
+
+def left_out(columns: list[dict[str, Any]], features: list[str] | None,
+             exclude: Sequence[str] = ()) -> list[str]:
+    """Numeric columns named like a label or an id, which a job without features leaves out."""
+    if features is not None:
+        return []
+    return [name for name in numeric_columns(columns)
+            if name not in exclude and name.lower() in LABEL_LIKE]
+
+
 def check_features(columns: list[dict[str, Any]], features: list[str] | None,
                    exclude: Sequence[str] = ()) -> list[str]:
-    """Resolve a job's feature list: all numeric columns but `exclude` when None; else check it."""
+    """Resolve a job's feature list: all numeric columns but `exclude` and the label-like ones
+    when None; else check it."""
     by_name = {c["name"]: c for c in columns}
     if features is None:
-        chosen = [name for name in numeric_columns(columns) if name not in exclude]
+        skipped = left_out(columns, None, exclude)
+        chosen = [name for name in numeric_columns(columns)
+                  if name not in exclude and name not in skipped]
+        if not chosen and skipped:
+            quoted = ", ".join(f'"{n}"' for n in skipped)
+            raise FeatureError(f"the dataset's only numeric columns ({', '.join(skipped)}) are "
+                               "named like a label or an id, so they are not used unless asked "
+                               f"for: name them in features, e.g. features: [{quoted}]")
         if not chosen:
             raise FeatureError("the dataset has no numeric columns to use as features "
                                f"(its columns: {_describe(columns)})")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from app.data.loaders import FeatureError, check_features
+from app.data.loaders import FeatureError, check_features, left_out
 from app.data.text import is_text_job
 from app.db.tables import (
     ACTIVE,
@@ -28,7 +28,7 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, TooMany, field_error
+from app.errors import Invalid, NotFound, TooMany, did_you_mean, field_error
 from app.ml import registry
 from app.services import backbones, datasets, page
 
@@ -45,11 +45,14 @@ class JobSpec:
     name: str | None = None
 
 
-def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
+def _param_errors(exc: ValidationError, valid: Iterable[str]) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        errors.append({"field": f"params.{loc}" if loc else "params", "message": err["msg"]})
+        message = err["msg"]
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            message = f"unknown param; {did_you_mean(str(err['loc'][0]), valid)}"
+        errors.append({"field": f"params.{loc}" if loc else "params", "message": message})
     return errors
 
 
@@ -62,13 +65,13 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     try:
         algo = registry.get(spec.algorithm)
     except KeyError:
-        names = ", ".join(sorted(registry.ALGORITHMS))
-        raise Invalid(f"unknown algorithm {spec.algorithm!r}; available: {names}",
-                      errors=[{"field": "algorithm", "message": f"unknown; available: {names}"}])
+        hint = did_you_mean(spec.algorithm, registry.ALGORITHMS)
+        raise Invalid(f"unknown algorithm {spec.algorithm!r}; {hint}",
+                      errors=[{"field": "algorithm", "message": f"unknown; {hint}"}])
     try:
         params = algo.params_model.model_validate(spec.params)
     except ValidationError as exc:
-        errors = _param_errors(exc)
+        errors = _param_errors(exc, algo.params_model.model_fields)
         raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                       errors=errors)
     try:
@@ -95,8 +98,17 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     return {
         "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
         "params": params.model_dump(mode="json"), "features": features,
-        "target": target, "name": spec.name,
+        "target": target, "name": spec.name, "metrics": _notes(ds, spec, target, features),
     }
+
+
+def _notes(ds: Dataset, spec: JobSpec, target: str | None,
+           features: list[str]) -> dict[str, Any]:
+    """What the job says from its creation on: the label-like columns it left out, if any."""
+    if ds.kind == "image" or is_text_job(ds.columns, features):
+        return {}  # the pixels, or the text column, are what it trains on
+    skipped = left_out(ds.columns, spec.features, exclude=[target] if target else [])
+    return {"left_out_columns": skipped} if skipped else {}
 
 
 def _transfer_fit(session: Session, project: str, ds: Dataset, spec: JobSpec, params: Any,
@@ -187,7 +199,7 @@ def create(*, session: Session, project: str, spec: JobSpec, max_active: int | N
                           "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
                           headers={"Retry-After": "10"})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
-              metrics={}, history=[], enqueued_at=utcnow(), **fields)
+              history=[], enqueued_at=utcnow(), **fields)
     session.add(job)
     session.flush()
     return job
@@ -296,10 +308,12 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
 
 
 def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:
-    """Renew the lease; return (still_owner, cancel_requested)."""
+    """Renew the lease, raise (never lower) the progress; return (still_owner, cancel_requested)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
-        values["progress"] = progress
+        # In the UPDATE itself, so that no reader sees progress go backwards: a resumed try
+        # counts again from its checkpoint (or from zero), below where the lost try got to.
+        values["progress"] = case((Job.progress > progress, Job.progress), else_=progress)
     owned = session.execute(
         update(Job).where(Job.id == lease.job_id, Job.lease_epoch == lease.epoch,
                           Job.status == RUNNING).values(**values)
@@ -387,7 +401,7 @@ def succeed(*, session: Session, lease: Lease, model: Model, metrics: dict[str, 
         return False
     session.add(model)
     job.model_id = model.id
-    job.metrics = metrics
+    job.metrics = {**(job.metrics or {}), **metrics}  # keeps what the job said at creation
     job.progress = 1.0
     _finish(session, job, lease.epoch, SUCCEEDED)
     return True

@@ -54,9 +54,10 @@ def test_string_feature_is_422_naming_the_column(client):
              features=["x", "label"])
     assert r.status_code == 422, r.json()
     assert "label" in r.json()["detail"]
-    # Without `features`, the numeric columns are used.
+    # Without `features`, the numeric columns are used, but for "y", named like a label.
     ok = _job(client, dataset_id=ds, algorithm="kmeans", params={"n_clusters": 2})
-    assert ok.status_code == 202 and ok.json()["features"] == ["x", "y"]
+    assert ok.status_code == 202 and ok.json()["features"] == ["x"]
+    assert ok.json()["metrics"] == {"left_out_columns": ["y"]}
 
 
 def test_unknown_feature_is_422(client, blobs_csv):

@@ -65,7 +65,7 @@ def test_follow_draws_epoch_metrics_and_ends_succeeded(embedded, rows, tmp_path)
     out = cli(embedded, "train", "autoencoder", "--dataset", ds["id"], "--param", "epochs=3",
               "--param", "hidden_dims=[8]", "--follow")
     assert "succeeded" in out.stdout and "epochs_trained" in out.stdout
-    assert "epoch 3 loss" in out.stderr  # the live bar's last state
+    assert "epoch 3/3 loss" in out.stderr  # the live bar's last state
     job_id = out.stdout.split("job ", 1)[1].split()[0]
     plot = tmp_path / "loss.png"
     cli(embedded, "jobs", "plot", job_id, "-o", str(plot))
