@@ -503,6 +503,12 @@ def decode_image(data: bytes, *, height: int, width: int, channels: int,
         return _pixels(im, _MODES[channels], height, width, "the image")
 
 
+def image_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of a PNG/JPEG from its header alone; refused past max_pixels."""
+    with _open(data, max_pixels, "the image") as im:
+        return im.height, im.width
+
+
 _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
 
 
