@@ -274,10 +274,12 @@ def _refused(exc: InputError | CapabilityError) -> Invalid:
 
 async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
-    """Run predict/embed: micro-batched for torch models, and for scikit-learn ones when other
-    serving calls are in flight (alone, a call is fastest answered directly)."""
+    """Run predict/embed: micro-batched for torch models, and for scikit-learn ones whose answer
+    a batch does not change when other serving calls are in flight (alone, a call is fastest
+    answered directly)."""
     if settings.batching and (entry.family != "unsupervised" or (
-            settings.sklearn_batching and cache.in_flight > 1)):
+            settings.sklearn_batching and cache.in_flight > 1
+            and op in entry.trained.row_exact)):
         try:
             return await cache.batcher(entry, op).submit(x)
         except (InputError, CapabilityError) as exc:
