@@ -94,7 +94,7 @@ def healthz_while(client: TestClient, heavy: callable) -> tuple[object, list[flo
 
 
 def assert_problem(r, status: int, *words: str) -> dict:
-    assert r.status_code == status, r.text
+    assert r.status_code == status, r.text[:500]
     assert r.headers["content-type"].startswith("application/problem+json")
     body = r.json()
     for w in words:
