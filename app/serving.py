@@ -64,9 +64,10 @@ class MicroBatcher:
 
     A request waits at most `max_wait` seconds for company; a batch never exceeds `max_size`
     rows. While one batch runs, the next one fills up, so under load batches grow by themselves.
-    With max_wait 0 a batch is whatever arrived before the loop's next turn; a batch of at most
-    `inline` rows is computed on the loop (a thread hop costs more than a small estimator call),
-    a bigger one in `pool`.
+    With max_wait 0 a batch is whatever arrived before the loop's next turn (requests whose
+    bytes came in together each run to their submit before it); a batch of at most `inline`
+    rows is computed on the loop (a thread hop costs more than a small estimator call), a
+    bigger one in `pool`.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], Any], max_size: int, max_wait: float,
@@ -179,9 +180,6 @@ class ModelCache:
         self.batch_max_wait = batch_max_wait
         self.pool = pool or ServingPool(2)
         self.inline = inline
-        # Serving requests between their first byte and their answer: more than one means
-        # concurrent callers, whose small scikit-learn calls are worth batching.
-        self.in_flight = 0
         self._items: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}

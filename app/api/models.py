@@ -255,9 +255,7 @@ async def _json_rows(request: Request, entry: Loaded, settings: Settings,
     Past inline_body_bytes the body is counted while it streams (an over-limit one is refused
     before it is held whole) and parsed in the pool; images are always decoded there.
     """
-    counter = payloads.InstanceCount(settings.max_instances, settings.max_request_cells)
-    raw, small = await payloads.read_json_body(request, settings.max_body_bytes,
-                                               settings.inline_body_bytes, counter)
+    raw, small = await payloads.read_json_body(request, settings)
     if not small:
         return await pool.run(_from_json, entry, raw, settings)
     instances = _parse(raw)
@@ -275,11 +273,10 @@ def _refused(exc: InputError | CapabilityError) -> Invalid:
 async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
     """Run predict/embed: micro-batched for torch models, and for scikit-learn ones whose answer
-    a batch does not change when other serving calls are in flight (alone, a call is fastest
-    answered directly)."""
+    a batch does not change (see MicroBatcher: calls that arrive together share one estimator
+    call, at the cost of one turn of the loop for a call alone)."""
     if settings.batching and (entry.family != "unsupervised" or (
-            settings.sklearn_batching and cache.in_flight > 1
-            and op in entry.trained.row_exact)):
+            settings.sklearn_batching and op in entry.trained.row_exact)):
         try:
             return await cache.batcher(entry, op).submit(x)
         except (InputError, CapabilityError) as exc:
@@ -322,20 +319,16 @@ def _binary_rows(raw: bytes, ctype: str, entry: Loaded, settings: Settings) -> n
 async def _serve(request: Request, model_id: str, project: str, op: str) -> Any:
     """The shared body of predict and embed: load, check, decode the instances, answer."""
     settings, cache = request.app.state.settings, request.app.state.cache
-    cache.in_flight += 1
-    try:
-        entry = await _loaded(request, model_id, project)
-        _can(entry, op)
-        ctype = payloads.media_type(request.headers.get("content-type"))
-        if ctype in payloads.BINARY:
-            x = await _binary(request, entry, settings, ctype, cache.pool)
-        elif ctype == "multipart/form-data":
-            x = await cache.pool.run(_matrix, entry, await _files(request, settings), settings)
-        else:
-            x = await _json_rows(request, entry, settings, cache.pool)
-        return await _compute(cache, entry, op, x, settings)
-    finally:
-        cache.in_flight -= 1
+    entry = await _loaded(request, model_id, project)
+    _can(entry, op)
+    ctype = payloads.media_type(request.headers.get("content-type"))
+    if ctype in payloads.BINARY:
+        x = await _binary(request, entry, settings, ctype, cache.pool)
+    elif ctype == "multipart/form-data":
+        x = await cache.pool.run(_matrix, entry, await _files(request, settings), settings)
+    else:
+        x = await _json_rows(request, entry, settings, cache.pool)
+    return await _compute(cache, entry, op, x, settings)
 
 
 INSTANCES_BODY = {"requestBody": {"required": True, "content": {

@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 from fastapi import Request, Response
 
+from app.config import Settings
 from app.errors import Invalid, TooLarge, field_error
 
 NPY = "application/x-npy"
@@ -236,11 +237,11 @@ class InstanceCount:
                            errors=[{"field": "instances", "message": "too many values"}])
 
 
-async def read_json_body(request: Request, limit: int, small: int,
-                         counter: InstanceCount) -> tuple[bytes, bool]:
-    """The body and whether it is small; past `small` bytes it is counted while it streams."""
+async def read_json_body(request: Request, settings: Settings) -> tuple[bytes, bool]:
+    """The body and whether it is small; past inline_body_bytes it is counted as it streams."""
+    limit, small = settings.max_body_bytes, settings.inline_body_bytes
     chunks: list[bytes] = []
-    size, counting = 0, False
+    size, counter = 0, None
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
@@ -248,9 +249,9 @@ async def read_json_body(request: Request, limit: int, small: int,
                            errors=[{"field": "body", "message": "too large"}])
         chunks.append(chunk)
         if size > small:
-            if not counting:  # the chunks before this one were not counted yet
-                counting = True
+            if counter is None:  # the chunks before this one were not counted yet
+                counter = InstanceCount(settings.max_instances, settings.max_request_cells)
                 for earlier in chunks[:-1]:
                     counter.feed(earlier)
             counter.feed(chunk)
-    return b"".join(chunks), not counting
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0], counter is None
