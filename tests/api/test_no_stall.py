@@ -13,9 +13,10 @@ import io
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def small_pngs_zip(n: int = 40) -> bytes:
     return buf.getvalue()
 
 
-def healthz_while(client: TestClient, heavy: callable) -> tuple[object, list[float]]:  # type: ignore[valid-type]
+def healthz_while(client: TestClient, heavy: Callable[[], Any]) -> tuple[Any, list[float]]:
     """Run heavy() in a thread; time GET /healthz calls until it ends. (its result, latencies)"""
     out: dict[str, object] = {}
     worker = threading.Thread(target=lambda: out.setdefault("r", heavy()))
@@ -115,8 +116,8 @@ def test_image_decoding_runs_off_the_loop_and_the_pixel_budget_refuses_early(tmp
         r, latencies = healthz_while(c, lambda: c.post(
             f"/v1/models/{model}/embed", json={"instances": [{"b64": b64}] * 10}))
         took = time.perf_counter() - started
-        assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-        assert len(r.json()["embeddings"]) == 10  # type: ignore[attr-defined]
+        assert r.status_code == 200, r.text
+        assert len(r.json()["embeddings"]) == 10
         assert took > 0.5 and latencies, (took, latencies)  # it really was heavy
         assert max(latencies) < 0.75, (took, latencies)
         # Past the budget: refused from the headers alone, before anything is decoded.
