@@ -66,8 +66,8 @@ def run() -> dict:
             for _ in range(ROUNDS):
                 for name, (url, payload) in targets.items():
                     loads[name].append(hammer(url, payload, CONCURRENCY, SECONDS))
-                for name in many:
-                    many[name].append(hammer(*targets[name], MANY, SECONDS))
+                for name, rounds in many.items():
+                    rounds.append(hammer(*targets[name], MANY, SECONDS))
         finally:
             for proc in servers:
                 proc.stop()

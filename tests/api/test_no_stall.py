@@ -185,7 +185,7 @@ def test_the_instance_count_is_exact_across_chunk_boundaries(step):
 
 
 def test_an_upload_with_too_many_form_fields_is_413_and_stores_nothing(tmp_path):
-    with api(tmp_path) as (c, s):
+    with api(tmp_path) as (c, _):
         fields = "".join(f"--B\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nx\r\n"
                          for i in range(5000))
         body = (fields + "--B\r\nContent-Disposition: form-data; name=\"file\"; "
