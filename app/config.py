@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     model_recheck_seconds: float = Field(2.0, ge=0)
     # Requests with at most this many instances are answered inline on the event loop.
     inline_instances: int = Field(64, ge=0)
+    # Heavy serving work (JSON bodies past inline_body_bytes, image decoding, building big
+    # matrices, model calls past inline_instances) runs in a pool of this many threads: it is
+    # CPU-bound, so more threads than cores only make every heavy request slower, and the rest
+    # wait their turn while the event loop keeps answering everyone else.
+    serving_threads: int = Field(2, ge=1, le=256)
+    # A JSON predict/embed body up to this size is parsed inline (the fast path); a larger one
+    # is counted while it streams (instances, cells) and parsed in the serving pool.
+    inline_body_bytes: int = Field(64 * 1024, ge=0)
+    # Per-request budgets of predict/embed: numbers in all instances (JSON or binary), and
+    # pixels of all images (summed from their headers, before any is decoded). A JSON number
+    # costs ~30 bytes of Python objects while parsed: 2M cells keep one request near 64 MB.
+    max_request_cells: int = Field(2_000_000, ge=1)
+    max_request_pixels: int = Field(64_000_000, ge=1)
     # A running job whose heartbeat is older than this is considered lost.
     heartbeat_seconds: float = Field(5.0, gt=0)
     # Redis redelivers unacknowledged messages after this; longer than any checkpoint interval.
@@ -63,10 +76,29 @@ class Settings(BaseSettings):
     max_zip_uncompressed_bytes: int = Field(8 * 1024**3, ge=1)
     max_zip_ratio: float = Field(200.0, gt=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # An image dataset's decoded arrays (images.npy: pixels x channels of every image) are
+    # bounded absolutely and against the upload: a few KB of 1-bit PNG decode to tens of MB.
+    # The ratio is judged only past max_dataset_decoded_floor, so small datasets of tiny or
+    # flat images (which compress far better than photos) are never refused for it.
+    max_dataset_decoded_bytes: int = Field(8 * 1024**3, ge=1)
+    max_dataset_decoded_ratio: float = Field(200.0, gt=1)
+    max_dataset_decoded_floor: int = Field(64 * 1024**2, ge=0)
+    # Columns of one tabular dataset (NPY, Parquet, CSV, JSONL): each one is a schema entry
+    # kept on the dataset's row and returned by the API.
+    max_dataset_columns: int = Field(10_000, ge=1)
+    # Dataset lists show at most this many columns of each dataset (the item shows them all).
+    list_columns: int = Field(100, ge=1)
+    # Multipart uploads: the non-file fields (`name`, ...) are bounded in number and in total
+    # bytes; the upload route is exempt from max_body_bytes, so nothing else bounds them.
+    max_form_fields: int = Field(16, ge=1)
+    max_form_field_bytes: int = Field(64 * 1024, ge=1)
     # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
     checkpoint_seconds: float = Field(0.0, ge=0)
-    # Micro-batching of torch predict/embed calls in the API process.
+    # Micro-batching of predict/embed calls in the API process: torch models always; the
+    # scikit-learn ones too (sklearn_batching), so concurrent small calls share one estimator
+    # call (their answers are the same row by row) instead of paying its fixed cost each.
     batching: bool = True
+    sklearn_batching: bool = True
     batch_max_size: int = Field(64, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     log_level: str = "info"

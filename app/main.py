@@ -27,7 +27,7 @@ from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
-from app.serving import ModelCache, settle_heap
+from app.serving import ModelCache, ServingPool, settle_heap
 from app.storage import StoreOwned, open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
@@ -51,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settle_heap()
     yield
     stop.set()
+    app.state.cache.pool.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings)
     app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
                                  batch_max_size=settings.batch_max_size,
-                                 batch_max_wait=settings.batch_max_wait_ms / 1000)
+                                 batch_max_wait=settings.batch_max_wait_ms / 1000,
+                                 pool=ServingPool(settings.serving_threads),
+                                 inline=settings.inline_instances)
     app.state.metrics = Metrics(settings, app.state.cache)
     app.state.access = Access(settings)
     app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)

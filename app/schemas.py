@@ -27,7 +27,12 @@ class DatasetOut(BaseModel):
     kind: str = Field(description="tabular, image or text")
     format: str = Field(description="csv, parquet, npy, jsonl or zip")
     n_rows: int
-    columns: list[ColumnOut]
+    columns: list[ColumnOut] = Field(description="the schema; in lists, only the first "
+                                                 "PRETRAINER_LIST_COLUMNS columns (see "
+                                                 "columns_truncated); all of them on the item")
+    n_columns: int = Field(0, description="how many columns the dataset has")
+    columns_truncated: bool = Field(False, description="true when `columns` shows only the "
+                                                       "first of n_columns (GET the item for all)")
     size_bytes: int
     sha256: str
     created_at: datetime
@@ -42,14 +47,22 @@ class DatasetOut(BaseModel):
                           "words), the label column found by name and its label counts")
 
     @classmethod
-    def from_row(cls, row: Dataset) -> DatasetOut:
-        fields = {name: getattr(row, name) for name in cls.model_fields if name not in _DETAILS}
+    def from_row(cls, row: Dataset, *, max_columns: int | None = None) -> DatasetOut:
+        """The dataset; with max_columns, its schema cut to that many columns (lists)."""
+        fields = {name: getattr(row, name) for name in cls.model_fields
+                  if name not in _DETAILS and name not in _COUNTED}
+        columns = row.columns or []
+        shown = columns if max_columns is None else columns[:max_columns]
         details = row.details or {}
-        return cls.model_validate({**fields, **{k: details.get(k) for k in _DETAILS}})
+        return cls.model_validate({**fields, **{k: details.get(k) for k in _DETAILS},
+                                   "columns": shown, "n_columns": len(columns),
+                                   "columns_truncated": len(shown) < len(columns)})
 
 
 # DatasetOut fields filled from the row's `details` (absent for plain tabular datasets).
 _DETAILS = ("image", "classes", "labelled", "text")
+# DatasetOut fields computed from its columns, not read from the row.
+_COUNTED = ("n_columns", "columns_truncated")
 
 
 class Page(BaseModel):

@@ -1,18 +1,20 @@
-"""Serving: an LRU cache of loaded models in the API process, and micro-batching for torch models."""
+"""Serving: an LRU cache of loaded models in the API process, micro-batching, and the bounded
+pool that heavy serving work runs in, off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from app.ml import registry
 from app.ml.base import Trained
@@ -35,17 +37,46 @@ def settle_heap(*, thaw: bool = False) -> None:
     gc.freeze()
 
 
+class ServingPool:
+    """A fixed number of threads for heavy serving work; the rest queue for a turn.
+
+    Starlette's shared thread pool (40 threads) also runs every plain `def` route: heavy
+    requests there would both crowd out those routes and run 40 CPU-bound jobs at once on a
+    few cores. Here a heavy request waits its turn while the event loop keeps answering others.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serving")
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) in the pool, awaited."""
+        call = functools.partial(fn, *args, **kwargs) if kwargs else (
+            functools.partial(fn, *args) if args else fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        """Stop taking work (at shutdown); running calls finish."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class MicroBatcher:
     """Gathers concurrent requests to one model into one forward pass.
 
     A request waits at most `max_wait` seconds for company; a batch never exceeds `max_size`
     rows. While one batch runs, the next one fills up, so under load batches grow by themselves.
+    With max_wait 0 a batch is whatever arrived before the loop's next turn (requests whose
+    bytes came in together each run to their submit before it); a batch of at most `inline`
+    rows is computed on the loop (a thread hop costs more than a small estimator call), a
+    bigger one in `pool`.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray], Any], max_size: int, max_wait: float) -> None:
+    def __init__(self, fn: Callable[[np.ndarray], Any], max_size: int, max_wait: float,
+                 *, pool: ServingPool | None = None, inline: int = 0) -> None:
         self.fn = fn
         self.max_size = max_size
         self.max_wait = max_wait
+        self.pool = pool or ServingPool(1)
+        self.inline = inline
         self._pending: list[tuple[np.ndarray, asyncio.Future[Any]]] = []
         self._rows = 0
         self._wake = asyncio.Event()
@@ -84,8 +115,13 @@ class MicroBatcher:
 
     async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future[Any]]]) -> None:
         try:
-            out = await run_in_threadpool(self.fn, np.concatenate([x for x, _ in batch]))
-        except Exception as exc:  # every caller of the batch learns of it
+            x = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
+            out = self.fn(x) if len(x) <= self.inline else await self.pool.run(self.fn, x)
+        except Exception as exc:
+            if len(batch) > 1:  # whose rows were refused: each caller is answered on its own
+                for item in batch:
+                    await self._run([item])
+                return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -136,11 +172,14 @@ class ModelCache:
     """Bounded LRU of loaded models; loads happen outside the lock so one slow load blocks nobody."""
 
     def __init__(self, store: BlobStore, size: int, *, batch_max_size: int = 64,
-                 batch_max_wait: float = 0.002) -> None:
+                 batch_max_wait: float = 0.002, pool: ServingPool | None = None,
+                 inline: int = 0) -> None:
         self.store = store
         self.size = size
         self.batch_max_size = batch_max_size
         self.batch_max_wait = batch_max_wait
+        self.pool = pool or ServingPool(2)
+        self.inline = inline
         self._items: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -193,10 +232,18 @@ class ModelCache:
         return entry
 
     def batcher(self, entry: Loaded, op: str) -> MicroBatcher:
-        """The micro-batcher of one model's predict or embed (created on first use)."""
+        """The micro-batcher of one model's predict or embed (created on first use).
+
+        A scikit-learn call is cheap next to its fixed cost (validation, thread-pool limits):
+        its batches take what is already waiting, with no added wait, and run on the loop when
+        small. Torch models wait up to batch_max_wait for company and always run in the pool.
+        """
         if op not in entry.batchers:
             fn = getattr(entry.trained, op)
-            entry.batchers[op] = MicroBatcher(fn, self.batch_max_size, self.batch_max_wait)
+            quick = entry.family == "unsupervised"
+            entry.batchers[op] = MicroBatcher(
+                fn, self.batch_max_size, 0.0 if quick else self.batch_max_wait, pool=self.pool,
+                inline=self.inline if quick else 0)
         return entry.batchers[op]
 
     def evict(self, model_id: str) -> None:

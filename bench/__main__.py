@@ -12,6 +12,7 @@ from bench import (
     dispatch_latency,
     ingest,
     microbatch,
+    noisy_neighbour,
     predict_throughput,
     training_overhead,
     transfer_digits,
@@ -27,6 +28,7 @@ BENCHES = {
     "microbatch": microbatch.run,
     "binary_embed": binary_embed.run,
     "transfer_digits": transfer_digits.run,
+    "noisy_neighbour": noisy_neighbour.run,
 }
 
 

@@ -62,7 +62,9 @@ def run() -> dict:
     x = rng.normal(size=(ROWS, WIDTH))
     with tempfile.TemporaryDirectory() as tmp:
         # The JSON request of 10,000 × 384 floats is about 75 MB: above the default body bound.
-        svc = service(Path(tmp) / "data", PRETRAINER_MAX_BODY_BYTES=str(512 * 1024**2))
+        # and 3.84M values, above the default per-call budget of values.
+        svc = service(Path(tmp) / "data", PRETRAINER_MAX_BODY_BYTES=str(512 * 1024**2),
+                      PRETRAINER_MAX_REQUEST_CELLS=str(ROWS * WIDTH))
         try:
             http = httpx.Client(base_url=svc.base, timeout=600)
             done = train(http, "train.npy", _npy(fit_rows), "pca", {"n_components": WIDTH})

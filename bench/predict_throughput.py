@@ -20,6 +20,9 @@ from bench._service import BIN, Load, Proc, free_port, hammer, service, train
 ROWS = 2000
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = 8
+# Many concurrent callers: where micro-batching of scikit-learn calls pays (goal: >= 1.2x the
+# bare endpoint's throughput, p95 <= 1.5x its p95).
+MANY = 16
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
@@ -59,13 +62,31 @@ def run() -> dict:
                 targets["mlflow"] = (f"{mlflow.base}/invocations",
                                      json.dumps({"inputs": [x[0].tolist()]}).encode())
             loads: dict[str, list[Load]] = {name: [] for name in targets}
+            many: dict[str, list[Load]] = {"pretrainer": [], "bare": []}
             for _ in range(ROUNDS):
                 for name, (url, payload) in targets.items():
                     loads[name].append(hammer(url, payload, CONCURRENCY, SECONDS))
+                for name, rounds in many.items():
+                    rounds.append(hammer(*targets[name], MANY, SECONDS))
         finally:
             for proc in servers:
                 proc.stop()
-    return _report(loads, mlflow if isinstance(mlflow, str) else None)
+    result = _report(loads, mlflow if isinstance(mlflow, str) else None)
+    result["concurrency_16"] = _report_many(many)
+    return result
+
+
+def _report_many(many: dict[str, list[Load]]) -> dict:
+    ours, base = _median(many["pretrainer"]), _median(many["bare"])
+    result = {"pretrainer_rps": round(ours.rps), "bare_rps": round(base.rps),
+              "ratio": round(ours.rps / base.rps, 3), "goal": ">= 1.2",
+              "pretrainer_p95_ms": round(ours.p95_ms, 2), "bare_p95_ms": round(base.p95_ms, 2),
+              "p95_ratio": round(ours.p95_ms / base.p95_ms, 3), "p95_goal": "<= 1.5"}
+    print(f"predict throughput at {MANY} connections: pretrainer {ours.rps:.0f} req/s (p95 "
+          f"{ours.p95_ms:.2f} ms) vs bare FastAPI async def {base.rps:.0f} req/s (p95 "
+          f"{base.p95_ms:.2f} ms) -> {result['ratio']:.2f}x (goal >= 1.2x), p95 "
+          f"{result['p95_ratio']:.2f}x (goal <= 1.5x)")
+    return result
 
 
 def _median(loads: list[Load]) -> Load:

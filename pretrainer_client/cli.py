@@ -209,8 +209,8 @@ def _ds_list(client: Client, args: argparse.Namespace) -> None:
     page = client.datasets(limit=500)
     _output([d.raw for d in page.items], args.json, lambda items: _table(
         f"datasets ({page.total})", ["id", "name", "kind", "format", "rows", "columns", "created"],
-        [[d["id"], d["name"], d["kind"], d["format"], d["n_rows"], len(d["columns"]),
-          d["created_at"]] for d in items]))
+        [[d["id"], d["name"], d["kind"], d["format"], d["n_rows"],
+          d.get("n_columns", len(d["columns"])), d["created_at"]] for d in items]))
 
 
 def _ds_show(client: Client, args: argparse.Namespace) -> None:

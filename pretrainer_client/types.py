@@ -46,6 +46,9 @@ class Dataset:
     created_at: datetime
     classes: list[dict[str, Any]] | None = None
     labelled: bool | None = None
+    # In lists, `columns` holds only the first columns of a wide dataset; n_columns counts all.
+    n_columns: int | None = None
+    columns_truncated: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -73,10 +73,12 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
     # published together; the folder is removed on any error before that.
     with store.staging_dir() as folder:
         staged = folder / "data.upload"
-        got = await uploads.receive(request, staged, settings.max_upload_bytes)
+        got = await uploads.receive(request, staged, settings.max_upload_bytes, uploads.FormLimits(
+            max_fields=settings.max_form_fields, max_bytes=settings.max_form_field_bytes))
         try:
             info = await run_in_threadpool(inspect_file, staged, got.filename, derived_dir=folder,
-                                           zip_limits=_zip_limits(settings))
+                                           zip_limits=_zip_limits(settings),
+                                           max_columns=settings.max_dataset_columns)
         except IngestError as exc:
             raise _ingest_problem(exc) from exc
         dataset_id = new_id("ds")
@@ -111,15 +113,19 @@ def _zip_limits(settings: Settings) -> ZipLimits:
     # app.data takes plain values, not Settings: it is used outside the API too.
     return ZipLimits(max_members=settings.max_zip_members,
                      max_uncompressed_bytes=settings.max_zip_uncompressed_bytes,
-                     max_ratio=settings.max_zip_ratio, max_image_pixels=settings.max_image_pixels)
+                     max_ratio=settings.max_zip_ratio, max_image_pixels=settings.max_image_pixels,
+                     max_decoded_bytes=settings.max_dataset_decoded_bytes,
+                     max_decoded_ratio=settings.max_dataset_decoded_ratio,
+                     decoded_floor=settings.max_dataset_decoded_floor)
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep, project: ProjectDep, limit: Limit = 50,
-                  offset: Offset = 0) -> DatasetList:
-    """The project's datasets, newest first."""
+def list_datasets(session: SessionDep, project: ProjectDep, settings: SettingsDep,
+                  limit: Limit = 50, offset: Offset = 0) -> DatasetList:
+    """The project's datasets, newest first (wide schemas cut to their first columns)."""
     rows, total = datasets.list_(session=session, project=project, limit=limit, offset=offset)
-    return DatasetList(items=[DatasetOut.from_row(r) for r in rows], total=total,
+    return DatasetList(items=[DatasetOut.from_row(r, max_columns=settings.list_columns)
+                              for r in rows], total=total,
                        next=Page.next_offset(offset, len(rows), total))
 
 

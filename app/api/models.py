@@ -28,7 +28,7 @@ from app.api.deps import (
     serving_project,
 )
 from app.config import Settings
-from app.data.images import ImageError, decode_b64, decode_image
+from app.data.images import ImageError, decode_b64, decode_image, image_size
 from app.data.loaders import FeatureError, instances_to_matrix
 from app.db.session import get_sessionmaker
 from app.errors import Invalid, NotFound, Problem, TooLarge, Unsupported, field_error
@@ -46,7 +46,7 @@ from app.schemas import (
     TrainingEmbeddingOut,
 )
 from app.services import models
-from app.serving import Loaded, ModelCache
+from app.serving import Loaded, ModelCache, ServingPool
 
 log = logging.getLogger("pretrainer.api")
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -76,7 +76,9 @@ serving = APIRouter(prefix="/v1/models", tags=["models"], route_class=ServingRou
 NOT_FOUND = {404: {"description": "no such model"}}
 SERVE_ERRORS = {**NOT_FOUND,
                 410: {"description": "the model's files are missing from the blob store"},
-                413: {"description": "more instances than PRETRAINER_MAX_INSTANCES"},
+                413: {"description": "more instances than PRETRAINER_MAX_INSTANCES, "
+                                     "or past PRETRAINER_MAX_REQUEST_CELLS / "
+                                     "PRETRAINER_MAX_REQUEST_PIXELS"},
                 422: {"description": "bad instances, or a request the model cannot answer"},
                 429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key"}}
 RATE_LIMITED = [Depends(limit_serving)]
@@ -165,7 +167,7 @@ def _matrix(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarr
                        errors=[{"field": "instances", "message": "too many"}],
                        headers={payloads.MAX_INSTANCES_HEADER: str(limit)})
     if entry.kind == "image":
-        return _images(entry, instances, settings.max_image_pixels)
+        return _images(entry, instances, settings)
     if entry.kind == "text":
         return _texts(instances)
     try:
@@ -174,26 +176,47 @@ def _matrix(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarr
         raise Invalid(exc.message, errors=[{"field": "instances", "message": exc.message}]) from exc
 
 
-def _images(entry: Loaded, instances: list[Any], max_pixels: int) -> np.ndarray:
-    """Decode {"b64": …} instances (or raw bytes from a multipart upload) as at training."""
+def _images(entry: Loaded, instances: list[Any], settings: Settings) -> np.ndarray:
+    """Decode {"b64": …} instances (or raw bytes from a multipart upload) as at training.
+
+    Every header is read first and the request's pixels summed against its budget, so a
+    request over it is refused before a single image is decoded. Runs in the serving pool.
+    """
     if not instances:
         raise field_error("instances", "is empty; send at least one image")
-    s = entry.schema
-    out = np.empty((len(instances), s["height"], s["width"], s["channels"]), dtype=np.uint8)
+    s, max_pixels = entry.schema, settings.max_image_pixels
+    raws, total = [], 0
     for i, item in enumerate(instances):
         try:
-            if isinstance(item, bytes):
-                raw = item
-            elif isinstance(item, dict) and isinstance(item.get("b64"), str):
-                raw = decode_b64(item["b64"])
-            else:
-                raise ImageError('each image instance is {"b64": "<base64 PNG or JPEG>"}')
+            raw = _image_bytes(item)
+            height, width = image_size(raw, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise field_error(f"instances[{i}]", str(exc)) from exc
+        raws.append(raw)
+        total += height * width
+        if total > settings.max_request_pixels:
+            raise TooLarge(f"the images of this call have more than {settings.max_request_pixels}"
+                           f" pixels in all (past instances[{i}]); the budget is "
+                           f"{settings.max_request_pixels} (PRETRAINER_MAX_REQUEST_PIXELS): send "
+                           "fewer or smaller images per call",
+                           errors=[{"field": "instances", "message": "too many pixels"}])
+    out = np.empty((len(raws), s["height"], s["width"], s["channels"]), dtype=np.uint8)
+    for i, raw in enumerate(raws):
+        try:
             img = decode_image(raw, height=s["height"], width=s["width"], channels=s["channels"],
                                max_pixels=max_pixels)
         except ImageError as exc:
             raise field_error(f"instances[{i}]", str(exc)) from exc
         out[i] = img.reshape(out.shape[1:])
     return out
+
+
+def _image_bytes(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("b64"), str):
+        return decode_b64(item["b64"])
+    raise ImageError('each image instance is {"b64": "<base64 PNG or JPEG>"}')
 
 
 def _texts(instances: list[Any]) -> np.ndarray:
@@ -210,17 +233,39 @@ def _texts(instances: list[Any]) -> np.ndarray:
     return out
 
 
-async def _instances(request: Request) -> list[Any]:
-    """Instances from a JSON body, or image files from a multipart body."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form()
-        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
-        return [await f.read() for f in files]  # type: ignore[union-attr]
+async def _files(request: Request, settings: Settings) -> list[Any]:
+    """Image files from a multipart body (at most max_instances of them)."""
+    form = await request.form(max_files=settings.max_instances)
+    files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+    return [await f.read() for f in files]  # type: ignore[union-attr]
+
+
+def _parse(raw: bytes) -> list[Any]:
     try:
-        return InstancesIn.model_validate_json(await request.body()).instances
+        return InstancesIn.model_validate_json(raw).instances
     except ValidationError as exc:  # the same 422 as a body FastAPI validated itself
         raise RequestValidationError(exc.errors()) from exc
+
+
+def _from_json(entry: Loaded, raw: bytes, settings: Settings) -> np.ndarray:
+    """Parse a JSON body and build the model's input from it (in the serving pool)."""
+    return _matrix(entry, _parse(raw), settings)
+
+
+async def _json_rows(request: Request, entry: Loaded, settings: Settings,
+                     pool: ServingPool) -> np.ndarray:
+    """The model's input from a JSON body; the loop itself parses only small tabular ones.
+
+    Past inline_body_bytes the body is counted while it streams (an over-limit one is refused
+    before it is held whole) and parsed in the pool; images are always decoded there.
+    """
+    raw, small = await payloads.read_json_body(request, settings)
+    if not small:
+        return await pool.run(_from_json, entry, raw, settings)
+    instances = _parse(raw)
+    if entry.kind == "image" or len(instances) > settings.inline_instances:
+        return await pool.run(_matrix, entry, instances, settings)
+    return _matrix(entry, instances, settings)
 
 
 def _refused(exc: InputError | CapabilityError) -> Invalid:
@@ -231,33 +276,47 @@ def _refused(exc: InputError | CapabilityError) -> Invalid:
 
 async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
                    settings: Settings) -> Any:
-    """Run predict/embed: micro-batched for torch models, inline or in a thread otherwise."""
-    if entry.family != "unsupervised" and settings.batching:
+    """Run predict/embed: micro-batched for torch models, and for scikit-learn ones whose answer
+    a batch does not change (see MicroBatcher: calls that arrive together share one estimator
+    call, at the cost of one turn of the loop for a call alone)."""
+    if settings.batching and (entry.family != "unsupervised" or (
+            settings.sklearn_batching and op in entry.trained.row_exact)):
         try:
             return await cache.batcher(entry, op).submit(x)
         except (InputError, CapabilityError) as exc:
             raise _refused(exc) from exc
     fn = getattr(entry.trained, op)
-    return await _answer(lambda: fn(x), len(x), settings.inline_instances)
+    return await _answer(lambda: fn(x), len(x), settings.inline_instances, cache.pool)
 
 
-async def _answer(fn: Callable[[], Any], n: int, inline: int) -> Any:
+async def _answer(fn: Callable[[], Any], n: int, inline: int, pool: ServingPool) -> Any:
     # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
     # (A plain try, not a context manager: this is on every predict.)
     try:
-        return fn() if n <= inline else await run_in_threadpool(fn)
+        return fn() if n <= inline else await pool.run(fn)
     except (InputError, CapabilityError) as exc:
         raise _refused(exc) from exc
 
 
-async def _binary(request: Request, entry: Loaded, settings: Settings, ctype: str) -> np.ndarray:
+async def _binary(request: Request, entry: Loaded, settings: Settings, ctype: str,
+                  pool: ServingPool) -> np.ndarray:
     """The rows of an .npy or Arrow body, checked against the model's features."""
     if entry.kind == "image":
         raise Unsupported(f"{ctype} bodies are for tabular models; send images as JSON "
                           '{"instances": [{"b64": …}]} or multipart files',
                           errors=[{"field": "body", "message": f"{ctype} is not accepted here"}])
     raw = await payloads.read_body(request, settings.max_body_bytes)
+    if len(raw) <= settings.inline_body_bytes:
+        return _binary_rows(raw, ctype, entry, settings)
+    return await pool.run(_binary_rows, raw, ctype, entry, settings)
+
+
+def _binary_rows(raw: bytes, ctype: str, entry: Loaded, settings: Settings) -> np.ndarray:
     arr = payloads.decode(raw, ctype, entry.features)
+    if arr.size > settings.max_request_cells:
+        raise TooLarge(f"the array has {arr.size} values; the budget is "
+                       f"{settings.max_request_cells} per call (PRETRAINER_MAX_REQUEST_CELLS)",
+                       errors=[{"field": "body", "message": "too many values"}])
     return payloads.matrix(arr, entry.features, entry.dtype, settings.max_instances)
 
 
@@ -268,9 +327,11 @@ async def _serve(request: Request, model_id: str, project: str, op: str) -> Any:
     _can(entry, op)
     ctype = payloads.media_type(request.headers.get("content-type"))
     if ctype in payloads.BINARY:
-        x = await _binary(request, entry, settings, ctype)
+        x = await _binary(request, entry, settings, ctype, cache.pool)
+    elif ctype == "multipart/form-data":
+        x = await cache.pool.run(_matrix, entry, await _files(request, settings), settings)
     else:
-        x = _matrix(entry, await _instances(request), settings)
+        x = await _json_rows(request, entry, settings, cache.pool)
     return await _compute(cache, entry, op, x, settings)
 
 
@@ -320,7 +381,8 @@ async def generate(model_id: str, body: GenerateIn, request: Request,
     """n new samples from a generative model."""
     entry = await _loaded(request, model_id, project)
     _can(entry, "generate")
-    samples = await _answer(lambda: entry.trained.generate(body.n, body.seed), body.n, 0)
+    samples = await _answer(lambda: entry.trained.generate(body.n, body.seed), body.n, 0,
+                            request.app.state.cache.pool)
     return _json({"samples": samples})
 
 

@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 from fastapi import Request, Response
 
+from app.config import Settings
 from app.errors import Invalid, TooLarge, field_error
 
 NPY = "application/x-npy"
@@ -160,3 +161,103 @@ def response_content(main: str) -> dict[str, Any]:
                                                                "fields are named in X-Omitted-Fields"}},
             ARROW: {"schema": {**BINARY_SCHEMA, "description": "an Arrow IPC stream, one column "
                                                                  "per response field"}}}
+
+
+# ------------------------------------------------------------------ counting a JSON body early
+
+_QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
+_OPENS = np.zeros(256, dtype=np.int8)
+_OPENS[[ord("["), ord("{")]] = 1
+_OPENS[[ord("]"), ord("}")]] = -1
+_MARKS = _OPENS != 0
+_MARKS[_COMMA] = True
+_SCAN_BYTES = 1 << 20
+
+
+class InstanceCount:
+    """Counts the instances and cells of a `{"instances": [...]}` body chunk by chunk, unparsed.
+
+    A body is refused (413) as soon as it passes a limit, before it is held whole or parsed:
+    parsing 5M rows into Python lists takes seconds with the GIL held and gigabytes. The scan
+    is vectorised per chunk (NumPy) and keeps only the state a chunk boundary needs: inside a
+    string or not, the parity of a trailing run of backslashes, and the nesting depth. Elements
+    at depth 2 (inside the array inside the body's object) are instances; values inside them
+    are cells. Invalid JSON is counted loosely and refused by the parser afterwards.
+    """
+
+    def __init__(self, max_instances: int, max_cells: int) -> None:
+        self.max_instances, self.max_cells = max_instances, max_cells
+        self.instances = self.cells = 0
+        self._in_string, self._escaped, self._depth = False, False, 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Count one chunk; TooLarge as soon as a limit is passed."""
+        view = memoryview(chunk)
+        for start in range(0, len(view), _SCAN_BYTES):  # bounded scratch arrays, early refusal
+            self._feed(np.frombuffer(view[start:start + _SCAN_BYTES], dtype=np.uint8))
+
+    def _feed(self, a: np.ndarray) -> None:
+        quotes = self._real_quotes(a)
+        marks = np.flatnonzero(_MARKS[a])  # , [ ] { } anywhere; then those outside strings
+        marks = marks[(np.searchsorted(quotes, marks) + self._in_string) % 2 == 0]
+        kinds = a[marks]
+        step = _OPENS[kinds].astype(np.int64)
+        depth = np.cumsum(step) + self._depth
+        commas = kinds == _COMMA
+        opened = step > 0
+        # The instances array's opening counts its first element; each comma inside, one more.
+        self.instances += int(np.count_nonzero((commas | opened) & (depth == 2)))
+        self.cells += int(np.count_nonzero(commas & (depth >= 3))
+                          + np.count_nonzero(opened & (depth == 3)))
+        self._in_string = bool((len(quotes) + self._in_string) % 2)
+        if len(depth):
+            self._depth = int(depth[-1])
+        self._check()
+
+    def _real_quotes(self, a: np.ndarray) -> np.ndarray:
+        """Positions of the quotes not escaped by an odd run of backslashes before them."""
+        quotes = np.flatnonzero(a == _QUOTE)
+        if not self._escaped and not (a == _BACKSLASH).any():
+            return quotes
+        idx = np.arange(len(a))
+        last_plain = np.maximum.accumulate(np.where(a != _BACKSLASH, idx, -1))
+        before = np.where(quotes > 0, last_plain[np.maximum(quotes - 1, 0)], -1)
+        run = quotes - 1 - before
+        run = np.where(before < 0, run + self._escaped, run)  # a run carried from the last chunk
+        tail = len(a) - 1 - int(last_plain[-1])
+        self._escaped = bool((tail + (self._escaped if last_plain[-1] < 0 else 0)) % 2)
+        return quotes[run % 2 == 0]
+
+    def _check(self) -> None:
+        # A non-empty array of n elements has n - 1 commas: the count is exact for valid JSON.
+        if self.instances > self.max_instances:
+            raise TooLarge(f"more than {self.max_instances} instances in one call; the limit is "
+                           f"{self.max_instances} (PRETRAINER_MAX_INSTANCES): split them into "
+                           "calls of at most that many",
+                           errors=[{"field": "instances", "message": "too many"}],
+                           headers={MAX_INSTANCES_HEADER: str(self.max_instances)})
+        if self.cells > self.max_cells:
+            raise TooLarge(f"more than {self.max_cells} values in one call's instances; the "
+                           f"budget is {self.max_cells} (PRETRAINER_MAX_REQUEST_CELLS): send "
+                           "fewer instances per call",
+                           errors=[{"field": "instances", "message": "too many values"}])
+
+
+async def read_json_body(request: Request, settings: Settings) -> tuple[bytes, bool]:
+    """The body and whether it is small; past inline_body_bytes it is counted as it streams."""
+    limit, small = settings.max_body_bytes, settings.inline_body_bytes
+    chunks: list[bytes] = []
+    size, counter = 0, None
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
+                           errors=[{"field": "body", "message": "too large"}])
+        chunks.append(chunk)
+        if size > small:
+            if counter is None:  # the chunks before this one were not counted yet
+                counter = InstanceCount(settings.max_instances, settings.max_request_cells)
+                for earlier in chunks[:-1]:
+                    counter.feed(earlier)
+            counter.feed(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0], counter is None

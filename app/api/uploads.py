@@ -27,12 +27,27 @@ class Received:
     has_file: bool = False
 
 
-class _Receiver:
-    """python-multipart callbacks: file parts go to disk, text parts to memory (bounded)."""
+@dataclass(frozen=True)
+class FormLimits:
+    """Bounds on the non-file parts of an upload: how many, and their bytes with all headers."""
 
-    def __init__(self, staged: Path, limit: int) -> None:
+    max_fields: int = 16
+    max_bytes: int = 64 * 1024
+
+
+class _Receiver:
+    """python-multipart callbacks: file parts go to disk, text parts to memory (bounded).
+
+    Each text part is capped, and so are their number and, with every part's headers, their
+    total bytes: the upload route is exempt from the body cap, so nothing else bounds them.
+    """
+
+    def __init__(self, staged: Path, limit: int, form: FormLimits) -> None:
         self.out = Received(path=staged)
         self.limit = limit
+        self.form = form
+        self.fields = 0
+        self.form_bytes = 0
         self.hash = hashlib.sha256()
         self.fh: BinaryIO | None = None
         self._header_field = b""
@@ -52,10 +67,20 @@ class _Receiver:
         self._headers, self._text, self._name, self._is_file = {}, bytearray(), "", False
 
     def _hfield(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
         self._header_field = data[start:end].lower()
 
     def _hvalue(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
         self._headers[self._header_field] = self._headers.get(self._header_field, b"") + data[start:end]
+
+    def _count(self, n: int) -> None:
+        self.form_bytes += n
+        if self.form_bytes > self.form.max_bytes:
+            raise TooLarge(f"the form's fields and part headers take more than "
+                           f"{self.form.max_bytes} bytes, the limit "
+                           "(PRETRAINER_MAX_FORM_FIELD_BYTES); send the data as the `file` part",
+                           errors=[{"field": "form", "message": "fields too large"}])
 
     def _headers_done(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
@@ -68,6 +93,12 @@ class _Receiver:
             raw = options.get(b"filename")
             self.out.filename = raw.decode("utf-8", "replace") if raw is not None else None
             self.fh = open(self.out.path, "wb")
+            return
+        self.fields += 1
+        if self.fields > self.form.max_fields:
+            raise TooLarge(f"the form has more than {self.form.max_fields} fields besides the "
+                           f"file, the limit (PRETRAINER_MAX_FORM_FIELDS)",
+                           errors=[{"field": "form", "message": "too many fields"}])
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -79,6 +110,7 @@ class _Receiver:
             self.hash.update(chunk)
             self.fh.write(chunk)
         else:
+            self._count(len(chunk))
             self._text += chunk
             if len(self._text) > MAX_TEXT_FIELD:
                 raise field_error(self._name or "form", f"longer than {MAX_TEXT_FIELD} bytes")
@@ -108,12 +140,14 @@ def _boundary(request: Request) -> bytes:
     return options[b"boundary"]
 
 
-async def receive(request: Request, staged: Path, limit: int) -> Received:
+async def receive(request: Request, staged: Path, limit: int,
+                  form: FormLimits | None = None) -> Received:
     """Stream the request body into staged; the caller removes staged on any error."""
+    form = form or FormLimits()
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    if declared and declared.isdigit() and int(declared) > limit + form.max_bytes + 64 * 1024:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes (PRETRAINER_MAX_UPLOAD_BYTES)")
-    receiver = _Receiver(staged, limit)
+    receiver = _Receiver(staged, limit, form)
     parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():

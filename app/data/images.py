@@ -105,6 +105,11 @@ class ZipLimits:
     max_uncompressed_bytes: int = 8 * 1024**3
     max_ratio: float = 200.0
     max_image_pixels: int = 40_000_000
+    # The decoded arrays (images.npy), absolutely and against the archive's size on disk; the
+    # ratio is judged only past decoded_floor (see Settings.max_dataset_decoded_*).
+    max_decoded_bytes: int = 8 * 1024**3
+    max_decoded_ratio: float = 200.0
+    decoded_floor: int = 64 * 1024**2
 
 
 @dataclass
@@ -449,6 +454,7 @@ def _build(zf: zipfile.ZipFile, rows: list[_Row], classes: list[str], limits: Zi
         raise _broken_error(rows, survey.broken)
     height, width = _modal_size(survey.sizes)
     mode = "L" if survey.gray else "RGB"
+    _check_decoded(len(rows) * height * width * len(mode), archive_size, limits)
     images = np.lib.format.open_memmap(out_dir / IMAGES_FILE, mode="w+", dtype=np.uint8,
                                        shape=(len(rows), height, width, len(mode)))
     reader = _Reader(zf, limits, archive_size)
@@ -467,6 +473,26 @@ def _build(zf: zipfile.ZipFile, rows: list[_Row], classes: list[str], limits: Zi
     images.flush()
     del images
     return _write_index(rows, classes, survey, (height, width, len(mode)), out_dir)
+
+
+def _check_decoded(decoded: int, archive_size: int, limits: ZipLimits) -> None:
+    """Refuse (413) arrays past the absolute cap, or past the ratio to the upload's size.
+
+    Checked from the headers, before anything is decoded or written: a few KB of 1-bit PNG
+    decode to tens of MB each, so the archive's own limits (on what it decompresses to) do not
+    bound the arrays.
+    """
+    if decoded > limits.max_decoded_bytes:
+        raise ImageError(f"the images decode to {decoded} bytes (images x height x width x "
+                         f"channels), more than the limit of {limits.max_decoded_bytes} "
+                         "(PRETRAINER_MAX_DATASET_DECODED_BYTES)", status=413)
+    allowed = max(limits.decoded_floor, limits.max_decoded_ratio * archive_size)
+    if decoded > allowed:
+        times = decoded / max(archive_size, 1)
+        raise ImageError(f"the images decode to {decoded} bytes, {times:.0f} times the "
+                         f"archive's {archive_size} bytes; past "
+                         f"{limits.decoded_floor} bytes the limit is {limits.max_decoded_ratio:g} "
+                         "times (PRETRAINER_MAX_DATASET_DECODED_RATIO)", status=413)
 
 
 def _broken_error(rows: list[_Row], broken: dict[int, str]) -> ImageError:
@@ -501,6 +527,12 @@ def decode_image(data: bytes, *, height: int, width: int, channels: int,
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     with _open(data, max_pixels, "the image") as im:
         return _pixels(im, _MODES[channels], height, width, "the image")
+
+
+def image_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of a PNG/JPEG from its header alone; refused past max_pixels."""
+    with _open(data, max_pixels, "the image") as im:
+        return im.height, im.width
 
 
 _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)

@@ -145,8 +145,8 @@ def _tail(path: Path, size: int) -> bytes:
 
 
 def inspect_file(path: Path, filename: str | None, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 derived_dir: Path | None = None,
-                 zip_limits: ZipLimits | None = None) -> DatasetInfo:
+                 derived_dir: Path | None = None, zip_limits: ZipLimits | None = None,
+                 max_columns: int = 10_000) -> DatasetInfo:
     """Validate an upload and infer its schema; a ZIP's arrays are written into derived_dir."""
     path = Path(path)
     if _is_blank(path):
@@ -157,12 +157,23 @@ def inspect_file(path: Path, filename: str | None, *, block_size: int = DEFAULT_
             raise ValueError("a ZIP of images needs derived_dir for its arrays")
         return _inspect_zip(path, Path(derived_dir), zip_limits or ZipLimits())
     if fmt == "csv":
-        return _with_text(path, _inspect_csv(path, block_size))
-    if fmt == "parquet":
-        return _with_text(path, _inspect_parquet(path))
-    if fmt == "npy":
-        return _inspect_npy(path)
-    return _with_text(path, _inspect_jsonl(path))
+        info = _with_text(path, _inspect_csv(path, block_size))
+    elif fmt == "parquet":
+        info = _with_text(path, _inspect_parquet(path, max_columns))
+    elif fmt == "npy":
+        info = _inspect_npy(path, max_columns)
+    else:
+        info = _with_text(path, _inspect_jsonl(path))
+    _check_width(len(info.columns), max_columns)
+    return info
+
+
+def _check_width(n_columns: int, limit: int) -> None:
+    """A schema entry per column lives on the dataset's row and in every answer about it."""
+    if n_columns > limit:
+        raise IngestError(f"the data has {n_columns} columns, more than the limit of {limit} "
+                          "(PRETRAINER_MAX_DATASET_COLUMNS); a wide array is usually meant "
+                          "transposed (rows x columns)", status=413)
 
 
 def _with_text(path: Path, info: DatasetInfo) -> DatasetInfo:
@@ -536,9 +547,10 @@ def _inspect_zip(path: Path, derived_dir: Path, limits: ZipLimits) -> DatasetInf
 # ------------------------------------------------------------------------------------ Parquet
 
 
-def _inspect_parquet(path: Path) -> DatasetInfo:
+def _inspect_parquet(path: Path, max_columns: int) -> DatasetInfo:
     try:
         with pq.ParquetFile(path) as pf:
+            _check_width(len(pf.schema_arrow), max_columns)  # before a statistic per column
             return _parquet_info(pf)
     except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"this is not a valid Parquet file: {exc}") from exc
@@ -630,9 +642,10 @@ def _arrow_dtype(t: pa.DataType) -> str:
 # ---------------------------------------------------------------------------------------- NPY
 
 
-def _inspect_npy(path: Path) -> DatasetInfo:
+def _inspect_npy(path: Path, max_columns: int) -> DatasetInfo:
     arr = _open_npy(path)
     _check_npy_array(arr)
+    _check_width(1 if arr.ndim == 1 else arr.shape[1], max_columns)  # before a count per column
     n_rows = arr.shape[0]
     width = 1 if arr.ndim == 1 else arr.shape[1]
     nulls = _npy_nans(path, arr) if arr.dtype.kind == "f" else [0] * width

@@ -68,6 +68,10 @@ class Trained(ABC):
 
     algorithm: ClassVar[str]
     metrics: dict[str, Any]
+    # Operations whose answer for a row is the same whatever other rows share the call (labels
+    # from an argmin): these may be batched across callers without changing any answer. Float
+    # outputs are not listed: BLAS sums a row differently in a bigger matrix (last-bit changes).
+    row_exact: ClassVar[frozenset[str]] = frozenset()
 
     def predict(self, x: np.ndarray) -> dict[str, Any]:
         """Return {"predictions": [...], optional "probabilities", ...} for the rows of x."""

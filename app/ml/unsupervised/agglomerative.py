@@ -49,6 +49,7 @@ class AgglomerativeModel(UnsupervisedModel):
 
     algorithm: ClassVar[str] = "agglomerative"
     parts: ClassVar[dict[str, type]] = {"centroids": np.ndarray}
+    row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None,
                  centroids: np.ndarray) -> None:

@@ -49,6 +49,7 @@ class DBSCANModel(UnsupervisedModel):
 
     algorithm: ClassVar[str] = "dbscan"
     parts: ClassVar[dict[str, type]] = {"core_samples": np.ndarray, "core_labels": np.ndarray}
+    row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None,
                  core_samples: np.ndarray, core_labels: np.ndarray) -> None:

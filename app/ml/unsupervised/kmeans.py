@@ -69,6 +69,7 @@ class KMeansModel(UnsupervisedModel):
 
     algorithm: ClassVar[str] = "kmeans"
     parts: ClassVar[dict[str, type]] = {"estimator": KMeans}
+    row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None,
                  estimator: KMeans | MiniBatchKMeans) -> None:

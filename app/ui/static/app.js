@@ -208,7 +208,7 @@ async function datasetsView() {
     el("section", {}, el("h2", {}, `Datasets (${page.total})`),
       table(["id", "name", "kind", "format", "rows", "columns", "created"],
         page.items.map((d) => ({ id: d.id, cells: [el("code", { "data-dataset-id": d.id }, d.id), d.name, d.kind, d.format, d.n_rows,
-          d.columns.map((c) => c.name).join(", "), d.created_at] })),
+          d.columns.map((c) => c.name).join(", ") + (d.columns_truncated ? ` … (${d.n_columns} in all)` : ""), d.created_at] })),
         (d) => { location.hash = `train/${d.id}`; })),
   ];
 }
