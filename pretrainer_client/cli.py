@@ -86,6 +86,9 @@ def register(sub: Any) -> None:
     plot.add_argument("-o", "--output", type=Path, required=True)
 
     _leaf(sub, "algorithms", "list the algorithms and what they answer", _algorithms, common)
+    projects = sub.add_parser("projects", help="your project and its quotas").add_subparsers(
+        dest="action", required=True)
+    _leaf(projects, "me", "the API key's project: each quota's limit and use", _project, common)
     for name, handler in (("predict", _predict), ("embed", _embed)):
         p = _leaf(sub, name, f"{name} for the rows of FILE (CSV with a header, .npy, .json, "
                   ".jsonl) or for image files", handler, common)
@@ -295,6 +298,14 @@ def _algorithms(client: Client, args: argparse.Namespace) -> None:
         "algorithms", ["name", "family", "data kinds", "answers", "description"],
         [[a["name"], a["family"], ", ".join(a["data_kinds"]), ", ".join(a["capabilities"]),
           a["description"]] for a in items]))
+
+
+def _project(client: Client, args: argparse.Namespace) -> None:
+    me = client.project()
+    _output(me.raw, args.json, lambda p: _table(
+        f"project {p['project']}", ["quota", "limit", "used", "source", "what it counts"],
+        [[name, q["limit"], q["used"], q["source"], q["description"]]
+         for name, q in p["quotas"].items()]))
 
 
 def read_instances(files: list[str]) -> Any:

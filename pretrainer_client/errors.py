@@ -11,8 +11,11 @@ class PretrainerError(Exception):
     """An error response: status, type, title, detail and the field errors of problem+json."""
 
     def __init__(self, status: int, type: str, title: str, detail: str,
-                 errors: list[dict[str, Any]] | None = None) -> None:
+                 errors: list[dict[str, Any]] | None = None,
+                 problem: dict[str, Any] | None = None) -> None:
         self.status = status
+        # The whole problem object, extension members too (e.g. `quota`: name, limit, used).
+        self.problem = problem or {}
         self.type = type
         self.title = title
         self.detail = detail
@@ -31,7 +34,7 @@ class PretrainerError(Exception):
             return cls(response.status_code, "about:blank", response.reason_phrase, text)
         return cls(response.status_code, str(body.get("type", "about:blank")),
                    str(body.get("title", response.reason_phrase)),
-                   str(body.get("detail", "")), body.get("errors"))
+                   str(body.get("detail", "")), body.get("errors"), problem=body)
 
 
 class JobFailed(Exception):

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Problem
+from app.errors import Problem, title_and_slug
 
 log = logging.getLogger("pretrainer.api")
 PROBLEM = "application/problem+json"
@@ -18,9 +18,11 @@ TYPE_BASE = "https://pretrainer.dev/problems/"
 
 
 def problem(status: int, title: str, detail: str, *, slug: str,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+            extensions: dict[str, Any] | None = None) -> JSONResponse:
     """A problem+json response."""
-    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {**(extensions or {}), "type": TYPE_BASE + slug, "title": title,
+                            "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -42,7 +44,7 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
-                   headers=exc.headers)
+                   headers=exc.headers, extensions=exc.extensions)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -51,9 +53,8 @@ async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(400, "Bad request", "the request body could not be read: send UTF-8 "
                        "encoded JSON", slug="bad-request",
                        errors=[{"field": "body", "message": "not UTF-8 encoded JSON"}])
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
-    title = titles.get(exc.status_code, "HTTP error")
-    return problem(exc.status_code, title, str(exc.detail), slug=title.lower().replace(" ", "-"),
+    title, slug = title_and_slug(exc.status_code)
+    return problem(exc.status_code, title, str(exc.detail), slug=slug,
                    headers=getattr(exc, "headers", None))
 
 

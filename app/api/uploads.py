@@ -11,6 +11,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from app.errors import Invalid, TooLarge, Unsupported, field_error
+from app.services.quotas import Quota, exceeded
 
 MAX_TEXT_FIELD = 4096
 
@@ -30,9 +31,10 @@ class Received:
 class _Receiver:
     """python-multipart callbacks: file parts go to disk, text parts to memory (bounded)."""
 
-    def __init__(self, staged: Path, limit: int) -> None:
+    def __init__(self, staged: Path, limit: int, quota: Quota | None = None) -> None:
         self.out = Received(path=staged)
         self.limit = limit
+        self.quota = quota
         self.hash = hashlib.sha256()
         self.fh: BinaryIO | None = None
         self._header_field = b""
@@ -76,6 +78,9 @@ class _Receiver:
             if self.out.size > self.limit:
                 raise TooLarge(f"the file is larger than the upload limit of {self.limit} bytes "
                                "(PRETRAINER_MAX_UPLOAD_BYTES)")
+            if self.quota and self.quota.used + self.out.size > self.quota.limit:
+                raise exceeded(self.quota.name, limit=self.quota.limit, used=self.quota.used,
+                               adding=self.out.size)
             self.hash.update(chunk)
             self.fh.write(chunk)
         else:
@@ -108,12 +113,20 @@ def _boundary(request: Request) -> bytes:
     return options[b"boundary"]
 
 
-async def receive(request: Request, staged: Path, limit: int) -> Received:
-    """Stream the request body into staged; the caller removes staged on any error."""
+async def receive(request: Request, staged: Path, limit: int,
+                  quota: Quota | None = None) -> Received:
+    """Stream the request body into staged; the caller removes staged on any error.
+
+    quota: the project's stored_bytes quota, checked as the file's bytes arrive.
+    """
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    # A multipart body is the file plus a little framing (boundaries, part headers, a name).
+    file_at_least = int(declared) - 64 * 1024 if declared and declared.isdigit() else 0
+    if file_at_least > limit:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes (PRETRAINER_MAX_UPLOAD_BYTES)")
-    receiver = _Receiver(staged, limit)
+    if quota and quota.used + file_at_least > quota.limit:
+        raise exceeded(quota.name, limit=quota.limit, used=quota.used, adding=file_at_least)
+    receiver = _Receiver(staged, limit, quota)
     parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():

@@ -154,3 +154,18 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ProjectQuota(Base):
+    """A project's own quotas; a null column means the PRETRAINER_QUOTA_* setting applies."""
+
+    __tablename__ = "project_quotas"
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    datasets: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    models: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    running_jobs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    queued_jobs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    serving_requests: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
