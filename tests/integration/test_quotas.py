@@ -54,6 +54,9 @@ def test_running_and_queued_job_quotas_hold_with_real_workers(service, tmp_path)
         # and leaves it queued; it is offered again every second and still waits.
         time.sleep(4)
         assert c.job(waiting.id).status == "queued" and c.job(long.id).status == "running"
+        deferred = [line for line in service.log.read_text().splitlines()
+                    if "job.deferred" in line and waiting.id in line]
+        assert len(deferred) >= 2 and '"quota": "running_jobs"' in deferred[0], deferred
         me = c.project()
         assert (me.quotas["running_jobs"].used, me.quotas["running_jobs"].limit) == (1, 1)
         assert (me.quotas["queued_jobs"].used, me.quotas["queued_jobs"].limit) == (1, 1)
