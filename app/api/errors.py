@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,14 +18,23 @@ PROBLEM = "application/problem+json"
 TYPE_BASE = "https://pretrainer.dev/problems/"
 
 
+# A Python object's repr with its memory address (`<ast.Call object at 0x7f…>`), as a parser's
+# message may carry one: internal text, never part of an answer, whichever error quoted it.
+_REPR = re.compile(r"<[^<>]{0,200}? at 0x[0-9a-fA-F]+>|\b0x[0-9a-fA-F]{8,}\b")
+
+
+def _scrub(text: str) -> str:
+    return _REPR.sub("<object>", text) if "0x" in text else text
+
+
 def problem(status: int, title: str, detail: str, *, slug: str,
             errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
             extensions: dict[str, Any] | None = None) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, Any] = {**(extensions or {}), "type": TYPE_BASE + slug, "title": title,
-                            "status": status, "detail": detail}
+                            "status": status, "detail": _scrub(detail)}
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{**e, "message": _scrub(str(e.get("message", "")))} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

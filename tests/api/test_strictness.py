@@ -121,3 +121,16 @@ def test_readyz_names_the_failed_check_and_nothing_else(tmp_path):
         assert r.status_code == 503
         assert r.json()["checks"] == {"database": "ok", "broker": "error", "store": "ok"}
         assert "127.0.0.1" not in r.text and "6379" not in r.text and "Error" not in r.text
+
+
+def test_no_problem_carries_a_memory_address_whoever_quoted_it():
+    import json
+
+    from app.api.errors import problem
+
+    r = problem(422, "Unprocessable content", "bad: <ast.Call object at 0x7f5294a3a080>",
+                slug="validation-error", errors=[{"field": "file",
+                                                  "message": "at 0x7f5294a3a080ff"}])
+    body = json.loads(r.body)
+    assert "0x7f" not in r.body.decode() and body["detail"] == "bad: <object>"
+    assert body["errors"] == [{"field": "file", "message": "at <object>"}]
