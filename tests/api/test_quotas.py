@@ -220,3 +220,34 @@ def test_quotas_cli_sets_and_clears_a_projects_quota(tmp_path, monkeypatch, caps
     assert main(["quotas", "set", "no way", "--models", "1", "--data-dir", str(data)]) == 2
     with pytest.raises(SystemExit):
         main(["quotas", "set", "alpha", "--models", "-1", "--data-dir", str(data)])
+
+
+def test_running_jobs_quota_edges_at_claim(tmp_path):
+    from app.errors import QuotaExceeded
+    from app.services import jobs
+
+    with api(tmp_path, quota_running_jobs=2) as (c, s):
+        ds = _upload(c, A).json()["id"]
+        ids = [_job(c, ds).json()["id"] for _ in range(3)]
+        other = _job(c, _upload(c, B).json()["id"], B).json()["id"]
+
+        def claim(job_id: str):
+            with session_scope(s.resolved_database_url) as session:
+                return jobs.claim(session=session, job_id=job_id, worker="w", stale_after=60,
+                                  max_attempts=3, quota_defaults=s.quota_defaults)
+
+        assert claim(ids[0]) is not None  # limit - 1
+        assert claim(ids[1]) is not None  # limit
+        with pytest.raises(QuotaExceeded) as refused:  # limit + 1: stays queued
+            claim(ids[2])
+        assert (refused.value.quota, refused.value.limit, refused.value.used) == (
+            "running_jobs", 2, 2)
+        assert c.get(f"/v1/jobs/{ids[2]}", headers=A).json()["status"] == "queued"
+        assert claim(other) is not None  # another project's running jobs are its own
+        me = _me(c, A)["quotas"]
+        assert me["running_jobs"]["used"] == 2 and me["queued_jobs"]["used"] == 1
+        c.post(f"/v1/jobs/{ids[0]}/cancel", headers=A)  # flagged; its worker ends it
+        with session_scope(s.resolved_database_url) as session:
+            lease = jobs.Lease(ids[0], 1, "w")
+            assert jobs.end(session=session, lease=lease, status="cancelled", error=None)
+        assert claim(ids[2]) is not None  # a place came free
