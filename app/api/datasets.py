@@ -117,7 +117,7 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
 def _quota_room(session: Session, project: str, settings: Settings) -> quotas.Quota:
     """The project's stored_bytes quota, once its datasets quota has room for one more."""
     quotas.check(session=session, project=project, defaults=settings.quota_defaults,
-                 adding={"datasets": 1})
+                 adding={"datasets": 1}, locked=False)  # not held while the bytes stream
     return quotas.of(session=session, project=project, defaults=settings.quota_defaults,
                      name="stored_bytes")
 

@@ -273,6 +273,7 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
 
 def _check_running(session: Session, job: Job, defaults: dict[str, int]) -> None:
     """QuotaExceeded when the job's project already trains as many jobs as it may."""
+    quotas.lock(session=session, project=job.project)  # two workers claiming: one at a time
     limit = quotas.limits(session=session, project=job.project, defaults=defaults)["running_jobs"]
     running = session.scalar(select(func.count()).select_from(Job).where(
         Job.project == job.project, Job.status == RUNNING, Job.id != job.id)) or 0

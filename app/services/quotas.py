@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.config import QUOTAS
@@ -72,9 +74,30 @@ def exceeded(name: str, *, limit: int, used: int, adding: int = 1) -> QuotaExcee
                          status=STATUS.get(name, 429), retry_after=RETRY_AFTER.get(name))
 
 
+def lock(*, session: Session, project: str) -> None:
+    """Hold the project's quota row until the transaction ends, so that two requests racing
+    for its last place are counted one after the other (the row is made on first use).
+
+    PostgreSQL: a row lock that others wait on. SQLite: the insert starts the write
+    transaction, and SQLite has one writer at a time.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(ProjectQuota).values(project=project, updated_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["project"]))
+    session.execute(select(ProjectQuota.project).where(ProjectQuota.project == project)
+                    .with_for_update())
+
+
 def check(*, session: Session, project: str, defaults: dict[str, int],
-          adding: dict[str, int]) -> None:
-    """Refuse (QuotaExceeded) when adding these amounts would take the project past a quota."""
+          adding: dict[str, int], locked: bool = True) -> None:
+    """Refuse (QuotaExceeded) when adding these amounts would take the project past a quota.
+
+    locked: take the project's quota lock first (lock()); the caller writes what it adds and
+    commits soon after. An early look (before an upload streams) passes False.
+    """
+    if locked:
+        lock(session=session, project=project)
     limit = limits(session=session, project=project, defaults=defaults)
     used = usage(session=session, project=project)
     for name, amount in adding.items():
@@ -122,5 +145,6 @@ def set_(*, session: Session, project: str, values: dict[str, int | None]) -> di
 def own(*, session: Session) -> dict[str, dict[str, int]]:
     """The quotas each project sets itself (the rest follow the settings), by project."""
     rows = session.scalars(select(ProjectQuota).order_by(ProjectQuota.project))
-    return {r.project: {n: getattr(r, n) for n in QUOTAS if getattr(r, n) is not None}
+    own_ = {r.project: {n: getattr(r, n) for n in QUOTAS if getattr(r, n) is not None}
             for r in rows}
+    return {project: values for project, values in own_.items() if values}

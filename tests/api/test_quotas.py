@@ -20,6 +20,7 @@ from app.ml.unsupervised.kmeans import KMeansModel
 from app.runner import run_job
 from app.services import quotas
 from tests.conftest import blobs, to_csv
+from tests.integration.conftest import fresh_postgres
 
 KEYS = "alpha:key-alpha-0123456789,beta:key-beta-0123456789"
 A = {"Authorization": "Bearer key-alpha-0123456789"}
@@ -251,3 +252,24 @@ def test_running_jobs_quota_edges_at_claim(tmp_path):
             lease = jobs.Lease(ids[0], 1, "w")
             assert jobs.end(session=session, lease=lease, status="cancelled", error=None)
         assert claim(ids[2]) is not None  # a place came free
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> Iterator[dict[str, str]]:
+    """Settings of the database: the embedded SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        yield from ({"database_url": url} for url in fresh_postgres("pretrainer_quota"))
+
+
+def test_requests_racing_for_the_last_places_get_exactly_the_limit(tmp_path, database):
+    with api(tmp_path, quota_queued_jobs=3, quota_datasets=4, **database) as (c, _):
+        ds = _upload(c, A).json()["id"]
+        with ThreadPoolExecutor(8) as pool:
+            jobs_ = sorted(r.status_code for r in pool.map(lambda _: _job(c, ds), range(8)))
+            uploads = sorted(r.status_code for r in pool.map(lambda _: _upload(c, A), range(6)))
+        assert jobs_ == [202] * 3 + [429] * 5
+        assert uploads == [201] * 3 + [429] * 3
+        assert c.get("/v1/jobs", headers=A).json()["total"] == 3
+        assert c.get("/v1/datasets", headers=A).json()["total"] == 4
