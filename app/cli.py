@@ -1,4 +1,5 @@
-"""`pretrainer up | api | worker | migrate | keys`: the service's processes and its API keys."""
+"""`pretrainer up | api | worker | migrate | keys | quotas`: the service's processes, its API
+keys and the projects' quotas."""
 
 from __future__ import annotations
 
@@ -228,6 +229,60 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quotas(settings: Settings, args: argparse.Namespace) -> int:
+    """Set or show projects' quotas; a quota a project does not set follows PRETRAINER_QUOTA_*."""
+    from app.config import QUOTAS
+    from app.db.session import session_scope
+    from app.errors import Problem
+    from app.services import quotas
+
+    cmd_migrate(settings)
+    try:
+        with session_scope(settings.resolved_database_url) as s:
+            if args.action == "set":
+                values = {n: getattr(args, n) for n in QUOTAS if getattr(args, n) is not None}
+                if not values:
+                    print("error: name at least one quota, e.g. --datasets 100", file=sys.stderr)
+                    return 2
+                quotas.set_(session=s, project=args.project,
+                            values={n: None if v == "default" else int(v)
+                                    for n, v in values.items()})
+            projects = [args.project] if args.project else list(quotas.own(session=s))
+            for project in projects:
+                for q in quotas.describe(session=s, project=project,
+                                         defaults=settings.quota_defaults, in_flight=0):
+                    source = "project" if q.own else "settings"
+                    used = "-" if q.name == "serving_requests" else q.used
+                    print(f"{project}  {q.name}  limit {q.limit}  used {used}  ({source})")
+    except Problem as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _quota_value(text: str) -> str:
+    if text != "default" and not (text.isdigit() and int(text) >= 0):
+        raise argparse.ArgumentTypeError("a whole number of 0 or more, or `default`")
+    return text
+
+
+def _quotas_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.config import QUOTAS
+
+    quotas = sub.add_parser("quotas", help="set or show projects' quotas")
+    actions = quotas.add_subparsers(dest="action", required=True)
+    set_ = actions.add_parser("set", help="a project's own quotas (`default`: the setting's)")
+    set_.add_argument("project")
+    for name in QUOTAS:
+        set_.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_quota_value,
+                          default=None, metavar="N")
+    show = actions.add_parser("show", help="limits and use (every project that sets its own, "
+                                           "when none is named)")
+    show.add_argument("project", nargs="?", default=None)
+    for action in (set_, show):
+        action.add_argument("--data-dir", dest="data_dir", default=None)
+
+
 def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="create, list or revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True)
@@ -260,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--ping", action="store_true",
                              help="exit 0 if a worker on this host answers, else 1; starts none")
     _keys_parser(sub)
+    _quotas_parser(sub)
     client_cli.register(sub)
     return p
 
@@ -282,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_worker(settings, args.queues, args.concurrency)
     if args.command == "keys":
         return cmd_keys(settings, args)
+    if args.command == "quotas":
+        return cmd_quotas(settings, args)
     return cmd_up(settings)
 
 

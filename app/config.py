@@ -6,8 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# The per-project quotas, in the order they are shown (PRETRAINER_QUOTA_<NAME> each).
+QUOTAS = ("stored_bytes", "datasets", "models", "running_jobs", "queued_jobs", "serving_requests")
 
 
 class Settings(BaseSettings):
@@ -111,14 +115,41 @@ class Settings(BaseSettings):
     api_keys: str = ""
     # Bounds; past one a request is refused with 413/422/429 naming the setting.
     max_body_bytes: int = Field(64 * 1024**2, ge=1024)  # any request body but an upload
-    max_active_jobs: int = Field(100, ge=1)  # queued + running jobs of one project
     max_job_seconds: float = Field(86400.0, gt=0)  # wall clock of one job, all its tries
     # Serving calls (predict, embed, generate) per second per API key, with bursts (0: off).
     predict_rate: float = Field(0.0, ge=0)
     predict_burst: int = Field(50, ge=1)
+    # Per-project quotas, generous by default; `pretrainer quotas set PROJECT` overrides them
+    # for one project (stored in the database). Past one, a 429 (413 for bytes) names it.
+    quota_stored_bytes: int = Field(1024**4, ge=0)  # uploaded bytes of all its datasets
+    quota_datasets: int = Field(10_000, ge=0)
+    # Models, counting one for each queued or running job: a job is refused, not its result.
+    quota_models: int = Field(10_000, ge=0)
+    # Jobs training at once; a worker leaves a job over it queued and offers it again later.
+    quota_running_jobs: int = Field(16, ge=0)
+    # Jobs waiting for a worker. PRETRAINER_MAX_ACTIVE_JOBS, its former name, still sets it.
+    quota_queued_jobs: int = Field(100, ge=0, validation_alias=AliasChoices(
+        "quota_queued_jobs", "max_active_jobs", "PRETRAINER_QUOTA_QUEUED_JOBS",
+        "PRETRAINER_MAX_ACTIVE_JOBS"))
+    # predict/embed/generate calls in flight, counted by each API process on its own.
+    quota_serving_requests: int = Field(64, ge=0)
+    # How soon a job left queued by the running-jobs quota is offered to the workers again.
+    quota_retry_seconds: float = Field(5.0, gt=0)
+    # How long an API process believes a project's quotas before reading them again.
+    quota_recheck_seconds: float = Field(5.0, ge=0)
     # Blobs no row refers to (a crash between write and commit) are removed after this long.
     orphan_grace_seconds: float = Field(3600.0, ge=0)
     orphan_sweep_seconds: float = Field(600.0, ge=0)  # how often the API sweeps (0: never)
+
+    @property
+    def max_active_jobs(self) -> int:
+        """The former name of quota_queued_jobs."""
+        return self.quota_queued_jobs
+
+    @property
+    def quota_defaults(self) -> dict[str, int]:
+        """Every project's quotas unless the database sets its own, by quota name."""
+        return {name: getattr(self, f"quota_{name}") for name in QUOTAS}
 
     @property
     def resolved_database_url(self) -> str:

@@ -6,6 +6,27 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+# The one place a status gets its problem title and `type` slug: a problem's type always
+# matches its status, whichever class or code path raised it.
+STATUSES: dict[int, tuple[str, str]] = {
+    400: ("Bad request", "bad-request"),
+    401: ("Unauthorized", "unauthorized"),
+    404: ("Not found", "not-found"),
+    405: ("Method not allowed", "method-not-allowed"),
+    409: ("Conflict", "conflict"),
+    413: ("Content too large", "too-large"),
+    415: ("Unsupported media type", "unsupported-media-type"),
+    422: ("Unprocessable content", "validation-error"),
+    429: ("Too many requests", "too-many-requests"),
+    500: ("Internal server error", "internal"),
+    503: ("Service unavailable", "unavailable"),
+}
+
+
+def title_and_slug(status: int) -> tuple[str, str]:
+    """The problem title and type slug of an HTTP status."""
+    return STATUSES.get(status, ("HTTP error", f"http-{status}"))
+
 
 class Problem(Exception):
     """An error with an HTTP status, rendered as RFC 9457 problem+json."""
@@ -16,13 +37,16 @@ class Problem(Exception):
 
     def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
                  status: int | None = None, title: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
         self.headers = headers
-        if status is not None:
+        self.extensions = extensions  # extra members of the problem object (RFC 9457 §3.2)
+        if status is not None and status != self.status:
             self.status = status
+            self.title, self.slug = title_and_slug(status)
         if title is not None:
             self.title = title
 
@@ -61,6 +85,22 @@ class TooLarge(Problem):
 
 class Unsupported(Problem):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class QuotaExceeded(Problem):
+    """A project is at one of its quotas: 429 for counts and concurrency, 413 for bytes."""
+
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+    def __init__(self, quota: str, *, limit: int, used: int, detail: str,
+                 status: int = 429, retry_after: int | None = None) -> None:
+        super().__init__(detail, errors=[{"field": f"quota.{quota}",
+                                          "message": f"limit {limit}, in use {used}"}],
+                         headers={"Retry-After": str(retry_after)} if retry_after else None,
+                         extensions={"quota": {"name": quota, "limit": limit, "used": used}})
+        self.status = status
+        self.title, self.slug = title_and_slug(status)
+        self.quota, self.limit, self.used = quota, limit, used
 
 
 def field_error(field: str, message: str) -> Invalid:

@@ -20,9 +20,10 @@ from app.api import (
     models,
     openapi,
     plots,
+    projects,
     ui,
 )
-from app.api.access import Access, BodyLimit, RateLimiter
+from app.api.access import Access, BodyLimit, RateLimiter, ServingSlots
 from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
@@ -39,7 +40,7 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots, projects)
 
 
 @asynccontextmanager
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(settings, app.state.cache)
     app.state.access = Access(settings)
     app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)
+    app.state.slots = ServingSlots(settings)
     # Uploads are bounded by PRETRAINER_MAX_UPLOAD_BYTES while they stream, everything else here.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        exempt=(("POST", "/v1/datasets"),))

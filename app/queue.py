@@ -104,13 +104,15 @@ def _producer(settings: Settings) -> Celery:
 
 
 def enqueue_train(settings: Settings, job_id: str, queue: str, *,
-                  request_id: str | None = None) -> None:
+                  request_id: str | None = None, countdown: float | None = None) -> None:
     """Send the job id to its queue; called only after the job row is committed.
 
     The request id travels as a task argument so the worker's log lines of the job carry it.
+    countdown: deliver it no sooner than this many seconds from now.
     """
     kwargs = {"request_id": request_id} if request_id else {}
-    _producer(settings).send_task(TRAIN_TASK, args=[job_id], kwargs=kwargs, queue=queue)
+    _producer(settings).send_task(TRAIN_TASK, args=[job_id], kwargs=kwargs, queue=queue,
+                                  countdown=countdown)
 
 
 def ping_broker(settings: Settings, timeout: float = 2.0) -> None:

@@ -21,9 +21,11 @@ from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
 from app.data.text import is_text_job, load_texts
 from app.db.session import session_scope
-from app.db.tables import CANCELLED, FAILED, Dataset, Model, new_id, utcnow
+from app.db.tables import CANCELLED, FAILED, QUEUED, Dataset, Model, new_id, utcnow
+from app.errors import QuotaExceeded
 from app.ml import registry
 from app.ml.base import Cancelled
+from app.queue import enqueue_train
 from app.services import backbones, jobs
 from app.services.jobs import Lease
 from app.services.models import artifact_key
@@ -150,10 +152,15 @@ def holder_dead(worker: str) -> bool:
 def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     """Train job_id if this delivery should; every outcome ends in the job row."""
     url = settings.resolved_database_url
-    with session_scope(url) as s:
-        lease = jobs.claim(session=s, job_id=job_id, worker=worker,
-                           stale_after=settings.heartbeat_seconds * 3,
-                           max_attempts=settings.max_attempts, holder_dead=holder_dead)
+    try:
+        with session_scope(url) as s:
+            lease = jobs.claim(session=s, job_id=job_id, worker=worker,
+                               stale_after=settings.heartbeat_seconds * 3,
+                               max_attempts=settings.max_attempts, holder_dead=holder_dead,
+                               quota_defaults=settings.quota_defaults)
+    except QuotaExceeded as exc:
+        _later(settings, job_id, exc)
+        return
     if lease is None:
         log.info("job.skipped", job_id=job_id)
         return
@@ -169,6 +176,16 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     except Exception as exc:  # a training error ends the job failed, never stuck running
         log.warning("job.failed", job_id=job_id, exc_info=True)
         _end(url, lease, FAILED, (type(exc).__name__, _message(exc)), store)
+
+
+def _later(settings: Settings, job_id: str, exc: QuotaExceeded) -> None:
+    """Leave a job over its project's running quota queued, and send it again in a while."""
+    with session_scope(settings.resolved_database_url) as s:
+        job = jobs.defer(session=s, job_id=job_id)
+    if job is None or job.status != QUEUED:
+        return
+    log.info("job.deferred", job_id=job_id, quota=exc.quota, limit=exc.limit, used=exc.used)
+    enqueue_train(settings, job_id, job.queue, countdown=settings.quota_retry_seconds)
 
 
 def _message(exc: Exception) -> str:

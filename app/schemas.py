@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -179,7 +179,7 @@ class ModelList(Page):
 
 
 class InstancesIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"instances": [[0.5, 1.2, -3.0]]}, {"instances": [{"x0": 0.5, "x1": 1.2, "x2": -3.0}]}]})
 
     instances: list[Any] = Field(
@@ -198,7 +198,7 @@ class EmbedOut(BaseModel):
 
 
 class GenerateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" and true are not counts
 
     n: int = Field(1, ge=1, le=10_000)
     seed: int | None = None
@@ -243,3 +243,20 @@ class BackboneModelOut(BaseModel):
 class BackboneList(BaseModel):
     architectures: list[ArchitectureOut]
     models: list[BackboneModelOut]
+
+
+class QuotaOut(BaseModel):
+    limit: int = Field(description="the most the project may have or do at once")
+    used: int = Field(description="what it has or does now (serving_requests: in this API "
+                                  "process)")
+    source: Literal["project", "settings"] = Field(
+        description="project: set for this project (`pretrainer quotas set`); settings: the "
+                    "PRETRAINER_QUOTA_* default")
+    description: str
+
+
+class ProjectOut(BaseModel):
+    project: str
+    key_id: str | None = Field(description="the API key of the request (null when the API is open)")
+    quotas: dict[str, QuotaOut] = Field(description="stored_bytes, datasets, models, "
+                                        "running_jobs, queued_jobs, serving_requests")

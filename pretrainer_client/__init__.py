@@ -19,7 +19,9 @@ from pretrainer_client.types import (
     Model,
     Page,
     Prediction,
+    Project,
+    Quota,
 )
 
 __all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
-           "JobFailed", "Model", "Page", "Prediction", "PretrainerError"]
+           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota"]

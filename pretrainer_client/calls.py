@@ -13,7 +13,16 @@ import httpx
 import numpy as np
 
 from pretrainer_client.errors import PretrainerError
-from pretrainer_client.types import Algorithm, Dataset, Job, Model, Page, Prediction, as_array
+from pretrainer_client.types import (
+    Algorithm,
+    Dataset,
+    Job,
+    Model,
+    Page,
+    Prediction,
+    Project,
+    as_array,
+)
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -90,6 +99,10 @@ def _idempotent(kwargs: dict[str, Any], key: str | None) -> dict[str, Any]:
 
 def health() -> Call[dict[str, Any]]:
     return Call("GET", "/readyz", lambda r: r.json())
+
+
+def project() -> Call[Project]:
+    return Call("GET", "/v1/projects/me", _one(Project))
 
 
 def algorithms() -> Call[list[Algorithm]]:

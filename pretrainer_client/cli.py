@@ -92,6 +92,9 @@ def register(sub: Any) -> None:
     _leaf(actions, "list", "list the algorithms and what they answer", _algorithms, common)
     _leaf(actions, "show", "one algorithm's params: type, default, bounds and description",
           _algorithm_show, common).add_argument("name")
+    projects = sub.add_parser("projects", help="your project and its quotas").add_subparsers(
+        dest="action", required=True)
+    _leaf(projects, "me", "the API key's project: each quota's limit and use", _project, common)
     for name, handler in (("predict", _predict), ("embed", _embed)):
         p = _leaf(sub, name, f"{name} for the rows of FILE (CSV with a header, .npy, .json, "
                   ".jsonl) or for image files", handler, common)
@@ -369,6 +372,14 @@ def _bounds(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         inner = _bounds(_resolve(prop["items"], defs), defs)
         shown += [f"each {inner}"] if inner else []
     return ", ".join(shown)
+
+
+def _project(client: Client, args: argparse.Namespace) -> None:
+    me = client.project()
+    _output(me.raw, args.json, lambda p: _table(
+        f"project {p['project']}", ["quota", "limit", "used", "source", "what it counts"],
+        [[name, q["limit"], q["used"], q["source"], q["description"]]
+         for name, q in p["quotas"].items()]))
 
 
 def read_instances(files: list[str]) -> Any:

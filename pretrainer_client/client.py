@@ -17,7 +17,16 @@ from pretrainer_client.calls import Call, ident
 from pretrainer_client.errors import JobFailed, PretrainerError, check
 from pretrainer_client.progress import JobBar, ProgressFn, UploadBar
 from pretrainer_client.sse import EventParser
-from pretrainer_client.types import Algorithm, Dataset, Event, Job, Model, Page, Prediction
+from pretrainer_client.types import (
+    Algorithm,
+    Dataset,
+    Event,
+    Job,
+    Model,
+    Page,
+    Prediction,
+    Project,
+)
 
 T = TypeVar("T")
 EventFn = Callable[[Event], None]
@@ -135,6 +144,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         """Readiness of the service: database, broker and blob store."""
         return self._do(calls.health())
+
+    def project(self) -> Project:
+        """The key's project: each quota's limit and what the project uses of it."""
+        return self._do(calls.project())
 
     def algorithms(self) -> list[Algorithm]:
         return self._do(calls.algorithms())
@@ -298,6 +311,10 @@ class AsyncClient:
 
     async def health(self) -> dict[str, Any]:
         return await self._do(calls.health())
+
+    async def project(self) -> Project:
+        """The key's project: each quota's limit and what the project uses of it."""
+        return await self._do(calls.project())
 
     async def algorithms(self) -> list[Algorithm]:
         return await self._do(calls.algorithms())

@@ -12,9 +12,12 @@ class PretrainerError(Exception):
 
     def __init__(self, status: int, type: str, title: str, detail: str,
                  errors: list[dict[str, Any]] | None = None,
-                 headers: httpx.Headers | None = None) -> None:
+                 headers: httpx.Headers | None = None,
+                 problem: dict[str, Any] | None = None) -> None:
         self.status = status
         self.headers = headers if headers is not None else httpx.Headers()
+        # The whole problem object, extension members too (e.g. `quota`: name, limit, used).
+        self.problem = problem or {}
         self.type = type
         self.title = title
         self.detail = detail
@@ -34,7 +37,8 @@ class PretrainerError(Exception):
                        headers=response.headers)
         return cls(response.status_code, str(body.get("type", "about:blank")),
                    str(body.get("title", response.reason_phrase)),
-                   str(body.get("detail", "")), body.get("errors"), headers=response.headers)
+                   str(body.get("detail", "")), body.get("errors"), headers=response.headers,
+                   problem=body)
 
 
 class JobFailed(Exception):

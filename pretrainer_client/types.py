@@ -124,6 +124,28 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Quota:
+    limit: int
+    used: int
+    source: str  # "project" (set for this project) or "settings" (the service's default)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Project:
+    project: str
+    key_id: str | None
+    quotas: dict[str, Quota]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Project:
+        quotas = {name: Quota(**{k: q[k] for k in ("limit", "used", "source", "description")
+                                 if k in q}) for name, q in data.get("quotas", {}).items()}
+        return _parse(cls, data, quotas=quotas)
+
+
+@dataclass(frozen=True)
 class Algorithm:
     name: str
     family: str

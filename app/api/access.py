@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.db.session import session_scope
 from app.errors import TooMany, Unauthorized
-from app.services import keys
+from app.services import keys, quotas
 from app.services.keys import Caller
 
 DEFAULT_PROJECT = "default"
@@ -92,6 +92,43 @@ class RateLimiter:
                               errors=[{"field": "Authorization", "message": "rate limited"}],
                               headers={"Retry-After": str(wait)})
             self._buckets[who] = (tokens - 1, now)
+
+
+class ServingSlots:
+    """predict, embed and generate calls in flight per project in this process, bounded by
+    each project's serving_requests quota (read again every PRETRAINER_QUOTA_RECHECK_SECONDS).
+
+    Only the event loop enters and leaves, so plain dict updates need no lock.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.in_flight: dict[str, int] = {}
+        self._limits: dict[str, tuple[int, float]] = {}  # project -> (limit, believed until)
+
+    def _read_limit(self, project: str) -> int:
+        with session_scope(self.settings.resolved_database_url) as s:
+            return quotas.limits(session=s, project=project,
+                                 defaults=self.settings.quota_defaults)["serving_requests"]
+
+    async def enter(self, project: str) -> None:
+        """Take a slot of the project, or raise a 429 naming the quota."""
+        limit, until = self._limits.get(project, (0, 0.0))
+        if until <= time.monotonic():
+            limit = await run_in_threadpool(self._read_limit, project)
+            self._limits[project] = (limit, time.monotonic() + self.settings.quota_recheck_seconds)
+        used = self.in_flight.get(project, 0)
+        if used >= limit:
+            raise quotas.exceeded("serving_requests", limit=limit, used=used)
+        self.in_flight[project] = used + 1
+
+    def leave(self, project: str) -> None:
+        """Give back a slot taken by enter."""
+        left = self.in_flight.get(project, 1) - 1
+        if left > 0:
+            self.in_flight[project] = left
+        else:
+            self.in_flight.pop(project, None)
 
 
 class _BodyTooLarge(HTTPException):

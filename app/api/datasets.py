@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api import uploads
@@ -27,7 +28,7 @@ from app.data.ingest import IngestError, inspect_file
 from app.db.tables import new_id
 from app.errors import Invalid, Problem
 from app.schemas import DatasetList, DatasetOut, Page
-from app.services import datasets, idempotency
+from app.services import datasets, idempotency, quotas
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -48,14 +49,15 @@ UPLOAD_BODY = {
 
 
 def _ingest_problem(exc: IngestError) -> Problem:
-    return Problem(exc.detail, status=exc.status, errors=exc.errors(),
-                   title={413: "Content too large", 415: "Unsupported media type"}.get(
-                       exc.status, "Unprocessable content" if exc.status == 422 else "Bad request"))
+    # Title and type follow the status (app.errors.STATUSES), never a fixed "bad-request".
+    return Problem(exc.detail, status=exc.status, errors=exc.errors())
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
-             responses={413: {"description": "larger than PRETRAINER_MAX_UPLOAD_BYTES, or a ZIP "
-                                              "over a PRETRAINER_MAX_ZIP_* limit"},
+             responses={413: {"description": "larger than PRETRAINER_MAX_UPLOAD_BYTES, a ZIP "
+                                              "over a PRETRAINER_MAX_ZIP_* limit, or past the "
+                                              "project's stored_bytes quota"},
+                        429: {"description": "the project is at its datasets quota"},
                         415: {"description": "not multipart, or a format it does not read"},
                         422: {"description": "empty, ragged, undecodable, unsafe ZIP member: "
                                              "says which row/column/member"}})
@@ -69,12 +71,16 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
     if key_ and (first := idempotency.find(session=session, project=project, route="datasets",
                                            key=key_, fingerprint=None)):
         return DatasetOut.from_row(datasets.get(session=session, project=project, dataset_id=first))
+    # Quotas first: a project at its datasets quota sends no bytes; stored_bytes is checked
+    # while the bytes stream in, and both again (with the real size) before the row is written.
+    stored = await run_in_threadpool(_quota_room, session, project, settings)
     # The upload and anything derived from it (image arrays) are staged in one folder and
     # published together; the folder is removed on any error before that.
     with store.staging_dir() as folder:
         staged = folder / "data.upload"
         got = await uploads.receive(request, staged, settings.max_upload_bytes, uploads.FormLimits(
-            max_fields=settings.max_form_fields, max_bytes=settings.max_form_field_bytes))
+            max_fields=settings.max_form_fields, max_bytes=settings.max_form_field_bytes),
+            quota=stored)
         try:
             info = await run_in_threadpool(inspect_file, staged, got.filename, derived_dir=folder,
                                            zip_limits=_zip_limits(settings),
@@ -88,6 +94,8 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
         # An upload to S3 takes a while: not on the event loop.
         await run_in_threadpool(store.publish, folder, f"datasets/{dataset_id}")
     try:
+        quotas.check(session=session, project=project, defaults=settings.quota_defaults,
+                     adding={"datasets": 1, "stored_bytes": got.size})
         row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
             "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
             "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
@@ -107,6 +115,14 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
         store.delete(f"datasets/{dataset_id}")
         raise
     return DatasetOut.from_row(row)
+
+
+def _quota_room(session: Session, project: str, settings: Settings) -> quotas.Quota:
+    """The project's stored_bytes quota, once its datasets quota has room for one more."""
+    quotas.check(session=session, project=project, defaults=settings.quota_defaults,
+                 adding={"datasets": 1}, locked=False)  # not held while the bytes stream
+    return quotas.of(session=session, project=project, defaults=settings.quota_defaults,
+                     name="stored_bytes")
 
 
 def _zip_limits(settings: Settings) -> ZipLimits:

@@ -67,6 +67,17 @@ async def limit_serving(request: Request, caller: Annotated[Caller, Depends(get_
     request.app.state.rate.take(caller.key_id or caller.project)
 
 
+async def serving_slot(request: Request,
+                       caller: Annotated[Caller, Depends(get_caller)]) -> AsyncIterator[None]:
+    """Hold one of the project's serving_requests slots for the request's duration."""
+    slots = request.app.state.slots
+    await slots.enter(caller.project)
+    try:
+        yield
+    finally:
+        slots.leave(caller.project)
+
+
 async def serving_project(request: Request) -> str:
     """What get_caller, limit_serving and get_project do, as one plain call.
 
@@ -88,6 +99,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 ProjectDep = Annotated[str, Depends(get_project)]
 IdempotencyHeader = Annotated[str | None, Header(
     alias="Idempotency-Key", description="a retry with the same key returns the first result")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,19 +12,30 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Problem
+from app.errors import Problem, title_and_slug
 
 log = logging.getLogger("pretrainer.api")
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://pretrainer.dev/problems/"
 
 
+# A Python object's repr with its memory address (`<ast.Call object at 0x7f…>`), as a parser's
+# message may carry one: internal text, never part of an answer, whichever error quoted it.
+_REPR = re.compile(r"<[^<>]{0,200}? at 0x[0-9a-fA-F]+>|\b0x[0-9a-fA-F]{8,}\b")
+
+
+def _scrub(text: str) -> str:
+    return _REPR.sub("<object>", text) if "0x" in text else text
+
+
 def problem(status: int, title: str, detail: str, *, slug: str,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+            extensions: dict[str, Any] | None = None) -> JSONResponse:
     """A problem+json response."""
-    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {**(extensions or {}), "type": TYPE_BASE + slug, "title": title,
+                            "status": status, "detail": _scrub(detail)}
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{**e, "message": _scrub(str(e.get("message", "")))} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -99,7 +111,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
-                   headers=exc.headers)
+                   headers=exc.headers, extensions=exc.extensions)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -108,9 +120,8 @@ async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(400, "Bad request", "the request body could not be read: send UTF-8 "
                        "encoded JSON", slug="bad-request",
                        errors=[{"field": "body", "message": "not UTF-8 encoded JSON"}])
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
-    title = titles.get(exc.status_code, "HTTP error")
-    return problem(exc.status_code, title, str(exc.detail), slug=title.lower().replace(" ", "-"),
+    title, slug = title_and_slug(exc.status_code)
+    return problem(exc.status_code, title, str(exc.detail), slug=slug,
                    headers=getattr(exc, "headers", None))
 
 

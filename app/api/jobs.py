@@ -35,8 +35,8 @@ Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|
              responses={410: {"description": "the dataset's (or backbone model's) files are "
                                              "missing from the blob store"},
                         422: {"description": "invalid params, or an algorithm that does not fit the dataset"},
-                        429: {"description": "the project has PRETRAINER_MAX_ACTIVE_JOBS queued "
-                                             "or running jobs"}})
+                        429: {"description": "the project is at its queued_jobs or models quota "
+                                             "(GET /v1/projects/me)"}})
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, store: StoreDep,
                project: ProjectDep, idempotency_key: IdempotencyHeader = None) -> JobOut:
     """Start a training job; it is queued at once and trained by a worker.
@@ -51,7 +51,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, stor
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec,
-                      max_active=settings.max_active_jobs,
+                      quota_defaults=settings.quota_defaults,
                       weights_dir=settings.resolved_weights_dir)
     for need in jobs.needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
         store.require(need.key, what=need.what, field=need.field)

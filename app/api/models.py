@@ -26,6 +26,7 @@ from app.api.deps import (
     StoreDep,
     limit_serving,
     serving_project,
+    serving_slot,
 )
 from app.config import Settings
 from app.data.images import ImageError, decode_b64, decode_image, image_size
@@ -80,8 +81,9 @@ SERVE_ERRORS = {**NOT_FOUND,
                                      "or past PRETRAINER_MAX_REQUEST_CELLS / "
                                      "PRETRAINER_MAX_REQUEST_PIXELS"},
                 422: {"description": "bad instances, or a request the model cannot answer"},
-                429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key"}}
-RATE_LIMITED = [Depends(limit_serving)]
+                429: {"description": "more calls than PRETRAINER_PREDICT_RATE for this key, "
+                                     "or the project's serving_requests quota in flight"}}
+RATE_LIMITED = [Depends(limit_serving), Depends(serving_slot)]
 
 
 def _json(payload: Any) -> Response:
@@ -358,7 +360,12 @@ async def predict(model_id: str, request: Request) -> Response:
     JSON, .npy (`application/x-npy`) or Arrow (`application/vnd.apache.arrow.stream`) in, by
     Content-Type; the same three out, by Accept (.npy carries `predictions` only).
     """
-    answer = await _serve(request, model_id, await serving_project(request), "predict")
+    project, slots = await serving_project(request), request.app.state.slots
+    await slots.enter(project)
+    try:
+        answer = await _serve(request, model_id, project, "predict")
+    finally:
+        slots.leave(project)
     return payloads.respond(answer, "predictions", payloads.accepted(request))
 
 
@@ -369,7 +376,12 @@ async def embed(model_id: str, request: Request) -> Response:
 
     JSON, .npy or Arrow in (Content-Type) and out (Accept), as for predict.
     """
-    vectors = await _serve(request, model_id, await serving_project(request), "embed")
+    project, slots = await serving_project(request), request.app.state.slots
+    await slots.enter(project)
+    try:
+        vectors = await _serve(request, model_id, project, "embed")
+    finally:
+        slots.leave(project)
     return payloads.respond({"embeddings": np.ascontiguousarray(vectors)}, "embeddings",
                             payloads.accepted(request))
 

@@ -69,8 +69,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "GET /readyz": {"responses": {
         "200": {"status": "ok", "checks": {"database": "ok", "broker": "ok", "store": "ok"}},
         "503": {"status": "unavailable", "checks": {
-            "database": "ok", "broker": "error: OperationalError: Error 111 connecting to "
-                                        "127.0.0.1:6379. Connection refused.", "store": "ok"}}}},
+            "database": "ok", "broker": "error", "store": "ok"}}}},
     "POST /v1/datasets": {"request": {"multipart/form-data": {"file": "blobs.csv",
                                                               "name": "blobs"}},
                           "responses": {"201": DATASET}},
@@ -81,6 +80,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "200": "name,x\n'=HYPERLINK(\"http://x\"),-1.5\nplain,2\n"}},
     "DELETE /v1/datasets/{dataset_id}": {},
     "GET /v1/algorithms": {"responses": {"200": {"items": [ALGORITHM]}}},
+    "GET /v1/projects/me": {"responses": {"200": {
+        "project": "acme", "key_id": "key_0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "quotas": {
+            name: {"limit": limit, "used": used, "source": source, "description": text}
+            for name, limit, used, source, text in (
+                ("stored_bytes", 10_000_000_000, 30356, "project", "bytes of uploaded datasets"),
+                ("datasets", 50, 1, "project", "datasets"),
+                ("models", 10000, 2, "settings", "models, counting one per queued or running job"),
+                ("running_jobs", 16, 1, "settings", "jobs training at once"),
+                ("queued_jobs", 100, 0, "settings", "jobs waiting for a worker"),
+                ("serving_requests", 64, 0, "settings",
+                 "predict, embed and generate calls in flight"))}}}},
     "GET /v1/algorithms/{name}": {"responses": {"200": ALGORITHM}},
     "GET /v1/backbones": {"responses": {"200": {
         "architectures": [{"name": "resnet18", "source": "torchvision", "data_kind": "image",
@@ -132,9 +142,10 @@ PROBLEM_SCHEMA = {
 _PROBLEMS = {
     "401": ("Unauthorized", "unauthorized", "unknown or revoked API key",
             [{"field": "Authorization", "message": "unknown or revoked API key"}]),
-    "429": ("Too many requests", "too-many-requests", "the project has 100 queued or running "
-            "jobs, the limit is 100 (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or cancel one",
-            [{"field": "project", "message": "too many jobs"}]),
+    "429": ("Too many requests", "too-many-requests", "the project's queued_jobs quota (jobs "
+            "waiting for a worker) is 100 and 100 are in use; this request would add 1 "
+            "(PRETRAINER_QUOTA_QUEUED_JOBS, or `pretrainer quotas set`)",
+            [{"field": "quota.queued_jobs", "message": "limit 100, in use 100"}]),
     "404": ("Not found", "not-found", "job job_0000 does not exist", None),
     "409": ("Conflict", "conflict", "a queued or running job uses it", None),
     "413": ("Content too large", "too-large", "the upload is larger than 2147483648 bytes "

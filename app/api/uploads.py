@@ -11,6 +11,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from app.errors import Invalid, TooLarge, Unsupported, field_error
+from app.services.quotas import Quota, exceeded
 
 MAX_TEXT_FIELD = 4096
 
@@ -42,12 +43,14 @@ class _Receiver:
     total bytes: the upload route is exempt from the body cap, so nothing else bounds them.
     """
 
-    def __init__(self, staged: Path, limit: int, form: FormLimits) -> None:
+    def __init__(self, staged: Path, limit: int, form: FormLimits,
+                 quota: Quota | None = None) -> None:
         self.out = Received(path=staged)
         self.limit = limit
         self.form = form
         self.fields = 0
         self.form_bytes = 0
+        self.quota = quota
         self.hash = hashlib.sha256()
         self.fh: BinaryIO | None = None
         self._header_field = b""
@@ -107,6 +110,9 @@ class _Receiver:
             if self.out.size > self.limit:
                 raise TooLarge(f"the file is larger than the upload limit of {self.limit} bytes "
                                "(PRETRAINER_MAX_UPLOAD_BYTES)")
+            if self.quota and self.quota.used + self.out.size > self.quota.limit:
+                raise exceeded(self.quota.name, limit=self.quota.limit, used=self.quota.used,
+                               adding=self.out.size)
             self.hash.update(chunk)
             self.fh.write(chunk)
         else:
@@ -141,13 +147,21 @@ def _boundary(request: Request) -> bytes:
 
 
 async def receive(request: Request, staged: Path, limit: int,
-                  form: FormLimits | None = None) -> Received:
-    """Stream the request body into staged; the caller removes staged on any error."""
+                  form: FormLimits | None = None, quota: Quota | None = None) -> Received:
+    """Stream the request body into staged; the caller removes staged on any error.
+
+    quota: the project's stored_bytes quota, checked as the file's bytes arrive.
+    """
     form = form or FormLimits()
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + form.max_bytes + 64 * 1024:
+    # A multipart body is the file plus its framing (boundaries, part headers) and the fields.
+    framing = form.max_bytes + 64 * 1024
+    file_at_least = int(declared) - framing if declared and declared.isdigit() else 0
+    if file_at_least > limit:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes (PRETRAINER_MAX_UPLOAD_BYTES)")
-    receiver = _Receiver(staged, limit, form)
+    if quota and quota.used + file_at_least > quota.limit:
+        raise exceeded(quota.name, limit=quota.limit, used=quota.used, adding=file_at_least)
+    receiver = _Receiver(staged, limit, form, quota)
     parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():

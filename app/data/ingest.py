@@ -661,13 +661,21 @@ def _open_npy(path: Path) -> np.ndarray:
         if "Python objects" in str(exc):
             raise IngestError("the array holds Python objects; only numeric arrays are "
                               "accepted") from exc
-        raise IngestError(f"this is not a valid .npy file: {exc}") from exc
+        raise IngestError(f"this is not a valid .npy file: {_npy_reason(exc)}") from exc
     except Exception as exc:  # numpy parses the header with ast/tokenize: anything can come out
-        raise IngestError(f"this is not a valid .npy file: {type(exc).__name__}: {exc}") from exc
+        raise IngestError(f"this is not a valid .npy file: {_npy_reason(exc)}") from exc
     if not isinstance(arr, np.memmap):  # an .npz archive under a .npy name
         getattr(arr, "close", lambda: None)()
         raise IngestError("this is not a .npy file (an .npz archive?); upload one array as .npy")
     return arr
+
+
+def _npy_reason(exc: Exception) -> str:
+    """numpy's reason for refusing a header, unless it holds internals (reprs, addresses)."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "<" not in text and "0x" not in text and len(text) < 200:
+        return text
+    return "its header is not a dict of 'descr', 'fortran_order' and 'shape' literals"
 
 
 def _check_npy_array(arr: np.ndarray) -> None:

@@ -163,3 +163,18 @@ class DatabaseIdentity(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProjectQuota(Base):
+    """A project's own quotas; a null column means the PRETRAINER_QUOTA_* setting applies."""
+
+    __tablename__ = "project_quotas"
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    datasets: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    models: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    running_jobs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    queued_jobs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    serving_requests: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -58,9 +58,13 @@ class NullReport:
 
 
 class Params(BaseModel):
-    """Base of every algorithm's params: unknown keys are an error, not ignored."""
+    """Base of every algorithm's params: unknown keys are an error, and types are strict.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: "5", true and 5.0 are not integers, "0.5" is not a number; an integer for a float
+    param is still a number (3 for 3.0), as JSON does not tell them apart.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Trained(ABC):

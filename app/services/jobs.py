@@ -28,9 +28,9 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, TooMany, did_you_mean, field_error
+from app.errors import Invalid, NotFound, did_you_mean, field_error
 from app.ml import registry
-from app.services import backbones, datasets, page
+from app.services import backbones, datasets, page, quotas
 
 
 @dataclass(frozen=True)
@@ -183,21 +183,17 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
     return features, len(features)
 
 
-def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None,
-           weights_dir: Path | None = None) -> Job:
+def create(*, session: Session, project: str, spec: JobSpec,
+           quota_defaults: dict[str, int] | None = None, weights_dir: Path | None = None) -> Job:
     """Validate and insert a queued job; the caller commits, then enqueues.
 
-    max_active: refuse (429) when the project already has this many queued or running jobs.
+    quota_defaults: the settings' quotas; refuse (429) a job past the project's queued_jobs
+    or models quota (each active job counts as the model it will make).
     """
     fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir)
-    if max_active is not None:
-        active = session.scalar(select(func.count()).select_from(Job).where(
-            Job.project == project, Job.status.in_(ACTIVE))) or 0
-        if active >= max_active:
-            raise TooMany(f"the project has {active} queued or running jobs, the limit is "
-                          f"{max_active} (PRETRAINER_MAX_ACTIVE_JOBS); wait for one to end or "
-                          "cancel one", errors=[{"field": "project", "message": "too many jobs"}],
-                          headers={"Retry-After": "10"})
+    if quota_defaults is not None:
+        quotas.check(session=session, project=project, defaults=quota_defaults,
+                     adding={"queued_jobs": 1, "models": 1})
     job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
               history=[], enqueued_at=utcnow(), **fields)
     session.add(job)
@@ -274,12 +270,14 @@ class Lease:
 
 
 def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
-          max_attempts: int, holder_dead: Callable[[str], bool] = lambda _: False) -> Lease | None:
+          max_attempts: int, holder_dead: Callable[[str], bool] = lambda _: False,
+          quota_defaults: dict[str, int] | None = None) -> Lease | None:
     """Take the job if nobody alive holds it; None means this delivery has nothing to do.
 
     holder_dead(worker) tells whether a holder is known dead (a process of this host that no
     longer exists), so a redelivery after a killed child resumes at once instead of waiting
-    for the heartbeat to go stale.
+    for the heartbeat to go stale. quota_defaults: the settings' quotas; a job whose project
+    already trains its running_jobs quota stays queued (QuotaExceeded) for a later delivery.
     """
     job = session.get(Job, job_id)
     if job is None or job.status in TERMINAL:
@@ -297,6 +295,8 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
                    "(killed, out of memory or crashed) while training this job")
         _finish(session, job, job.lease_epoch, FAILED, error=("WorkerLost", message))
         return None
+    if quota_defaults is not None:
+        _check_running(session, job, quota_defaults)
     epoch = job.lease_epoch + 1
     taken = session.execute(
         update(Job).where(Job.id == job_id, Job.lease_epoch == job.lease_epoch)
@@ -305,6 +305,24 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float,
     ).rowcount
     session.flush()
     return Lease(job_id, epoch, worker) if taken == 1 else None
+
+
+def _check_running(session: Session, job: Job, defaults: dict[str, int]) -> None:
+    """QuotaExceeded when the job's project already trains as many jobs as it may."""
+    quotas.lock(session=session, project=job.project)  # two workers claiming: one at a time
+    limit = quotas.limits(session=session, project=job.project, defaults=defaults)["running_jobs"]
+    running = session.scalar(select(func.count()).select_from(Job).where(
+        Job.project == job.project, Job.status == RUNNING, Job.id != job.id)) or 0
+    if running >= limit:
+        raise quotas.exceeded("running_jobs", limit=limit, used=running)
+
+
+def defer(*, session: Session, job_id: str) -> Job | None:
+    """A queued job left for later (a quota): note when its next message is sent."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED)
+                    .values(enqueued_at=utcnow()))
+    session.flush()
+    return session.get(Job, job_id)
 
 
 def heartbeat(*, session: Session, lease: Lease, progress: float | None = None) -> tuple[bool, bool]:

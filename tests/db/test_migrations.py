@@ -60,6 +60,10 @@ TYPICAL: dict[str, dict[str, Any]] = {
         "project": "default", "route": "jobs", "key": "retry-1", "fingerprint": "cd" * 32,
         "resource_id": "job_mig", "created_at": NOW,
     },
+    "project_quotas": {
+        "project": "default", "stored_bytes": None, "datasets": 50, "models": None,
+        "running_jobs": 2, "queued_jobs": None, "serving_requests": None, "updated_at": NOW,
+    },
 }
 
 

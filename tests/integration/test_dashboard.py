@@ -95,3 +95,17 @@ def test_a_job_started_from_the_dashboard_draws_its_loss_curve_live(embedded, br
     assert shot.startswith(PNG) and len(shot) > 10_000
     job = embedded.http.get(f"/v1/jobs/{job_id}").json()
     assert len(job["history"]) == EPOCHS
+
+
+def test_the_usage_panel_shows_each_quota_against_its_limit(embedded, browser):
+    datasets = embedded.http.get("/v1/datasets").json()["total"]
+    browser.goto(f"{embedded.base}/ui/#usage")
+    rows = browser.wait_for("(() => { const r = [...document.querySelectorAll('#usage tbody tr')];"
+                            " return r.length ? r.map((tr) => [...tr.cells].map((c) => "
+                            "c.textContent)) : null; })()")
+    names = [r[0] for r in rows]
+    assert names == ["stored_bytes", "datasets", "models", "running_jobs", "queued_jobs",
+                     "serving_requests"]
+    by_name = {r[0]: r for r in rows}
+    assert by_name["datasets"][1:3] == [str(datasets), "10000"]
+    assert by_name["datasets"][4] == "settings"

@@ -397,13 +397,25 @@ async function modelView(id) {
   ];
 }
 
+// The project's quotas: what it uses of each, as a bar against its limit.
+async function usageView() {
+  const me = await api("/v1/projects/me");
+  const bytes = (n) => n >= 1024 ** 3 ? (n / 1024 ** 3).toFixed(1) + " GiB" : n >= 1024 ** 2 ? (n / 1024 ** 2).toFixed(1) + " MiB" : n + " B";
+  const show = (name, n) => name === "stored_bytes" ? bytes(n) : n;
+  return el("section", { id: "usage" }, el("h2", {}, `Usage of project ${me.project}`),
+    table(["quota", "used", "limit", "", "set by", "what it counts"],
+      Object.entries(me.quotas).map(([name, q]) => ({ id: name, cells: [name, show(name, q.used), show(name, q.limit),
+        progressBar(q.limit ? Math.min(1, q.used / q.limit) : 1), q.source, q.description] }))),
+    el("p", { class: "hint" }, "Past a quota a request is refused (429, or 413 for bytes). An operator sets a project's own quotas with `pretrainer quotas set`."));
+}
+
 // --------------------------------------------------------------------------------- router
 
 async function render() {
   if (following) { following.abort(); following = null; }
   const [tab, id] = (location.hash.slice(1) || "datasets").split("/");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === tab);
-  const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView };
+  const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView, usage: usageView };
   try {
     const content = await (views[tab] || datasetsView)(id);
     view.replaceChildren(...[content].flat());
