@@ -155,16 +155,19 @@ def test_serving_requests_quota_edges(tmp_path, monkeypatch):
         _set(s, "alpha", serving_requests=2)
 
         gate, entered = threading.Event(), threading.Semaphore(0)
-        predict = KMeansModel.predict
+        embed = KMeansModel.embed
 
-        def held(self, x):  # a predict that waits until the test lets it finish
+        # An embed that waits until the test lets it finish. Embed, not predict: concurrent
+        # label predicts share one estimator call (micro-batching), embeds run one call each.
+        def held(self, x):
             entered.release()
             gate.wait(30)
-            return predict(self, x)
+            return embed(self, x)
 
-        monkeypatch.setattr(KMeansModel, "predict", held)
+        monkeypatch.setattr(KMeansModel, "embed", held)
+        held_url = f"/v1/models/{model}/embed"
         with ThreadPoolExecutor(2) as pool:
-            calls = [pool.submit(c.post, url, json=body, headers=A) for _ in range(2)]
+            calls = [pool.submit(c.post, held_url, json=body, headers=A) for _ in range(2)]
             for _ in range(2):  # limit - 1, then limit, both in flight
                 assert entered.acquire(timeout=30)
             _refused(c.post(url, json=body, headers=A), 429, "serving_requests", 2, 2)
