@@ -46,9 +46,11 @@ class TransferAlgorithm(Algorithm):
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
         p = self.own(params)
         found = []
+        # null (auto) never leaves no rows to train on, and holds rows out for early stopping.
+        n_val = validation_rows(n_rows, p.validation_fraction or 0.0)
         if n_rows < 2:
             found.append(("dataset", f"transfer needs at least 2 labelled rows, got {n_rows}"))
-        elif n_rows - validation_rows(n_rows, p.validation_fraction) < 1:
+        elif n_rows - n_val < 1:
             found.append(("validation_fraction", "leaves no rows to train on; lower it"))
         if p.l2sp and not p.pretrained:
             found.append(("l2sp", "L2-SP pulls weights toward pretrained ones; with "
@@ -56,7 +58,7 @@ class TransferAlgorithm(Algorithm):
         if p.l2sp and p.freeze in ("backbone", 0):
             found.append(("l2sp", "has no effect while the backbone is frozen; set freeze to "
                           "'none' or a number of blocks"))
-        if p.early_stopping_patience and validation_rows(n_rows, p.validation_fraction) == 0:
+        if p.early_stopping_patience and p.validation_fraction is not None and n_val == 0:
             found.append(("early_stopping_patience", "early stopping needs held-out rows; "
                           "raise validation_fraction or set the patience to 0"))
         if isinstance(p.class_weight, dict) and p.head == "regression":

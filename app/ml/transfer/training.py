@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from app.data.text import label_name
 from app.ml.base import Report
 from app.ml.deep.model import read_config
+from app.ml.deep.params import validation_rows
 from app.ml.deep.preprocess import IMAGE, TABULAR, Prep, standardize_rows, to_nchw
 from app.ml.deep.runtime import (
     Batches,
@@ -34,9 +35,11 @@ from app.ml.transfer.nets import (
     build_backbone,
     pretrained_backbone,
 )
-from app.ml.transfer.params import TransferParams
+from app.ml.transfer.params import TransferParams, resolve
 
 CHUNK = 256
+# The params whose null default the data decides (params.resolve), reported in the metrics.
+RESOLVED = ("epochs", "batch_size", "learning_rate", "validation_fraction")
 
 
 def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: BackboneRef, *,
@@ -46,6 +49,8 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     if kind != ref.data_kind:
         raise ValueError(f"backbone {ref.spec} reads {ref.data_kind} data; this dataset is {kind}")
     task, targets = _targets(y, p, len(data))
+    counts = np.bincount(targets).tolist() if task["head"] == "classification" else None
+    p = resolve(p, n_rows=len(data), class_counts=counts)
     train_idx, val_idx = split(targets, task, p)
     device = resolve_device(p.device)
     report.check()
@@ -96,6 +101,8 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
         "trainable_parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
         "frozen_parameters": sum(q.numel() for q in net.parameters() if not q.requires_grad),
         **evaluate(task, out, targets[eval_idx]),
+        # What the auto (null) params became, so a user sees how the job trained.
+        "resolved_params": {k: getattr(p, k) for k in RESOLVED},
     }
     if task["head"] == "classification":
         train_out = logits(net, inputs[train_idx], device, head_only=cached)
@@ -180,7 +187,7 @@ def split(targets: np.ndarray, task: dict[str, Any], p: TransferParams
     from sklearn.model_selection import train_test_split
 
     n = len(targets)
-    n_val = min(round(n * p.validation_fraction), n - 1) if p.validation_fraction > 0 else 0
+    n_val = validation_rows(n, p.validation_fraction or 0.0)
     idx = np.arange(n)
     if n_val == 0:
         return idx, idx[:0]
