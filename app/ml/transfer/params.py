@@ -87,8 +87,6 @@ class TransferParams(TrainParams):
         default_factory=list, max_length=4,
         description="Hidden layers of the head; [] is a single linear layer.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head's layers.")
-    warmup_epochs: int = Field(
-        0, ge=0, le=1000, description="Linear learning-rate warmup over this many epochs.")
     validation_fraction: float | None = Field(  # type: ignore[assignment]
         None, ge=0, le=0.5,
         description="Share of the labelled rows held out (stratified by class, seeded) for "

@@ -21,6 +21,7 @@ from app.ml.deep.runtime import (
     LoopConfig,
     Objective,
     Runtime,
+    make_optimizer,
     resolve_device,
     train_loop,
 )
@@ -77,7 +78,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     val = (Batches(inputs[val_idx], rt, p.batch_size, shuffle=False, targets=t[val_idx])
            if len(val_idx) else None)
     objective = TransferObjective(net, rt, p, task, moving, cached=cached,
-                                  augment=kind == IMAGE and p.augments, steps=len(train),
+                                  augment=kind == IMAGE and p.augments,
                                   class_counts=np.bincount(targets[train_idx],
                                                            minlength=head_spec["n_out"])
                                   if task["head"] == "classification" else None)
@@ -295,7 +296,7 @@ class TransferObjective(Objective):
     learning_rate, the backbone's trainable blocks at learning_rate * backbone_lr_mult."""
 
     def __init__(self, net: TransferNet, rt: Runtime, p: TransferParams, task: dict[str, Any],
-                 moving: list[nn.Parameter], *, cached: bool, augment: bool, steps: int,
+                 moving: list[nn.Parameter], *, cached: bool, augment: bool,
                  class_counts: np.ndarray | None) -> None:
         self.module, self.net, self.rt, self.p = net, net, rt, p
         self.cached = cached
@@ -305,23 +306,12 @@ class TransferObjective(Objective):
         if moving:
             groups.append({"params": moving, "lr": p.learning_rate * p.backbone_lr_mult,
                            "weight_decay": 0.0 if p.l2sp else p.weight_decay})
-        self.optimizer = torch.optim.AdamW(groups)
+        self.optimizer = make_optimizer(groups, p)
         self.optimizers = {"model": self.optimizer}
-        self.base_lrs = [g["lr"] for g in groups]
-        self.warmup_steps = p.warmup_epochs * steps
         # theta_0: the pretrained values of every weight that may move.
         self.anchors = [(q, q.detach().clone()) for q in moving] if p.l2sp else []
         self.regression = task["head"] == "regression"
         self.weight = _class_weights(p, task, class_counts, rt.device)
-
-    def _warmup(self) -> None:
-        if not self.warmup_steps:
-            return
-        first = self.optimizer.param_groups[0]["params"][0]
-        done = int(self.optimizer.state.get(first, {}).get("step", 0))  # restored on resume
-        scale = min(1.0, (done + 1) / self.warmup_steps)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * scale
 
     def _out(self, xb: Tensor, *, training: bool) -> Tensor:
         if self.cached:
@@ -340,7 +330,6 @@ class TransferObjective(Objective):
 
     def train_step(self, xb: Any) -> dict[str, Tensor]:
         inputs, yb = xb
-        self._warmup()
         self.optimizer.zero_grad(set_to_none=True)
         with self.rt.autocast():
             out = self._out(inputs, training=True)

@@ -1,0 +1,142 @@
+"""Architecture and optimisation knobs: each does what it says, checked against torch, and
+models saved before a knob existed still load and answer as they did."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import make_classification
+
+from app.ml import registry
+from app.ml.base import NullReport
+from app.ml.deep.runtime import lr_scale, make_optimizer
+from tests.ml.test_deep import Recorder
+
+AE = registry.get("autoencoder")
+
+
+def table(n: int = 96) -> np.ndarray:
+    x, _ = make_classification(n_samples=n, n_features=6, random_state=0)
+    return x
+
+
+def fit_ae(**params):
+    rec = Recorder()
+    p = {"epochs": 4, "hidden_dims": [8], "latent_dim": 3, "validation_fraction": 0, **params}
+    return AE.fit(table(), AE.own(p), rec), rec
+
+
+# ---- learning-rate schedule and optimizer ------------------------------------------------
+
+
+def test_cosine_schedule_equals_torch_cosine_annealing():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12)
+    for step in range(12):
+        assert 0.1 * lr_scale(step, 12, 0, "cosine") == pytest.approx(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+
+
+def test_job_history_follows_warmup_then_cosine():
+    # 96 rows in one batch: one step per epoch, so each epoch's lr is that step's.
+    _, rec = fit_ae(epochs=6, batch_size=96, learning_rate=0.01, schedule="cosine",
+                    warmup_epochs=2)
+    lrs = [e["lr"] for e in rec.history]
+    expect = [0.005, 0.01] + [0.01 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(expect)
+
+
+def test_constant_schedule_keeps_the_rate():
+    _, rec = fit_ae(learning_rate=0.002)
+    assert [e["lr"] for e in rec.history] == [0.002] * 4
+
+
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam),
+                                       ("sgd", torch.optim.SGD)])
+def test_optimizer_param_picks_the_torch_optimizer(name, cls):
+    p = AE.own({"optimizer": name, "learning_rate": 0.05, "weight_decay": 0.01, "momentum": 0.8})
+    opt = make_optimizer([torch.zeros(2, requires_grad=True)], p)
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.01
+    if name == "sgd":
+        assert group["momentum"] == 0.8
+
+
+def test_sgd_job_equals_a_bare_torch_sgd_loop():
+    x = table()
+    model, _ = fit_ae(optimizer="sgd", momentum=0.9, learning_rate=0.05, batch_size=96,
+                      epochs=3, standardize=False)
+    torch.manual_seed(0)
+    ref = type(model.net)(model.config["architecture"], model.prep)  # the same initial weights
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    xt = torch.tensor(x, dtype=torch.float32)
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(ref(xt), xt).backward()
+        opt.step()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(model.net.state_dict()[k], v)
+
+
+def test_default_optimizer_is_adamw_without_decay():
+    p = AE.own({})
+    assert (p.optimizer, p.weight_decay, p.schedule, p.warmup_epochs) == ("adamw", 0, "constant", 0)
+
+
+# ---- MLP layers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("act, fn", [("relu", F.relu), ("gelu", F.gelu), ("silu", F.silu)])
+def test_activation_is_the_one_asked_for(act, fn):
+    model, _ = fit_ae(activation=act, epochs=1)
+    x = table()[:5]
+    enc = model.net.encoder
+    lin, out = enc.trunk[0], enc.out
+    xs = torch.tensor((x - np.array(model.prep.mean)) / np.array(model.prep.std), dtype=torch.float32)
+    expect = out(fn(lin(xs))).detach().numpy()
+    np.testing.assert_allclose(model.embed(x), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_acts_while_training_only():
+    model, _ = fit_ae(dropout=0.5, epochs=1)
+    drops = [m for m in model.net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.5 for m in drops)
+    x = torch.tensor(table()[:16], dtype=torch.float32)
+    enc = model.net.encoder
+    enc.train()
+    assert not torch.equal(enc(x), enc(x))
+    enc.eval()
+    assert torch.equal(enc(x), enc(x))
+
+
+def test_batch_norm_layers_learn_running_statistics():
+    model, _ = fit_ae(batch_norm=True, epochs=2)
+    norms = [m for m in model.net.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 1 and int(norms[0].num_batches_tracked) > 0
+    assert not torch.equal(norms[0].running_mean, torch.zeros(8))
+
+
+def test_defaults_build_the_same_network_as_before_the_knobs(tmp_path):
+    model, _ = fit_ae(epochs=1)
+    assert not any(isinstance(m, (torch.nn.Dropout, torch.nn.BatchNorm1d, torch.nn.GELU))
+                   for m in model.net.modules())
+    model.save(tmp_path)
+    # A model saved before the knobs existed: its architecture has none of their keys.
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("activation", "dropout", "batch_norm"):
+        config["architecture"].pop(key)
+    for key in ("activation", "dropout", "batch_norm", "optimizer", "momentum", "schedule",
+                "warmup_epochs"):
+        config["params"].pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    old = registry.load_trained("autoencoder", Path(tmp_path))
+    x = table()[:7]
+    np.testing.assert_array_equal(old.embed(x), model.embed(x))
