@@ -140,3 +140,55 @@ def test_defaults_build_the_same_network_as_before_the_knobs(tmp_path):
     old = registry.load_trained("autoencoder", Path(tmp_path))
     x = table()[:7]
     np.testing.assert_array_equal(old.embed(x), model.embed(x))
+
+
+# ---- image augmentation ----------------------------------------------------------------
+
+
+def augment(monkeypatch, **params) -> torch.Tensor:
+    """An 8x8 ramp image through Augment, every random draw at its maximum (uniform 1)."""
+    from app.ml.deep.runtime import Runtime
+    from app.ml.transfer.nets import Augment
+
+    rt = Runtime(torch.device("cpu"), 0)
+    monkeypatch.setattr(rt, "rand", lambda *shape: torch.ones(shape))
+    p = registry.get("transfer").own({"backbone": "resnet18", **params})
+    return Augment(p, rt)(ramp())
+
+
+def ramp() -> torch.Tensor:
+    return (torch.arange(64, dtype=torch.float32) / 63).view(1, 1, 8, 8)
+
+
+def test_shear_is_keras_shear_matrix(monkeypatch):
+    out = augment(monkeypatch, shear_range=20)
+    s = math.radians(20)
+    theta = torch.tensor([[[1.0, -math.sin(s), 0.0], [0.0, math.cos(s), 0.0]]])
+    grid = F.affine_grid(theta, [1, 1, 8, 8], align_corners=False)
+    expect = F.grid_sample(ramp(), grid, padding_mode="border", align_corners=False)
+    torch.testing.assert_close(out, expect)
+    assert not torch.equal(out, ramp())
+
+
+def test_brightness_range_scales_and_clips(monkeypatch):
+    torch.testing.assert_close(augment(monkeypatch, brightness_range=[0.5, 0.5]), ramp() * 0.5)
+    torch.testing.assert_close(augment(monkeypatch, brightness_range=[1.0, 2.0]),
+                               (ramp() * 2).clamp(0, 1))
+    with pytest.raises(ValueError, match="low must not exceed high"):
+        registry.get("transfer").own({"backbone": "resnet18", "brightness_range": [2, 1]})
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant", "reflect", "wrap"])
+def test_fill_mode_fills_what_a_shift_moves_in(monkeypatch, mode):
+    # width_shift_range 0.25 at its maximum: the image moves 2 of 8 pixels left.
+    out = augment(monkeypatch, width_shift_range=0.25, fill_mode=mode)[0, 0]
+    x = ramp()[0, 0]
+    torch.testing.assert_close(out[:, :6], x[:, 2:])
+    fill = {"nearest": x[:, 7:].expand(8, 2), "constant": torch.zeros(8, 2),
+            "reflect": x[:, [7, 6]], "wrap": x[:, :2]}[mode]
+    torch.testing.assert_close(out[:, 6:], fill)
+
+
+def test_default_augmentation_is_off():
+    p = registry.get("transfer").own({"backbone": "resnet18"})
+    assert not p.augments and p.fill_mode == "nearest" and p.brightness_range is None

@@ -47,9 +47,13 @@ def adapt_channels(x: Tensor, channels: int) -> Tensor:
     return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # RGB into RGBA: opaque
 
 
+# fill_mode → grid_sample's padding_mode ("wrap" folds the grid back first, then needs none).
+PADDING = {"nearest": "border", "constant": "zeros", "reflect": "reflection", "wrap": "border"}
+
+
 class Augment:
-    """Random rotation, shift, zoom and flips, like Keras' ImageDataGenerator (one affine
-    grid_sample per batch; edges filled with the nearest pixel, Keras' default)."""
+    """Random rotation, shear, shift, zoom, flips and brightness, like Keras'
+    ImageDataGenerator (one affine grid_sample per batch; fill_mode fills the edges)."""
 
     def __init__(self, p: TransferParams, rt: Runtime) -> None:
         self.p, self.rt = p, rt
@@ -65,8 +69,23 @@ class Augment:
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.stack([torch.stack([sx * cos, -sy * sin, tx], dim=1),
                              torch.stack([sx * sin, sy * cos, ty], dim=1)], dim=1)
+        if p.shear_range:  # Keras' shear matrix [[1, -sin s, 0], [0, cos s, 0]], after the rest
+            shear = sym(math.radians(p.shear_range))
+            zero, one = torch.zeros_like(shear), torch.ones_like(shear)
+            sh = torch.stack([torch.stack([one, -torch.sin(shear), zero], dim=1),
+                              torch.stack([zero, torch.cos(shear), zero], dim=1),
+                              torch.stack([zero, zero, one], dim=1)], dim=1)
+            theta = theta @ sh
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if p.fill_mode == "wrap":
+            grid = torch.remainder(grid + 1, 2) - 1
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING[p.fill_mode],
+                            align_corners=False)
+        if p.brightness_range:
+            low, high = p.brightness_range
+            factor = low + (high - low) * rt.rand(n)
+            out = (out * factor.view(n, 1, 1, 1).to(out.dtype)).clamp(0, 1)
+        return out
 
 
 class ImageInput(nn.Module):

@@ -103,9 +103,25 @@ class TransferParams(TrainParams):
     width_shift_range: float = Field(0.0, ge=0, le=1, description="Images: random horizontal shift, fraction of the width.")
     height_shift_range: float = Field(0.0, ge=0, le=1, description="Images: random vertical shift, fraction of the height.")
     zoom_range: float = Field(0.0, ge=0, lt=1, description="Images: random zoom in [1 - z, 1 + z].")
+    shear_range: float = Field(0.0, ge=0, le=90, description="Images: random shear, degrees "
+                               "(counter-clockwise), as Keras' shear_range.")
+    brightness_range: tuple[Annotated[float, Field(ge=0, le=10)],
+                            Annotated[float, Field(ge=0, le=10)]] | None = Field(
+        None, description="Images: [low, high]: pixel values are multiplied by a random factor "
+        "in this range (then clipped), as Keras' brightness_range; null: off.")
+    fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = Field(
+        "nearest", description="Images: how pixels moved in from outside the image are "
+        "filled: the nearest edge pixel, black (constant), a mirror image, or the opposite edge.")
     horizontal_flip: bool = Field(False, description="Images: flip left-right at random.")
     vertical_flip: bool = Field(False, description="Images: flip upside down at random.")
     max_length: int = Field(128, ge=4, le=512, description="Text: tokens per text (longer ones are truncated).")
+
+    @field_validator("brightness_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError("brightness_range is [low, high]: low must not exceed high")
+        return v
 
     @field_validator("backbone")
     @classmethod
@@ -116,7 +132,8 @@ class TransferParams(TrainParams):
     def augments(self) -> bool:
         """True when any image augmentation is on."""
         return bool(self.rotation_range or self.width_shift_range or self.height_shift_range
-                    or self.zoom_range or self.horizontal_flip or self.vertical_flip)
+                    or self.zoom_range or self.horizontal_flip or self.vertical_flip
+                    or self.shear_range or self.brightness_range)
 
 
 def resolve(p: TransferParams, *, n_rows: int, class_counts: Sequence[int] | None
