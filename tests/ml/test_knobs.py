@@ -192,3 +192,50 @@ def test_fill_mode_fills_what_a_shift_moves_in(monkeypatch, mode):
 def test_default_augmentation_is_off():
     p = registry.get("transfer").own({"backbone": "resnet18"})
     assert not p.augments and p.fill_mode == "nearest" and p.brightness_range is None
+
+
+# ---- torchvision feature layers -------------------------------------------------------
+
+
+def test_vgg_pool_features_are_the_averaged_last_convolution():
+    from app.ml.transfer.nets import TorchvisionBackbone
+
+    torch.manual_seed(0)
+    backbone = TorchvisionBackbone("vgg16", feature_layer="pool").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out = backbone(x)
+        expect = F.adaptive_avg_pool2d(backbone.net.features(x), 1).flatten(1)
+    assert out.shape == (2, 512) and backbone.features_dim == 512
+    torch.testing.assert_close(out, expect)
+
+
+@pytest.mark.parametrize("layer, dim", [(None, 576), ("pool", 576), ("penultimate", 1024)])
+def test_mobilenet_feature_layers_against_torchvision(layer, dim):
+    import torchvision.models as tvm
+
+    from app.ml.transfer.nets import build_backbone
+
+    spec = {"source": "torchvision", "name": "mobilenet_v3_small",
+            "image": {"size": [64, 64], "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    if layer is not None:  # without the key: a model saved before feature_layer existed
+        spec["feature_layer"] = layer
+    backbone, _ = build_backbone(spec)
+    ref = tvm.mobilenet_v3_small(weights=None)
+    ref.load_state_dict(backbone.net.state_dict(), strict=False)
+    ref.eval(), backbone.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = ref.avgpool(ref.features(x)).flatten(1)
+        expect = pooled if dim == 576 else ref.classifier[:-1](pooled)
+        out = backbone(x)
+    assert out.shape == (2, dim) and backbone.features_dim == dim
+    torch.testing.assert_close(out, expect)
+
+
+def test_feature_layer_is_refused_for_backbones_without_one():
+    algo = registry.get("transfer")
+    p = algo.own({"backbone": "model:mdl_x", "feature_layer": "pool"})
+    assert [f for f, _ in algo.check_fit(p, n_rows=50, n_features=4)] == ["feature_layer"]
+    assert algo.check_fit(algo.own({"backbone": "vgg16", "feature_layer": "pool"}),
+                          n_rows=50, n_features=4) == []

@@ -9,11 +9,12 @@ import numpy as np
 
 from app.ml.base import EMBED, PREDICT, Algorithm, Params, Report
 from app.ml.deep.params import validation_rows
-from app.ml.transfer.backbones import BackboneRef
+from app.ml.transfer.backbones import ARCHITECTURES, Architecture, BackboneRef
 from app.ml.transfer.model import TransferModel
 from app.ml.transfer.params import TransferParams
 
 FAMILY = "transfer"
+NO_ARCH = Architecture("", "", "", 0)
 
 
 class TransferAlgorithm(Algorithm):
@@ -61,6 +62,10 @@ class TransferAlgorithm(Algorithm):
         if p.early_stopping_patience and p.validation_fraction is not None and n_val == 0:
             found.append(("early_stopping_patience", "early stopping needs held-out rows; "
                           "raise validation_fraction or set the patience to 0"))
+        if p.feature_layer and ARCHITECTURES.get(p.backbone, NO_ARCH).source != "torchvision":
+            found.append(("feature_layer", "applies to torchvision backbones only ("
+                          + ", ".join(a.name for a in ARCHITECTURES.values()
+                                      if a.source == "torchvision") + ")"))
         if isinstance(p.class_weight, dict) and p.head == "regression":
             found.append(("class_weight", "applies to classification heads only"))
         return found

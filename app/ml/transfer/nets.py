@@ -123,7 +123,8 @@ def parameterized(module: nn.Module) -> Blocks:
 class TorchvisionBackbone(nn.Module):
     """A torchvision classifier without its last layer: pooled features, and its blocks."""
 
-    def __init__(self, name: str, state: dict[str, Tensor] | None = None) -> None:
+    def __init__(self, name: str, state: dict[str, Tensor] | None = None,
+                 feature_layer: str | None = None) -> None:
         super().__init__()
         import torchvision.models as tvm
 
@@ -136,14 +137,18 @@ class TorchvisionBackbone(nn.Module):
             except RuntimeError as exc:
                 raise ValueError(f"the weights file does not fit {name}: {str(exc)[:600]}") from exc
         self.name = name
-        if name.startswith("resnet"):
+        arch = ARCHITECTURES[name]
+        layer = feature_layer or arch.feature_layer
+        if name.startswith("resnet"):  # its pooled output is its penultimate layer
             net.fc = nn.Identity()
-        elif name.startswith("mobilenet"):
-            net.classifier = nn.Identity()
-        else:  # vgg: keep the fully connected layers up to the class scores
+        elif layer == "penultimate":  # the classifier up to the class scores
             net.classifier = nn.Sequential(*list(net.classifier)[:-1])
+        else:  # the last convolution's output, averaged over the image (Keras' pooling="avg")
+            net.classifier = nn.Identity()
+            if name.startswith("vgg"):
+                net.avgpool = nn.AdaptiveAvgPool2d(1)
         self.net = net
-        self.features_dim = ARCHITECTURES[name].features_dim
+        self.features_dim = arch.dim(layer)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # type: ignore[no-any-return]
@@ -292,7 +297,9 @@ def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
     """A backbone (random weights) and its image input stage from a recorded spec."""
     source = spec["source"]
     if source == "torchvision":
-        return TorchvisionBackbone(spec["name"]), ImageInput(spec["image"])
+        # spec.get: specs recorded before feature_layer existed use the architecture's default.
+        return (TorchvisionBackbone(spec["name"], feature_layer=spec.get("feature_layer")),
+                ImageInput(spec["image"]))
     if source == "minilm":
         return MiniLMBackbone(spec["bert"]), None
     if source == "model":
@@ -317,7 +324,8 @@ def pretrained_backbone(ref: BackboneRef, spec: dict[str, Any]) -> nn.Module:
     """The backbone of spec with the pretrained weights ref points at (read-only, safe loads)."""
     source = spec["source"]
     if source == "torchvision":
-        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))))
+        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))),
+                                   feature_layer=spec.get("feature_layer"))
     if source == "minilm":
         from safetensors.torch import load_file
 

@@ -94,6 +94,12 @@ class TransferParams(TrainParams):
         f"when every class keeps at least {AUTO_MIN_TRAIN_PER_CLASS} rows to train on (or "
         "early_stopping_patience is set), else 0: a small labelled set trains on every row and "
         "its metrics are on the training rows (eval_split 'train'); score it on a test set.")
+    feature_layer: Literal["pool", "penultimate"] | None = Field(
+        None, description="torchvision backbones: where the features come from: 'pool', the "
+        "last convolution averaged over the image (resnet18/50 512/2048, mobilenet_v3_small "
+        "576, vgg16 512), or 'penultimate', the classifier's layer before the class scores "
+        "(the same for ResNet; mobilenet_v3_small 1024, vgg16 4096); null: vgg16 "
+        "'penultimate', the others 'pool'.")
     # Images: resizing and Keras ImageDataGenerator-style augmentation (training only).
     image_size: int | None = Field(
         None, ge=8, le=1024,

@@ -213,7 +213,8 @@ def _spec(ref: BackboneRef, p: TransferParams, kind: str, data: Any
         size = p.image_size or ARCHITECTURES[ref.name].input_size or 224
         image = {"size": [size, size], "channels": 3, "mean": list(IMAGENET_MEAN),
                  "std": list(IMAGENET_STD)}
-        return ({"source": "torchvision", "name": ref.name, "image": image},
+        return ({"source": "torchvision", "name": ref.name, "image": image,
+                 "feature_layer": p.feature_layer or ARCHITECTURES[ref.name].feature_layer},
                 {"kind": IMAGE, "shape": list(data.shape[1:])}, None)
     folder = Path(str(ref.path))
     if ref.source == "minilm":
