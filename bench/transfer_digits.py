@@ -90,7 +90,8 @@ def run() -> dict:
     print(f"transfer on {PER_CLASS} labelled digits per class, scored on {len(test)} others: "
           f"fine-tuned from contrastive {results['fine_tuned']:.3f}, linear probe "
           f"{results['linear_probe']:.3f}, same network from scratch {results['from_scratch']:.3f} "
-          f"(pretrained / scratch = {ratio:.2f}x); only the backbone given {results['defaults']:.3f}; "
+          f"(pretrained / scratch = {ratio:.2f}x); only the backbone given "
+          f"{results['defaults']:.3f}; "
           f"bare logistic regression on raw pixels {raw:.3f}")
     return {**{k: round(v, 4) for k, v in results.items()}, "raw_pixels_logreg": round(raw, 4),
             "pretrained_over_scratch": round(ratio, 3), "pretrain_epochs": PRETRAIN_EPOCHS,

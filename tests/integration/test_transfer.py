@@ -33,7 +33,8 @@ def pretrained(embedded) -> dict:
     """A contrastive model pretrained here on every digit PNG, without labels (about 15 s)."""
     http = embedded.http
     every = np.arange(len(load_digits().target))
-    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", digits_zip(every, labelled=False))})
+    archive = digits_zip(every, labelled=False)
+    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", archive)})
     assert r.status_code == 201, r.text
     r = http.post("/v1/jobs", json={"dataset_id": r.json()["id"], "algorithm": "contrastive",
                                     "params": {"epochs": 30, "batch_size": 128, "embedding_dim": 64,
