@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from app.runner import run_job
 from tests.conftest import blobs, to_csv, upload
@@ -29,8 +31,11 @@ def test_kmeans_predict_and_embed_equal_sklearn(client, settings):
     assert job["status"] == "succeeded", job
     assert job["progress"] == 1 and job["started_at"] and job["finished_at"]
     x = blobs()
-    ref = KMeans(n_clusters=3, random_state=0, n_init=job["params"]["n_init"]).fit(x)
-    assert job["metrics"]["inertia"] == pytest.approx(ref.inertia_, rel=1e-9)
+    # The job's defaults: standardize, then scikit-learn's KMeans with its n_init.
+    assert job["params"]["standardize"] is True
+    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, random_state=0,
+                                                 n_init=job["params"]["n_init"])).fit(x)
+    assert job["metrics"]["inertia"] == pytest.approx(ref[-1].inertia_, rel=1e-9)
     model = client.get(f"/v1/models/{job['model_id']}").json()
     assert model["algorithm"] == "kmeans" and model["job_id"] == job["id"]
     assert [f["name"] for f in model["input_schema"]["features"]] == ["a", "b", "c", "d"]
@@ -88,11 +93,11 @@ def test_tsne_embed_new_points_is_4xx_and_training_embedding_downloads(client, s
 def test_pca_predict_returns_reconstruction_and_error(client, settings):
     job = train(client, settings, "pca", {"n_components": 2})
     x = blobs()
-    ref = PCA(n_components=2).fit(x)
+    ref = make_pipeline(StandardScaler(), PCA(n_components=2)).fit(x)  # standardize: the default
     assert job["metrics"]["explained_variance_ratio"] == pytest.approx(
-        ref.explained_variance_ratio_.tolist())
+        ref[-1].explained_variance_ratio_.tolist())
     out = client.post(f"/v1/models/{job['model_id']}/predict", json={"instances": x[:5].tolist()}).json()
-    recon = ref.inverse_transform(ref.transform(x[:5]))
+    recon = ref.inverse_transform(ref.transform(x[:5]))  # back in the input's units
     np.testing.assert_allclose(out["predictions"], recon, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(out["reconstruction_error"], ((x[:5] - recon) ** 2).mean(axis=1),
                                rtol=1e-6, atol=1e-12)

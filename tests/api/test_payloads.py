@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from sklearn.mixture import GaussianMixture
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from app.config import Settings
 from tests.api.test_models import train
@@ -65,7 +67,7 @@ def test_npy_round_trip_equals_json_for_embed_and_predict(client, gmm):
 
 def test_npy_matches_scikit_learn_itself(client, gmm, settings: Settings):
     x = blobs()
-    ref = GaussianMixture(n_components=3, random_state=0).fit(x)
+    ref = make_pipeline(StandardScaler(), GaussianMixture(n_components=3, random_state=0)).fit(x)
     r = client.post(f"/v1/models/{gmm}/embed", content=npy(x[:20].astype(np.float32)),
                     headers={"content-type": NPY, "accept": NPY})
     expected = ref.predict_proba(x[:20].astype(np.float32).astype(np.float64))

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests.conftest import blobs, to_csv
 
@@ -41,8 +43,11 @@ def test_upload_train_predict(service):
     job = wait_job(http, r.json()["id"], {"succeeded", "failed", "cancelled"})
     assert job["status"] == "succeeded", job
     assert job["started_at"] and job["finished_at"] and job["progress"] == 1 and job["attempts"] == 1
-    ref = KMeans(n_clusters=3, random_state=0, n_init=job["params"]["n_init"]).fit(x)
-    assert job["metrics"]["inertia"] == pytest.approx(ref.inertia_, rel=1e-9)
+    # The job's defaults: standardize, then scikit-learn's KMeans with its n_init.
+    assert job["params"]["standardize"] is True
+    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, random_state=0,
+                                                 n_init=job["params"]["n_init"])).fit(x)
+    assert job["metrics"]["inertia"] == pytest.approx(ref[-1].inertia_, rel=1e-9)
     for key in ("silhouette", "davies_bouldin", "calinski_harabasz"):
         assert isinstance(job["metrics"][key], float)
     new = x[:10] + 0.05

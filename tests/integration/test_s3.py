@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from app.config import Settings
 from app.storage import S3BlobStore, StoreOwned, open_store
@@ -146,7 +148,10 @@ def test_upload_train_predict_with_blobs_on_s3(s3_service: Service, s3_endpoint:
     assert not (s3_service.data_dir / "blobs" / "datasets").exists()
 
     kmeans = done[0]["model_id"]
-    ref = KMeans(n_clusters=3, random_state=0, n_init=done[0]["params"]["n_init"]).fit(x)
+    # The job's defaults: standardize, then scikit-learn's KMeans with its n_init.
+    assert done[0]["params"]["standardize"] is True
+    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, random_state=0,
+                                                 n_init=done[0]["params"]["n_init"])).fit(x)
     pred = http.post(f"/v1/models/{kmeans}/predict", json={"instances": x[:25].tolist()}).json()
     assert pred["predictions"] == ref.predict(x[:25]).tolist()
     buf = io.BytesIO()

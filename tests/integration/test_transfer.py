@@ -28,18 +28,63 @@ def digits_zip(indices: np.ndarray, *, labelled: bool) -> bytes:
     return buf.getvalue()
 
 
-def test_pretrain_on_unlabelled_digits_then_transfer_to_ten_per_class(embedded):
+@pytest.fixture(scope="module")
+def pretrained(embedded) -> dict:
+    """A contrastive model pretrained here on every digit PNG, without labels (about 15 s)."""
+    http = embedded.http
+    every = np.arange(len(load_digits().target))
+    archive = digits_zip(every, labelled=False)
+    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", archive)})
+    assert r.status_code == 201, r.text
+    r = http.post("/v1/jobs", json={"dataset_id": r.json()["id"], "algorithm": "contrastive",
+                                    "params": {"epochs": 30, "batch_size": 128, "embedding_dim": 64,
+                                               "base_channels": 16, "hidden_dims": [128]}})
+    pre = wait_job(http, r.json()["id"], DONE, timeout=600)
+    assert pre["status"] == "succeeded", pre
+    return pre
+
+
+def accuracy(http, model_id: str, test: np.ndarray) -> float:
+    """Share of the test digits the model's predict gets right, over HTTP."""
+    target = load_digits().target
+    instances = [{"b64": base64.b64encode(digits_png(int(i))).decode()} for i in test]
+    r = http.post(f"/v1/models/{model_id}/predict", json={"instances": instances})
+    assert r.status_code == 200, r.text
+    return float(np.mean(np.array(r.json()["predictions"]).astype(int) == target[test]))
+
+
+def test_default_transfer_on_ten_labels_per_class_scores_ninety_percent(embedded, pretrained):
+    """Only `backbone` given: the data picks the training length, batch, rate and split."""
+    http = embedded.http
+    target = load_digits().target
+    scores = []
+    for draw in range(3):
+        rng = np.random.default_rng(draw)
+        few = np.concatenate([rng.choice(np.where(target == k)[0], 10, replace=False)
+                              for k in range(10)])
+        r = http.post("/v1/datasets", files={"file": (f"draw{draw}.zip",
+                                                      digits_zip(few, labelled=True))})
+        r = http.post("/v1/jobs", json={"dataset_id": r.json()["id"], "algorithm": "transfer",
+                                        "params": {"backbone": f"model:{pretrained['model_id']}"}})
+        assert r.status_code == 202, r.text
+        job = wait_job(http, r.json()["id"], DONE, timeout=300)
+        assert job["status"] == "succeeded", job
+        # 100 labels: every one trains, in batches of 25 for 300 steps, at the probe's rate.
+        assert job["metrics"]["resolved_params"] == {
+            "epochs": 75, "batch_size": 25, "learning_rate": 0.01, "validation_fraction": 0.0}
+        assert len(job["history"]) == 75
+        # 600 of the digits no job saw labelled (a seeded sample keeps make test quick)
+        rest = rng.choice(np.setdiff1d(np.arange(len(target)), few), 600, replace=False)
+        scores.append(accuracy(http, job["model_id"], rest))
+    assert min(scores) >= 0.90, scores
+
+
+def test_pretrain_on_unlabelled_digits_then_transfer_to_ten_per_class(embedded, pretrained):
     http = embedded.http
     target = load_digits().target
     few = np.concatenate([np.where(target == k)[0][:10] for k in range(10)])
-    rest = np.setdiff1d(np.arange(600), few)
-    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", digits_zip(rest, labelled=False))})
-    assert r.status_code == 201, r.text
-    pre_ds = r.json()["id"]
-    r = http.post("/v1/jobs", json={"dataset_id": pre_ds, "algorithm": "contrastive", "params": {
-        "epochs": 4, "batch_size": 64, "embedding_dim": 32, "base_channels": 16}})
-    pre = wait_job(http, r.json()["id"], DONE, timeout=300)
-    assert pre["status"] == "succeeded", pre
+    pre = pretrained
+    pre_ds = pre["dataset_id"]
 
     r = http.post("/v1/datasets", files={"file": ("ten_per_class.zip", digits_zip(few, labelled=True))})
     labelled = r.json()
@@ -50,7 +95,8 @@ def test_pretrain_on_unlabelled_digits_then_transfer_to_ten_per_class(embedded):
                                         "params": {"backbone": f"model:{pre['model_id']}",
                                                    "pretrained": pretrained, "freeze": "none",
                                                    "epochs": 30, "batch_size": 16,
-                                                   "learning_rate": 0.003, "backbone_lr_mult": 0.3}})
+                                                   "learning_rate": 0.003, "backbone_lr_mult": 0.3,
+                                                   "validation_fraction": 0.2}})
         assert r.status_code == 202, r.text
         jobs[pretrained] = wait_job(http, r.json()["id"], DONE, timeout=300)
     for job in jobs.values():

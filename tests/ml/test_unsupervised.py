@@ -73,7 +73,7 @@ def clustering_scores(x: np.ndarray, labels: np.ndarray, metric: str = "euclidea
 
 
 def test_kmeans_equals_sklearn(x):
-    model = fit("kmeans", x, n_clusters=3, n_init=2, random_state=7)
+    model = fit("kmeans", x, n_clusters=3, n_init=2, random_state=7, standardize=False)
     ref = KMeans(n_clusters=3, n_init=2, random_state=7).fit(x)
     new = x[:25] + 0.3
     assert model.predict(new) == {"predictions": ref.predict(new).tolist()}
@@ -85,8 +85,9 @@ def test_kmeans_equals_sklearn(x):
 
 
 def test_minibatch_kmeans_equals_sklearn(x):
-    model = fit("minibatch_kmeans", x, n_clusters=3, batch_size=64, random_state=3)
-    ref = MiniBatchKMeans(n_clusters=3, batch_size=64, n_init=3, random_state=3).fit(x)
+    model = fit("minibatch_kmeans", x, n_clusters=3, batch_size=64, random_state=3,
+                standardize=False)
+    ref = MiniBatchKMeans(n_clusters=3, batch_size=64, n_init="auto", random_state=3).fit(x)
     assert model.predict(x)["predictions"] == ref.predict(x).tolist()
     np.testing.assert_array_equal(model.embed(x), ref.transform(x))
     assert model.metrics["inertia"] == ref.inertia_
@@ -95,7 +96,7 @@ def test_minibatch_kmeans_equals_sklearn(x):
 
 def test_silhouette_is_sampled_above_the_limit(x, monkeypatch):
     monkeypatch.setattr(_common, "SILHOUETTE_SAMPLE_SIZE", 100)
-    model = fit("kmeans", x, n_clusters=3, random_state=5)
+    model = fit("kmeans", x, n_clusters=3, random_state=5, standardize=False)
     labels = np.array(model.predict(x)["predictions"])
     want = silhouette_score(x, labels, sample_size=100, random_state=5)
     assert model.metrics["silhouette"] == pytest.approx(want)
@@ -111,7 +112,7 @@ def test_undefined_cluster_scores_are_none_not_errors(x):
 
 
 def test_dbscan_equals_sklearn_and_labels_new_points_by_core_samples(x):
-    model = fit("dbscan", x, eps=1.0, min_samples=8)
+    model = fit("dbscan", x, eps=1.0, min_samples=8, standardize=False)
     ref = DBSCAN(eps=1.0, min_samples=8).fit(x)
     labels = ref.labels_
     kept = labels != -1
@@ -130,14 +131,14 @@ def test_dbscan_equals_sklearn_and_labels_new_points_by_core_samples(x):
 
 
 def test_dbscan_all_noise_predicts_noise_and_has_no_scores(x):
-    model = fit("dbscan", x, eps=1e-6, min_samples=3)
+    model = fit("dbscan", x, eps=1e-6, min_samples=3, standardize=False)
     assert model.metrics["n_clusters"] == 0 and model.metrics["noise_fraction"] == 1.0
     assert model.metrics["silhouette"] is None
     assert model.predict(x[:3])["predictions"] == [-1, -1, -1]
 
 
 def test_dbscan_other_metric_follows_it_for_new_points(x):
-    model = fit("dbscan", x, eps=0.02, min_samples=5, metric="cosine")
+    model = fit("dbscan", x, eps=0.02, min_samples=5, metric="cosine", standardize=False)
     ref = DBSCAN(eps=0.02, min_samples=5, metric="cosine").fit(x)
     core = ref.core_sample_indices_
     assert model.predict(x[core])["predictions"] == ref.labels_[core].tolist()
@@ -147,7 +148,8 @@ def test_dbscan_other_metric_follows_it_for_new_points(x):
 
 
 def test_agglomerative_equals_sklearn_and_answers_through_centroids(x):
-    model = fit("agglomerative", x, n_clusters=3, linkage="average", metric="manhattan")
+    model = fit("agglomerative", x, n_clusters=3, linkage="average", metric="manhattan",
+                standardize=False)
     ref = AgglomerativeClustering(n_clusters=3, linkage="average", metric="manhattan").fit(x)
     labels = ref.labels_
     centroids = np.stack([x[labels == c].mean(axis=0) for c in range(3)])
@@ -171,7 +173,7 @@ def test_agglomerative_refuses_too_many_rows(x, monkeypatch):
 
 
 def test_gmm_equals_sklearn(x):
-    model = fit("gmm", x, n_components=3, covariance_type="diag", random_state=2)
+    model = fit("gmm", x, n_components=3, covariance_type="diag", random_state=2, standardize=False)
     ref = GaussianMixture(n_components=3, covariance_type="diag", random_state=2).fit(x)
     new = x[:30] + 0.2
     out = model.predict(new)
@@ -191,7 +193,7 @@ def test_gmm_singular_covariance_fails_with_sklearns_message():
 
 
 def test_pca_equals_sklearn(digits):
-    model = fit("pca", digits, n_components=5)
+    model = fit("pca", digits, n_components=5, standardize=False)
     ref = PCA(n_components=5).fit(digits)
     assert model.metrics["explained_variance_ratio"] == pytest.approx(
         ref.explained_variance_ratio_.tolist())
@@ -207,14 +209,14 @@ def test_pca_equals_sklearn(digits):
 
 
 def test_pca_fraction_keeps_enough_components(digits):
-    model = fit("pca", digits, n_components=0.8)
+    model = fit("pca", digits, n_components=0.8, standardize=False)
     ref = PCA(n_components=0.8).fit(digits)
     assert model.metrics["n_components"] == ref.n_components_
     assert model.metrics["explained_variance_ratio_sum"] >= 0.8
 
 
 def test_tsne_equals_sklearn_and_keeps_only_the_training_embedding(x):
-    model = fit("tsne", x, perplexity=10, max_iter=250, random_state=1)
+    model = fit("tsne", x, perplexity=10, max_iter=250, random_state=1, standardize=False)
     ref = TSNE(perplexity=10, max_iter=250, random_state=1).fit(x)
     np.testing.assert_allclose(model.training_embedding, ref.embedding_, rtol=1e-5, atol=1e-5)
     assert model.metrics["kl_divergence"] == pytest.approx(ref.kl_divergence_)
@@ -229,14 +231,30 @@ def test_tsne_equals_sklearn_and_keeps_only_the_training_embedding(x):
 # ---- standardize ---------------------------------------------------------------------------
 
 
-def test_standardize_equals_a_pipeline_with_standard_scaler(x):
+def test_default_standardizes_like_a_pipeline_with_standard_scaler(x):
     skewed = x * np.array([1.0, 100.0, 0.01, 10.0])
-    model = fit("kmeans", skewed, n_clusters=3, standardize=True)
-    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, n_init=3, random_state=0))
+    model = fit("kmeans", skewed, n_clusters=3)  # standardize and n_init left to their defaults
+    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, n_init="auto", random_state=0))
     ref.fit(skewed)
     assert model.predict(skewed)["predictions"] == ref.predict(skewed).tolist()
     np.testing.assert_allclose(model.embed(skewed[:5]), ref.transform(skewed[:5]))
     assert model.metrics["inertia"] == pytest.approx(ref[-1].inertia_)
+
+
+def test_default_kmeans_on_wine_finds_the_cultivars_raw_kmeans_misses():
+    from sklearn.datasets import load_wine
+    from sklearn.metrics import adjusted_rand_score
+
+    wine, cultivar = load_wine(return_X_y=True)
+    default = fit("kmeans", wine, n_clusters=3)
+    raw = fit("kmeans", wine, n_clusters=3, standardize=False)
+    ref = make_pipeline(StandardScaler(), KMeans(n_clusters=3, random_state=0)).fit(wine)
+    assert default.predict(wine)["predictions"] == ref.predict(wine).tolist()
+    assert adjusted_rand_score(cultivar, default.predict(wine)["predictions"]) == pytest.approx(
+        0.897, abs=1e-3)
+    # proline (hundreds to 1,680) rules the raw distances
+    assert adjusted_rand_score(cultivar, raw.predict(wine)["predictions"]) == pytest.approx(
+        0.371, abs=1e-3)
 
 
 def test_standardized_pca_reconstructs_in_the_input_units(x):
@@ -355,7 +373,7 @@ def test_contradictory_params_are_rejected(name, params, message):
 def test_defaults_fill_in_and_dump_as_json():
     params = registry.get("kmeans").params_model.model_validate({})
     assert params.model_dump(mode="json") == {
-        "standardize": False, "n_clusters": 8, "init": "k-means++", "n_init": 3,
+        "standardize": True, "n_clusters": 8, "init": "k-means++", "n_init": "auto",
         "max_iter": 300, "tol": 1e-4, "random_state": 0, "algorithm": "lloyd"}
     pca = registry.get("pca").params_model
     assert pca.model_validate({"n_components": 2}).n_components == 2
@@ -427,7 +445,7 @@ def test_catalogue_describes_every_algorithm():
         assert e["family"] == "unsupervised" and e["data_kinds"] == ["tabular"]
         assert e["queue"] == "cpu" and e["description"]
         assert e["params_schema"]["additionalProperties"] is False
-        assert e["params_schema"]["properties"]["standardize"]["default"] is False
+        assert e["params_schema"]["properties"]["standardize"]["default"] is True
     assert entries["tsne"]["capabilities"] == [] and entries["tsne"]["extras"] == [
         "training_embedding"]
     assert entries["dbscan"]["capabilities"] == ["predict"]

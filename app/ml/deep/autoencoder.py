@@ -16,7 +16,7 @@ from app.ml.deep.runtime import Runtime, SingleLossObjective
 def architecture(p: AutoencoderParams) -> dict[str, Any]:
     """What config.json records to rebuild the network."""
     return {"latent_dim": p.latent_dim, "hidden_dims": list(p.hidden_dims),
-            "base_channels": p.base_channels}
+            "base_channels": p.base_channels, **p.mlp_arch()}
 
 
 class AutoencoderNet(nn.Module):

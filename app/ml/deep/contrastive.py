@@ -27,7 +27,7 @@ ASPECT_RANGE = (3 / 4, 4 / 3)
 def architecture(p: ContrastiveParams) -> dict[str, Any]:
     """What config.json records to rebuild the network."""
     return {"embedding_dim": p.embedding_dim, "projection_dim": p.projection_dim,
-            "hidden_dims": list(p.hidden_dims), "base_channels": p.base_channels}
+            "hidden_dims": list(p.hidden_dims), "base_channels": p.base_channels, **p.mlp_arch()}
 
 
 class ContrastiveNet(nn.Module):

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from app.ml.deep.nets import Decoder, Encoder
 from app.ml.deep.params import GANParams
 from app.ml.deep.preprocess import Prep
-from app.ml.deep.runtime import Objective, Runtime, adamw
+from app.ml.deep.runtime import Objective, Runtime, make_optimizer
 
 BETAS = (0.5, 0.999)  # DCGAN's Adam betas: a short momentum keeps the two players stable
 
@@ -58,8 +58,8 @@ class GANObjective(Objective):
 
     def __init__(self, net: GANNet, rt: Runtime, p: GANParams) -> None:
         self.module, self.net, self.rt = net, net, rt
-        self.g_opt = adamw(net.generator.parameters(), p, betas=BETAS)
-        self.d_opt = adamw(net.discriminator.parameters(), p, betas=BETAS)
+        self.g_opt = make_optimizer(net.generator.parameters(), p, betas=BETAS)
+        self.d_opt = make_optimizer(net.discriminator.parameters(), p, betas=BETAS)
         self.optimizers = {"generator": self.g_opt, "discriminator": self.d_opt}
 
     def train_step(self, xb: Tensor) -> dict[str, Tensor]:

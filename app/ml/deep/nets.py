@@ -29,21 +29,34 @@ def activation(name: str) -> Activation:
     """A fresh activation module factory by name."""
     if name == "relu":
         return nn.ReLU
+    if name == "gelu":
+        return nn.GELU
+    if name == "silu":
+        return nn.SiLU
     if name == "leaky":
         return lambda: nn.LeakyReLU(0.2)
     raise ValueError(f"unknown activation {name!r}")
 
 
 def mlp(dims: Sequence[int], act: Activation, *, last_act: bool = False,
-        batch_norm: bool = False) -> nn.Sequential:
+        batch_norm: bool = False, dropout: float = 0.0) -> nn.Sequential:
     """Linear layers through dims, with act between them (and after the last if asked);
-    batch_norm puts a BatchNorm1d before each of those activations."""
+    batch_norm puts a BatchNorm1d before each of those activations, dropout a Dropout after."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(a, b))
         if last_act or i < len(dims) - 2:
             layers += [nn.BatchNorm1d(b), act()] if batch_norm else [act()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def mlp_options(arch: dict[str, Any]) -> dict[str, Any]:
+    """mlp()'s batch_norm and dropout as an architecture records them (absent in models saved
+    before they existed: then off, as those models were built)."""
+    return {"batch_norm": bool(arch.get("batch_norm", False)),
+            "dropout": float(arch.get("dropout", 0.0))}
 
 
 def conv_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -103,7 +116,8 @@ class Encoder(nn.Module):
 
     def __init__(self, arch: dict[str, Any], prep: Prep, out_dim: int, act: str = "relu") -> None:
         super().__init__()
-        make_act = activation(act)
+        make_act = activation(arch.get("activation") or act)
+        options = mlp_options(arch)
         hidden = [int(v) for v in arch["hidden_dims"]]
         if prep.kind == IMAGE:
             h, w, c = prep.shape
@@ -114,9 +128,10 @@ class Encoder(nn.Module):
                 layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), make_act()]
             layers.append(nn.Flatten())
             flat = widths[-1] * sizes[-1][0] * sizes[-1][1]
-            self.trunk = nn.Sequential(*layers, mlp([flat, *hidden], make_act, last_act=True))
+            self.trunk = nn.Sequential(*layers, mlp([flat, *hidden], make_act, last_act=True,
+                                                    **options))
         else:
-            self.trunk = mlp([prep.shape[0], *hidden], make_act, last_act=True)
+            self.trunk = mlp([prep.shape[0], *hidden], make_act, last_act=True, **options)
         self.out = nn.Linear(hidden[-1], out_dim)
         self.features_dim = hidden[-1]
 
@@ -137,18 +152,21 @@ class Decoder(nn.Module):
                  batch_norm: bool = False) -> None:
         super().__init__()
         hidden = [int(v) for v in reversed(arch["hidden_dims"])]
-        relu = activation("relu")
+        relu = activation(arch.get("activation") or "relu")
+        options = mlp_options(arch)
+        batch_norm = batch_norm or options["batch_norm"]
         self.image = prep.kind == IMAGE
         if not self.image:
             self.net: nn.Module = mlp([in_dim, *hidden, prep.shape[0]], relu,
-                                      batch_norm=batch_norm)
+                                      batch_norm=batch_norm, dropout=options["dropout"])
             return
         h, w, c = prep.shape
         sizes = conv_sizes(h, w)
         widths = conv_widths(int(arch["base_channels"]), len(sizes))
         sh, sw = sizes[-1]
         layers: list[nn.Module] = [mlp([in_dim, *hidden, widths[-1] * sh * sw], relu,
-                                       last_act=True, batch_norm=batch_norm),
+                                       last_act=True, batch_norm=batch_norm,
+                                       dropout=options["dropout"]),
                                    nn.Unflatten(1, (widths[-1], sh, sw))]
         for i in range(len(sizes) - 1, 0, -1):
             layers += [nn.ConvTranspose2d(widths[i], widths[i - 1], 4, stride=2, padding=1),

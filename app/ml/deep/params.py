@@ -5,7 +5,7 @@ Torch-free: these models are the JSON Schema of GET /v1/algorithms, which the AP
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -27,9 +27,20 @@ class TrainParams(Params):
     batch_size: int = Field(
         128, ge=1, le=65_536,
         description="Rows per optimisation step (clamped to the number of training rows).")
-    learning_rate: float = Field(1e-3, gt=0, le=10, description="Adam(W) step size.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="The optimizer's step size.")
     weight_decay: float = Field(
-        0.0, ge=0, le=10, description="Decoupled weight decay of AdamW; 0 is plain Adam.")
+        0.0, ge=0, le=10, description="Weight decay: decoupled with adamw (0 is plain Adam), "
+        "an L2 term in the gradient with adam and sgd.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="adamw: Adam with decoupled weight decay (torch AdamW); adam: "
+        "torch Adam; sgd: stochastic gradient descent with momentum.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only: the momentum factor.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate over the run (after any warmup): constant, or "
+        "cosine annealing from learning_rate to 0 at the last step.")
+    warmup_epochs: int = Field(
+        0, ge=0, le=1000, description="Linear learning-rate warmup from 0 over this many "
+        "epochs, before the schedule.")
     seed: int = Field(
         0, ge=0, le=SEED_MAX,
         description="Seeds weight init, the validation split, shuffling and every random draw; "
@@ -52,6 +63,23 @@ class TrainParams(Params):
         "scaling pixels to [0, 1]). Saved with the model and applied to every request.")
 
 
+class MLPParams(Params):
+    """The layers of the fully connected parts (defaults: today's plain ReLU MLP)."""
+
+    activation: Literal["relu", "gelu", "silu"] = Field(
+        "relu", description="Activation of every hidden layer (convolutions included).")
+    dropout: float = Field(0.0, ge=0, lt=1,
+                           description="Dropout after each hidden fully connected layer, "
+                           "training only.")
+    batch_norm: bool = Field(False, description="Batch normalisation before each hidden "
+                             "fully connected layer's activation.")
+
+    def mlp_arch(self) -> dict[str, Any]:
+        """The keys config.json's architecture records for these layers."""
+        return {"activation": self.activation, "dropout": self.dropout,
+                "batch_norm": self.batch_norm}
+
+
 def hidden_dims_field(default: list[int]) -> list[int]:
     """The hidden_dims param: one list of widths, shared by the tabular MLP and the image head."""
     # A plain (copied per instance by pydantic) default, so the JSON Schema shows it.
@@ -68,7 +96,7 @@ BASE_CHANNELS = Field(
     "them (at most 8x).")
 
 
-class AutoencoderParams(TrainParams):
+class AutoencoderParams(TrainParams, MLPParams):
     """Params of autoencoder."""
 
     latent_dim: int = Field(16, ge=1, le=4096, description="Size of the code (the embedding).")
@@ -80,7 +108,7 @@ class AutoencoderParams(TrainParams):
         "a denoising autoencoder. 0 trains a plain autoencoder.")
 
 
-class VAEParams(TrainParams):
+class VAEParams(TrainParams, MLPParams):
     """Params of vae."""
 
     latent_dim: int = Field(16, ge=1, le=4096,
@@ -94,7 +122,7 @@ class VAEParams(TrainParams):
         "values trade reconstruction for a smoother latent space.")
 
 
-class ContrastiveParams(TrainParams):
+class ContrastiveParams(TrainParams, MLPParams):
     """Params of contrastive."""
 
     embedding_dim: int = Field(64, ge=1, le=4096,

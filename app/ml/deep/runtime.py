@@ -114,11 +114,24 @@ class Runtime:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def adamw(params: Any, p: TrainParams, *, betas: tuple[float, float] = (0.9, 0.999)
-          ) -> torch.optim.AdamW:
-    """The family's optimizer: AdamW (Adam when weight_decay is 0)."""
-    return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay,
-                             betas=betas)
+def make_optimizer(params: Any, p: TrainParams, *, betas: tuple[float, float] = (0.9, 0.999)
+                   ) -> torch.optim.Optimizer:
+    """The optimizer p names, over params (tensors, or groups that may set their own lr)."""
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.learning_rate, momentum=p.momentum,
+                               weight_decay=p.weight_decay)
+    cls = torch.optim.Adam if p.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=p.learning_rate, weight_decay=p.weight_decay, betas=betas)
+
+
+def lr_scale(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The multiplier of the base learning rate for optimisation step `step` (0-based) of
+    `total`: a linear warmup over `warmup` steps, then constant or cosine down to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":  # torch's CosineAnnealingLR with T_max = the steps after warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return 1.0
 
 
 class Objective(ABC):
@@ -145,7 +158,7 @@ class SingleLossObjective(Objective):
 
     def __init__(self, module: nn.Module, rt: Runtime, params: TrainParams) -> None:
         self.module, self.rt = module, rt
-        self.optimizer = adamw(module.parameters(), params)
+        self.optimizer = make_optimizer(module.parameters(), params)
         self.optimizers = {"model": self.optimizer}
 
     @abstractmethod
@@ -298,11 +311,14 @@ class LoopConfig:
     epochs: int
     patience: int = 0  # epochs without a better val_loss before stopping; 0: never
     check_every_s: float = CHECK_EVERY_S
+    schedule: str = "constant"  # see lr_scale
+    warmup_epochs: int = 0
 
     @classmethod
     def from_params(cls, p: TrainParams) -> LoopConfig:
         """The loop settings a job's params ask for."""
-        return cls(epochs=p.epochs, patience=p.early_stopping_patience)
+        return cls(epochs=p.epochs, patience=p.early_stopping_patience, schedule=p.schedule,
+                   warmup_epochs=p.warmup_epochs)
 
 
 @dataclass
@@ -350,15 +366,16 @@ def train_loop(objective: Objective, train: Batches, val: Batches | None, config
     """
     validate = val is not None and val.n > 0 and objective.validates
     patience = config.patience if validate else 0
-    first = 1 if resume_from is None else restore_checkpoint(objective, resume_from) + 1
     total_steps = max(1, config.epochs * len(train))
+    schedule = _scheduler(objective, config, len(train), total_steps)
+    first = 1 if resume_from is None else restore_checkpoint(objective, resume_from) + 1
     step = (first - 1) * len(train)
     ticker = _Ticker(report, config.check_every_s)
     result, best_state, bad = LoopResult(), None, 0
     report.check()
     for epoch in range(first, config.epochs + 1):
         t0 = time.perf_counter()
-        losses = _train_epoch(objective, train, ticker, step, total_steps)
+        losses = _train_epoch(objective, train, ticker, step, total_steps, schedule)
         step += len(train)
         seconds_train = time.perf_counter() - t0
         val_loss = _validate(objective, val) if validate else None
@@ -388,12 +405,34 @@ def train_loop(objective: Objective, train: Batches, val: Batches | None, config
     return result
 
 
+def _scheduler(objective: Objective, config: LoopConfig, steps_per_epoch: int,
+               total: int) -> Callable[[int], None] | None:
+    """What sets every optimizer's learning rates before a step; None for a constant rate."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.schedule == "constant" and not warmup:
+        return None
+    opts = list(objective.optimizers.values())
+    for opt in opts:  # the base rates, kept in the optimizers' state (so in checkpoints)
+        for g in opt.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+
+    def set_lr(step: int) -> None:
+        # The groups are looked up each time: restoring a checkpoint replaces them.
+        scale = lr_scale(step, total, warmup, config.schedule)
+        for opt in opts:
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * scale
+    return set_lr
+
+
 def _train_epoch(objective: Objective, train: Batches, ticker: _Ticker, done: int,
-                 total: int) -> dict[str, float]:
+                 total: int, schedule: Callable[[int], None] | None = None) -> dict[str, float]:
     objective.module.train()
     steps: dict[str, list[Tensor]] = {}
     sizes: list[int] = []
     for xb in train:
+        if schedule is not None:
+            schedule(done + len(sizes))
         for name, value in objective.train_step(xb).items():
             steps.setdefault(name, []).append(value)
         sizes.append(batch_rows(xb))

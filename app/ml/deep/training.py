@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +73,7 @@ def fit_model(algo: DeepAlgorithm, x: Any, p: TrainParams, report: Report, *,
                    to_model=to_model, min_batch=objective.min_batch) if len(val_idx) else None)
     config = LoopConfig.from_params(p)
     if not algo.validates:
-        config = LoopConfig(epochs=p.epochs)
+        config = dataclasses.replace(config, patience=0)
     result = train_loop(objective, train, val, config, report, resume_from=resume_from)
     del train, val, objective
     if device.type == "cuda":

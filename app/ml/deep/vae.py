@@ -21,7 +21,7 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 def architecture(p: VAEParams) -> dict[str, Any]:
     """What config.json records to rebuild the network."""
     return {"latent_dim": p.latent_dim, "hidden_dims": list(p.hidden_dims),
-            "base_channels": p.base_channels}
+            "base_channels": p.base_channels, **p.mlp_arch()}
 
 
 class VAENet(nn.Module):

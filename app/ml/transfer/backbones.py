@@ -29,18 +29,32 @@ class Architecture:
     name: str
     source: str  # "torchvision" or "minilm"
     data_kind: str  # "image" or "text"
-    features_dim: int
+    features_dim: int  # of the default feature_layer
     input_size: int | None = None  # image side the pretrained weights expect
     description: str = ""
+    # torchvision: where features are taken by default (what models trained before
+    # feature_layer existed used), and the width of each choice.
+    feature_layer: str = "pool"
+    layer_dims: tuple[tuple[str, int], ...] = ()
+
+    def dim(self, layer: str | None) -> int:
+        """Width of the features at layer (None: the default one)."""
+        return dict(self.layer_dims).get(layer or self.feature_layer, self.features_dim)
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("resnet18", "torchvision", "image", 512, 224, "ResNet-18 (11.7M parameters)"),
-    Architecture("resnet50", "torchvision", "image", 2048, 224, "ResNet-50 (25.6M parameters)"),
+    # ResNet's penultimate layer is its pooled convolutional output.
+    Architecture("resnet18", "torchvision", "image", 512, 224, "ResNet-18 (11.7M parameters)",
+                 "pool", (("pool", 512), ("penultimate", 512))),
+    Architecture("resnet50", "torchvision", "image", 2048, 224, "ResNet-50 (25.6M parameters)",
+                 "pool", (("pool", 2048), ("penultimate", 2048))),
     Architecture("mobilenet_v3_small", "torchvision", "image", 576, 224,
-                 "MobileNetV3-Small (2.5M parameters)"),
+                 "MobileNetV3-Small (2.5M parameters)", "pool",
+                 (("pool", 576), ("penultimate", 1024))),
     Architecture("vgg16", "torchvision", "image", 4096, 224,
-                 "VGG-16 (138M parameters); features from the second fully connected layer"),
+                 "VGG-16 (138M parameters); features from the second fully connected layer, "
+                 "or the pooled last convolution with feature_layer 'pool'", "penultimate",
+                 (("pool", 512), ("penultimate", 4096))),
     Architecture(MINILM, "minilm", "text", 384, None,
                  "sentence-transformers all-MiniLM-L6-v2: 6-layer BERT, mean pooling, "
                  "L2-normalised sentence embeddings"),

@@ -47,9 +47,13 @@ def adapt_channels(x: Tensor, channels: int) -> Tensor:
     return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # RGB into RGBA: opaque
 
 
+# fill_mode → grid_sample's padding_mode ("wrap" folds the grid back first, then needs none).
+PADDING = {"nearest": "border", "constant": "zeros", "reflect": "reflection", "wrap": "border"}
+
+
 class Augment:
-    """Random rotation, shift, zoom and flips, like Keras' ImageDataGenerator (one affine
-    grid_sample per batch; edges filled with the nearest pixel, Keras' default)."""
+    """Random rotation, shear, shift, zoom, flips and brightness, like Keras'
+    ImageDataGenerator (one affine grid_sample per batch; fill_mode fills the edges)."""
 
     def __init__(self, p: TransferParams, rt: Runtime) -> None:
         self.p, self.rt = p, rt
@@ -65,8 +69,23 @@ class Augment:
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.stack([torch.stack([sx * cos, -sy * sin, tx], dim=1),
                              torch.stack([sx * sin, sy * cos, ty], dim=1)], dim=1)
+        if p.shear_range:  # Keras' shear matrix [[1, -sin s, 0], [0, cos s, 0]], after the rest
+            shear = sym(math.radians(p.shear_range))
+            zero, one = torch.zeros_like(shear), torch.ones_like(shear)
+            sh = torch.stack([torch.stack([one, -torch.sin(shear), zero], dim=1),
+                              torch.stack([zero, torch.cos(shear), zero], dim=1),
+                              torch.stack([zero, zero, one], dim=1)], dim=1)
+            theta = theta @ sh
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if p.fill_mode == "wrap":
+            grid = torch.remainder(grid + 1, 2) - 1
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING[p.fill_mode],
+                            align_corners=False)
+        if p.brightness_range:
+            low, high = p.brightness_range
+            factor = low + (high - low) * rt.rand(n)
+            out = (out * factor.view(n, 1, 1, 1).to(out.dtype)).clamp(0, 1)
+        return out
 
 
 class ImageInput(nn.Module):
@@ -104,7 +123,8 @@ def parameterized(module: nn.Module) -> Blocks:
 class TorchvisionBackbone(nn.Module):
     """A torchvision classifier without its last layer: pooled features, and its blocks."""
 
-    def __init__(self, name: str, state: dict[str, Tensor] | None = None) -> None:
+    def __init__(self, name: str, state: dict[str, Tensor] | None = None,
+                 feature_layer: str | None = None) -> None:
         super().__init__()
         import torchvision.models as tvm
 
@@ -117,14 +137,18 @@ class TorchvisionBackbone(nn.Module):
             except RuntimeError as exc:
                 raise ValueError(f"the weights file does not fit {name}: {str(exc)[:600]}") from exc
         self.name = name
-        if name.startswith("resnet"):
+        arch = ARCHITECTURES[name]
+        layer = feature_layer or arch.feature_layer
+        if name.startswith("resnet"):  # its pooled output is its penultimate layer
             net.fc = nn.Identity()
-        elif name.startswith("mobilenet"):
-            net.classifier = nn.Identity()
-        else:  # vgg: keep the fully connected layers up to the class scores
+        elif layer == "penultimate":  # the classifier up to the class scores
             net.classifier = nn.Sequential(*list(net.classifier)[:-1])
+        else:  # the last convolution's output, averaged over the image (Keras' pooling="avg")
+            net.classifier = nn.Identity()
+            if name.startswith("vgg"):
+                net.avgpool = nn.AdaptiveAvgPool2d(1)
         self.net = net
-        self.features_dim = ARCHITECTURES[name].features_dim
+        self.features_dim = arch.dim(layer)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # type: ignore[no-any-return]
@@ -273,7 +297,9 @@ def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
     """A backbone (random weights) and its image input stage from a recorded spec."""
     source = spec["source"]
     if source == "torchvision":
-        return TorchvisionBackbone(spec["name"]), ImageInput(spec["image"])
+        # spec.get: specs recorded before feature_layer existed use the architecture's default.
+        return (TorchvisionBackbone(spec["name"], feature_layer=spec.get("feature_layer")),
+                ImageInput(spec["image"]))
     if source == "minilm":
         return MiniLMBackbone(spec["bert"]), None
     if source == "model":
@@ -298,7 +324,8 @@ def pretrained_backbone(ref: BackboneRef, spec: dict[str, Any]) -> nn.Module:
     """The backbone of spec with the pretrained weights ref points at (read-only, safe loads)."""
     source = spec["source"]
     if source == "torchvision":
-        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))))
+        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))),
+                                   feature_layer=spec.get("feature_layer"))
     if source == "minilm":
         from safetensors.torch import load_file
 

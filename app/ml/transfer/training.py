@@ -14,12 +14,14 @@ from torch import Tensor, nn
 from app.data.text import label_name
 from app.ml.base import Report
 from app.ml.deep.model import read_config
+from app.ml.deep.params import validation_rows
 from app.ml.deep.preprocess import IMAGE, TABULAR, Prep, standardize_rows, to_nchw
 from app.ml.deep.runtime import (
     Batches,
     LoopConfig,
     Objective,
     Runtime,
+    make_optimizer,
     resolve_device,
     train_loop,
 )
@@ -34,9 +36,11 @@ from app.ml.transfer.nets import (
     build_backbone,
     pretrained_backbone,
 )
-from app.ml.transfer.params import TransferParams
+from app.ml.transfer.params import TransferParams, resolve
 
 CHUNK = 256
+# The params whose null default the data decides (params.resolve), reported in the metrics.
+RESOLVED = ("epochs", "batch_size", "learning_rate", "validation_fraction")
 
 
 def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: BackboneRef, *,
@@ -46,6 +50,8 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     if kind != ref.data_kind:
         raise ValueError(f"backbone {ref.spec} reads {ref.data_kind} data; this dataset is {kind}")
     task, targets = _targets(y, p, len(data))
+    counts = np.bincount(targets).tolist() if task["head"] == "classification" else None
+    p = resolve(p, n_rows=len(data), class_counts=counts)
     train_idx, val_idx = split(targets, task, p)
     device = resolve_device(p.device)
     report.check()
@@ -72,7 +78,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     val = (Batches(inputs[val_idx], rt, p.batch_size, shuffle=False, targets=t[val_idx])
            if len(val_idx) else None)
     objective = TransferObjective(net, rt, p, task, moving, cached=cached,
-                                  augment=kind == IMAGE and p.augments, steps=len(train),
+                                  augment=kind == IMAGE and p.augments,
                                   class_counts=np.bincount(targets[train_idx],
                                                            minlength=head_spec["n_out"])
                                   if task["head"] == "classification" else None)
@@ -96,6 +102,8 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
         "trainable_parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
         "frozen_parameters": sum(q.numel() for q in net.parameters() if not q.requires_grad),
         **evaluate(task, out, targets[eval_idx]),
+        # What the auto (null) params became, so a user sees how the job trained.
+        "resolved_params": {k: getattr(p, k) for k in RESOLVED},
     }
     if task["head"] == "classification":
         train_out = logits(net, inputs[train_idx], device, head_only=cached)
@@ -180,7 +188,7 @@ def split(targets: np.ndarray, task: dict[str, Any], p: TransferParams
     from sklearn.model_selection import train_test_split
 
     n = len(targets)
-    n_val = min(round(n * p.validation_fraction), n - 1) if p.validation_fraction > 0 else 0
+    n_val = validation_rows(n, p.validation_fraction or 0.0)
     idx = np.arange(n)
     if n_val == 0:
         return idx, idx[:0]
@@ -205,7 +213,8 @@ def _spec(ref: BackboneRef, p: TransferParams, kind: str, data: Any
         size = p.image_size or ARCHITECTURES[ref.name].input_size or 224
         image = {"size": [size, size], "channels": 3, "mean": list(IMAGENET_MEAN),
                  "std": list(IMAGENET_STD)}
-        return ({"source": "torchvision", "name": ref.name, "image": image},
+        return ({"source": "torchvision", "name": ref.name, "image": image,
+                 "feature_layer": p.feature_layer or ARCHITECTURES[ref.name].feature_layer},
                 {"kind": IMAGE, "shape": list(data.shape[1:])}, None)
     folder = Path(str(ref.path))
     if ref.source == "minilm":
@@ -288,7 +297,7 @@ class TransferObjective(Objective):
     learning_rate, the backbone's trainable blocks at learning_rate * backbone_lr_mult."""
 
     def __init__(self, net: TransferNet, rt: Runtime, p: TransferParams, task: dict[str, Any],
-                 moving: list[nn.Parameter], *, cached: bool, augment: bool, steps: int,
+                 moving: list[nn.Parameter], *, cached: bool, augment: bool,
                  class_counts: np.ndarray | None) -> None:
         self.module, self.net, self.rt, self.p = net, net, rt, p
         self.cached = cached
@@ -298,23 +307,12 @@ class TransferObjective(Objective):
         if moving:
             groups.append({"params": moving, "lr": p.learning_rate * p.backbone_lr_mult,
                            "weight_decay": 0.0 if p.l2sp else p.weight_decay})
-        self.optimizer = torch.optim.AdamW(groups)
+        self.optimizer = make_optimizer(groups, p)
         self.optimizers = {"model": self.optimizer}
-        self.base_lrs = [g["lr"] for g in groups]
-        self.warmup_steps = p.warmup_epochs * steps
         # theta_0: the pretrained values of every weight that may move.
         self.anchors = [(q, q.detach().clone()) for q in moving] if p.l2sp else []
         self.regression = task["head"] == "regression"
         self.weight = _class_weights(p, task, class_counts, rt.device)
-
-    def _warmup(self) -> None:
-        if not self.warmup_steps:
-            return
-        first = self.optimizer.param_groups[0]["params"][0]
-        done = int(self.optimizer.state.get(first, {}).get("step", 0))  # restored on resume
-        scale = min(1.0, (done + 1) / self.warmup_steps)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * scale
 
     def _out(self, xb: Tensor, *, training: bool) -> Tensor:
         if self.cached:
@@ -333,7 +331,6 @@ class TransferObjective(Objective):
 
     def train_step(self, xb: Any) -> dict[str, Tensor]:
         inputs, yb = xb
-        self._warmup()
         self.optimizer.zero_grad(set_to_none=True)
         with self.rt.autocast():
             out = self._out(inputs, training=True)

@@ -29,11 +29,15 @@ DATASET = "dataset"
 class UnsupervisedParams(Params):
     """Params every algorithm of the family takes."""
 
+    # On by default, as for the PyTorch families: every algorithm here measures distances or
+    # variances, which a feature in large units would rule (wine: k-means ARI .371 raw, .898
+    # standardised). false gives scikit-learn's estimator on the raw data.
     standardize: bool = Field(
-        False,
+        True,
         description="Fit a StandardScaler on the training rows (zero mean, unit variance per "
-        "feature) and apply it to every row the model later sees. Off by default, so results "
-        "equal scikit-learn's on the raw data.",
+        "feature) and apply it to every row the model later sees; results then equal "
+        "scikit-learn's make_pipeline(StandardScaler(), estimator). false: the estimator on "
+        "the raw data.",
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -23,7 +23,8 @@ from app.ml.unsupervised._common import (
 N_CLUSTERS = "Number of clusters (k). Must not exceed the number of training rows."
 INIT = "How the first centroids are chosen: 'k-means++' spreads them out, 'random' picks rows."
 N_INIT = ("Number of runs from different centroid seeds; the run with the lowest inertia is "
-          "kept. More runs: better clusters, proportionally slower.")
+          "kept. More runs: better clusters, proportionally slower. 'auto' is scikit-learn's "
+          "default: 1 run with init='k-means++', {random} with init='random'.")
 SEED = "Seed for centroid initialisation (and the silhouette sample), so runs are reproducible."
 
 
@@ -32,7 +33,8 @@ class KMeansParams(UnsupervisedParams):
 
     n_clusters: int = Field(8, ge=1, le=10_000, description=N_CLUSTERS)
     init: Literal["k-means++", "random"] = Field("k-means++", description=INIT)
-    n_init: int = Field(3, ge=1, le=100, description=N_INIT)
+    n_init: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field(
+        "auto", description=N_INIT.format(random=10))
     max_iter: int = Field(300, ge=1, le=100_000,
                           description="Most Lloyd/Elkan iterations in one run.")
     tol: float = Field(1e-4, ge=0, le=1, description="Relative tolerance on the change of the "
@@ -52,7 +54,8 @@ class MiniBatchKMeansParams(UnsupervisedParams):
                             description="Rows per mini-batch.")
     max_iter: int = Field(100, ge=1, le=100_000,
                           description="Most passes over the whole dataset.")
-    n_init: int = Field(3, ge=1, le=100, description=N_INIT)
+    n_init: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field(
+        "auto", description=N_INIT.format(random=3))
     random_state: int = Field(0, ge=0, le=SEED_MAX, description=SEED)
     tol: float = Field(0.0, ge=0, le=1, description="Early stop when the smoothed, normalised "
                        "change of the centroids falls below this; 0 turns it off.")
