@@ -13,6 +13,7 @@ from app.api import (
     backbones,
     datasets,
     errors,
+    evaluation,
     health,
     jobs,
     metrics,
@@ -38,7 +39,7 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots)
 
 
 @asynccontextmanager

@@ -101,6 +101,14 @@ def _labels(y: Any, n: int) -> np.ndarray | None:
     return labels
 
 
+def _raw_inputs(arr: np.ndarray, prep: Prep) -> np.ndarray:
+    """The yardstick's view of the rows: as the model reads them (standardised rows when it
+    standardises), images as [0, 1] pixels, one flat row each."""
+    if prep.kind == IMAGE:
+        return arr.reshape(len(arr), -1).astype(np.float32) / 255.0
+    return standardize_rows(arr, prep)
+
+
 def _stored(arr: np.ndarray, prep: Prep) -> torch.Tensor:
     """What Batches indexes: standardized float32 rows, or uint8 NCHW images."""
     if prep.kind == IMAGE:
@@ -143,5 +151,6 @@ def _metrics(algo: DeepAlgorithm, model: DeepModel, result: LoopResult, arr: np.
         metrics["val_reconstruction_error"] = float(errors.mean())
     if labels is not None:
         some = _sample(len(arr), p.seed, PROBE_SAMPLE)
-        metrics.update(probe_metrics(model.embed(arr[some]), labels[some], p.seed))
+        metrics.update(probe_metrics(model.embed(arr[some]), labels[some], p.seed,
+                                     raw=_raw_inputs(arr[some], model.prep)))
     return metrics
