@@ -153,3 +153,65 @@ def test_evaluate_gives_reconstruction_error_where_defined_and_refuses_elsewhere
                                          "projection_dim": 4})
     with pytest.raises(CapabilityError):
         contrastive.evaluate(x, None)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    """An autoencoder trained on unlabelled rows, saved as the service saves models."""
+    from app.ml.transfer.backbones import BackboneRef
+
+    x, _ = wine()
+    model = fit("autoencoder", x, {"epochs": 3, "hidden_dims": [16], "latent_dim": 4})
+    folder = tmp_path_factory.mktemp("backbone")
+    model.save(folder)
+    return BackboneRef(spec="model:ae", source="model", name="ae", data_kind="tabular",
+                       path=str(folder), model_algorithm="autoencoder")
+
+
+def fit_transfer(ref, x, y, **params):
+    algo = registry.get("transfer")
+    p = algo.own({"backbone": ref.spec, "epochs": 5, "batch_size": 32, **params})
+    return algo.fit(x, p, NullReport(), y=y, backbone=ref), p
+
+
+def test_transfer_reports_the_raw_logistic_regression_baseline_on_its_split(backbone):
+    from app.ml.transfer.training import split
+
+    x, y = wine()
+    model, p = fit_transfer(backbone, x, y, validation_fraction=0.3)
+    m = model.metrics
+    classes = sorted(set(y.tolist()))
+    targets = np.array([classes.index(v) for v in y])
+    train, held = split(targets, model.task, p)
+    assert m["val_rows"] == len(held) > 0
+    ref = lr_accuracy(x[train], x[held], targets[train], targets[held])
+    assert m["baseline_accuracy"] == pytest.approx(ref, abs=1e-12)
+    assert m["gain_over_baseline"] == pytest.approx(m["accuracy"] - ref, abs=1e-12)
+
+
+def test_transfer_without_held_out_rows_names_its_metrics_train(backbone):
+    x, y = wine()
+    model, _ = fit_transfer(backbone, x, y, validation_fraction=0)
+    m = model.metrics
+    assert m["eval_split"] == "train"
+    assert not {"accuracy", "macro_f1", "baseline_accuracy"} & set(m)
+    pred = np.array(model.predict(x)["predictions"], dtype=object)
+    assert m["train_accuracy"] == pytest.approx(float((pred == y).mean()))
+    assert m["train_macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["train_baseline_accuracy"] == pytest.approx(
+        lr_accuracy(x, x, y, y), abs=1e-12)
+
+
+def test_transfer_evaluate_on_new_rows_equals_sklearn(backbone):
+    x, y = wine()
+    model, _ = fit_transfer(backbone, x[::2], y[::2])
+    out = model.predict(x[1::2])
+    proba = np.asarray(out["probabilities"])
+    classes = model.classes
+    truth = np.array([classes.index(v) for v in y[1::2]])
+    got = model.evaluate(x[1::2], y[1::2])
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(truth, proba.argmax(1)))
+    assert got["macro_f1"] == pytest.approx(skm.f1_score(truth, proba.argmax(1), average="macro"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(truth, proba), rel=1e-6)
+    with pytest.raises(InputError, match="not trained on"):
+        model.evaluate(x[:3], np.array(["cultivar_0", "cultivar_9", "x"], dtype=object))
