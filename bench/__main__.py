@@ -15,6 +15,7 @@ from bench import (
     predict_throughput,
     training_overhead,
     transfer_digits,
+    vae_digits,
 )
 
 BENCHES = {
@@ -27,6 +28,7 @@ BENCHES = {
     "microbatch": microbatch.run,
     "binary_embed": binary_embed.run,
     "transfer_digits": transfer_digits.run,
+    "vae_digits": vae_digits.run,
 }
 
 

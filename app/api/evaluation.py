@@ -50,8 +50,9 @@ async def evaluate(model_id: str, body: EvaluateIn, request: Request, session: S
                        n_rows=test.n_rows, metrics=metrics)
 
 
-@router.get("/{model_id}/labels", responses={
-    **NOT_FOUND, 200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+@router.get("/{model_id}/labels", response_class=StreamingResponse, responses={
+    **NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                       "description": "CSV row,label (or JSON lines with format=jsonl)"},
     422: {"description": "not a clustering, or one trained before labels were kept"}})
 async def training_labels(model_id: str, request: Request, project: ProjectDep,
                           format: Annotated[Literal["csv", "jsonl"], Query()] = "csv"

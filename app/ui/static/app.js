@@ -381,6 +381,16 @@ async function modelView(id) {
     const body = op === "generate" ? { n: 5, seed: 0 } : JSON.parse(input.value);
     output.textContent = JSON.stringify(await api(`/v1/models/${id}/${op}`, { method: "POST", json: body }), null, 1);
   });
+  // Score the model on an uploaded test set (POST /v1/models/{id}/evaluate).
+  const testSet = el("input", { id: "evaluate-dataset", placeholder: "test dataset id (ds_…)" });
+  const target = el("input", { id: "evaluate-target", placeholder: "target column (optional)" });
+  const scored = el("div", { id: "evaluate-output" });
+  const evaluate = guard(async () => {
+    const body = { dataset_id: testSet.value.trim() };
+    if (target.value.trim()) body.target = target.value.trim();
+    const out = await api(`/v1/models/${id}/evaluate`, { method: "POST", json: body });
+    scored.replaceChildren(el("p", {}, `${out.n_rows} rows of ${out.dataset_id}, target ${out.target ?? "none"}`), metricsTable(out.metrics));
+  });
   const del = guard(async () => {
     if (!confirm(`Delete model ${id}?`)) return;
     await api(`/v1/models/${id}`, { method: "DELETE" });
@@ -392,6 +402,8 @@ async function modelView(id) {
         ` on ${model.dataset_id}; answers ${model.capabilities.join(", ") || "nothing over HTTP"}`),
       metricsTable(m), el("p", {}, el("button", { class: "secondary", onclick: del }, "Delete model"))),
     el("section", {}, pictures),
+    el("section", {}, el("h2", {}, "Evaluate on a test set"), el("p", {}, testSet, " ", target, " ",
+      el("button", { id: "evaluate", onclick: evaluate }, "evaluate")), scored),
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
   ];
