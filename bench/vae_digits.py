@@ -27,7 +27,7 @@ from sklearn.neural_network import MLPClassifier
 from bench._service import service, wait_job
 from bench.contrastive_digits import digits_zip
 
-EPOCHS = int(os.environ.get("BENCH_VAE_EPOCHS", "60"))
+EPOCHS = int(os.environ.get("BENCH_VAE_EPOCHS", "100"))
 SAMPLES = 500
 BEFORE = {"likelihood": "gaussian", "kl_warmup_epochs": 0}
 

@@ -93,7 +93,7 @@ def test_kl_warmup_ramps_to_beta_and_free_bits_floor_each_dimension():
 def test_warmup_weighs_the_kl_of_each_epoch_and_val_loss_uses_full_beta():
     algo = registry.get("vae")
     p = algo.own({**QUICK, "beta": 2.0, "kl_warmup_epochs": 4, "free_bits": 0.0})
-    v, prep = net("auto")
+    v, prep = net("bernoulli")
     from app.ml.deep.runtime import Runtime
 
     obj = vae.objective(v, Runtime(torch.device("cpu"), 0), p, prep)
@@ -125,8 +125,8 @@ def test_a_vae_saved_without_the_new_params_loads_and_answers_as_the_unit_gaussi
     assert model.generate(4, seed=1) == old.generate(4, seed=1)
 
 
-def test_auto_is_bernoulli_for_images_gaussian_for_rows_and_bernoulli_refuses_rows():
-    assert net("auto")[0].likelihood == "bernoulli"
+def test_auto_is_learned_for_images_gaussian_for_rows_and_bernoulli_refuses_rows():
+    assert net("auto")[0].likelihood == "learned_gaussian"
     assert net("auto", kind="tabular")[0].likelihood == "gaussian"
     with pytest.raises(ValueError, match="image"):
         net("bernoulli", kind="tabular")

@@ -1,9 +1,10 @@
 """vae: a Gaussian-latent variational autoencoder (beta-VAE).
 
-The decoder's likelihood p(x|z) is a unit-variance Gaussian in model space (rows) or a
-Bernoulli on [0, 1] pixels (images): a unit Gaussian on z-scored pixels weighs reconstruction
-so little that most latent dimensions collapse and samples blur. A KL warm-up (the KL weight
-ramps from 0 to beta) and optional free bits guard against posterior collapse.
+The decoder's likelihood p(x|z): a unit-variance Gaussian in model space (rows), a Gaussian
+with a learned variance (images by default), or a Bernoulli on [0, 1] pixels. A unit Gaussian
+on z-scored pixels weighs reconstruction so little against the KL term that most latent
+dimensions collapse and samples blur; a learned variance weighs it by the data's own noise.
+A KL warm-up (the KL weight ramps up to beta) and free bits are further guards, as params.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def architecture(p: VAEParams) -> dict[str, Any]:
 
 
 def resolve_likelihood(name: str, kind: str) -> str:
-    """'auto' is Bernoulli for images, Gaussian for rows; Bernoulli needs [0, 1] pixels."""
+    """'auto' is the learned-variance Gaussian for images (see bench/vae_digits.py), the unit
+    Gaussian for rows; Bernoulli needs [0, 1] pixels."""
     if name == AUTO:
-        return BERNOULLI if kind == IMAGE else GAUSSIAN
+        return LEARNED if kind == IMAGE else GAUSSIAN
     if name == BERNOULLI and kind != IMAGE:
         raise ValueError("likelihood 'bernoulli' models [0, 1] pixels: it is for image data; "
                          "use 'gaussian' (or 'auto') for tabular rows")
