@@ -49,7 +49,8 @@ def test_labels_stream_agglomeratives_own_clustering_in_row_order(client, settin
                                  "params": {"n_clusters": 3, "linkage": "average"},
                                  "target": "label"})
     own = AgglomerativeClustering(n_clusters=3, linkage="average").fit(x).labels_
-    assert job["metrics"]["ari"] == pytest.approx(skm.adjusted_rand_score(y.astype(int).astype(str), own))
+    truth = y.astype(int).astype(str)
+    assert job["metrics"]["ari"] == pytest.approx(skm.adjusted_rand_score(truth, own))
     mid = job["model_id"]
     r = client.get(f"/v1/models/{mid}/labels")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -86,7 +87,8 @@ def test_evaluate_a_clustering_on_a_test_set_with_its_target(client, settings):
     assert out["target"] == "label" and out["n_rows"] == 60  # the training job's target
     pred = client.post(f"/v1/models/{mid}/predict", json={"instances": tx.tolist()}).json()
     truth = [str(int(v)) for v in ty]
-    assert out["metrics"]["ari"] == pytest.approx(skm.adjusted_rand_score(truth, pred["predictions"]))
+    assert out["metrics"]["ari"] == pytest.approx(
+        skm.adjusted_rand_score(truth, pred["predictions"]))
     assert out["metrics"]["nmi"] == pytest.approx(
         skm.normalized_mutual_info_score(truth, pred["predictions"]))
     # Columns the model needs and does not find, or an unknown target: 422, nothing scored.

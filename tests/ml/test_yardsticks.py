@@ -96,7 +96,8 @@ def lr_accuracy(a, b, ya, yb) -> float:
 def test_probe_yardsticks_equal_sklearn_on_the_same_split():
     digits = load_digits()
     x, y = digits.data[:600], digits.target[:600]
-    emb = PCA(n_components=8, random_state=0).fit_transform(x) + 0.01 * np.random.default_rng(0).normal(size=(600, 8))
+    noise = 0.01 * np.random.default_rng(0).normal(size=(600, 8))
+    emb = PCA(n_components=8, random_state=0).fit_transform(x) + noise
     got = probe_metrics(emb, y, seed=3, raw=x)
     a, b, ya, yb = probe_reference(x, y, 3)
     raw = lr_accuracy(a, b, ya, yb)

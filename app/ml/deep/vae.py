@@ -116,7 +116,8 @@ class VAENet(nn.Module):
             return recon, sq * torch.exp(-2 * log_sigma) + flat_per_row(x).shape[1] * log_sigma
         return recon, sq
 
-    def terms(self, x: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def terms(self, x: Tensor, z: Tensor, mu: Tensor,
+              logvar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per row: reconstruction, -log p(x|z) as reconstruct() gives it, KL(q || N(0, I))."""
         recon, nll = self.reconstruct(x, z)
         return recon, nll, kl_per_dim(mu, logvar).sum(dim=1)
