@@ -83,7 +83,8 @@ function progressBar(p) {
 }
 
 function metricsTable(metrics) {
-  const rows = Object.entries(metrics || {}).filter(([k]) => !["confusion_matrix", "per_class", "classes"].includes(k));
+  const hidden = ["confusion_matrix", "per_class", "classes", "train_confusion_matrix", "train_per_class"];
+  const rows = Object.entries(metrics || {}).filter(([k]) => !hidden.includes(k));
   return table(["metric", "value"], rows.map(([k, v]) => ({ cells: [k, v] })));
 }
 
@@ -370,7 +371,8 @@ async function modelView(id) {
   const model = await api(`/v1/models/${id}`);
   const m = model.metrics || {};
   const pictures = el("div", { class: "row" });
-  if (m.confusion_matrix && m.classes) pictures.append(el("div", {}, el("h2", {}, "Confusion matrix"), confusionTable(m.confusion_matrix, m.classes)));
+  const confusion = m.confusion_matrix || m.train_confusion_matrix;  // train_: no held-out rows
+  if (confusion && m.classes) pictures.append(el("div", {}, el("h2", {}, m.confusion_matrix ? "Confusion matrix" : "Confusion matrix (training rows)"), confusionTable(confusion, m.classes)));
   if (Array.isArray(m.explained_variance_ratio)) pictures.append(el("div", {}, el("h2", {}, "Explained variance ratio"), barChart(m.explained_variance_ratio, "component")));
   const scatter = el("div", { id: "embedding-plot" }, el("p", { class: "hint" }, "drawing the embedding…"));
   pictures.append(el("div", {}, el("h2", {}, "Training rows, embedded (PCA to 2-D)"), scatter));
