@@ -216,3 +216,15 @@ def test_transfer_evaluate_on_new_rows_equals_sklearn(backbone):
     assert got["log_loss"] == pytest.approx(skm.log_loss(truth, proba), rel=1e-6)
     with pytest.raises(InputError, match="not trained on"):
         model.evaluate(x[:3], np.array(["cultivar_0", "cultivar_9", "x"], dtype=object))
+
+
+def test_reconstruction_error_on_training_rows_is_named_train():
+    x = load_digits().data[:200]
+    p = {"epochs": 1, "hidden_dims": [16], "latent_dim": 4}
+    held = fit("autoencoder", x, p).metrics
+    trained = fit("autoencoder", x, {**p, "validation_fraction": 0})
+    assert "val_reconstruction_error" in held and "train_reconstruction_error" not in held
+    m = trained.metrics
+    assert "val_reconstruction_error" not in m
+    assert m["train_reconstruction_error"] == pytest.approx(
+        float(np.mean(trained.predict(x)["reconstruction_error"])), rel=1e-5)

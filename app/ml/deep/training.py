@@ -145,10 +145,12 @@ def _metrics(algo: DeepAlgorithm, model: DeepModel, result: LoopResult, arr: np.
     }
     metrics.update({f"final_{k}": v for k, v in final.items() if k in ("d_loss", "g_loss")})
     if PREDICT in algo.capabilities:
-        # Held-out rows when there are any; else a seeded sample of the training rows.
+        # Held-out rows when there are any; else a seeded sample of the training rows, and the
+        # name says so.
         rows = arr[val_idx] if len(val_idx) else arr[_sample(len(arr), p.seed, METRIC_SAMPLE)]
         errors = model.outputs(rows, ("reconstruction_error",))["reconstruction_error"]
-        metrics["val_reconstruction_error"] = float(errors.mean())
+        split = "val" if len(val_idx) else "train"
+        metrics[f"{split}_reconstruction_error"] = float(errors.mean())
     if labels is not None:
         some = _sample(len(arr), p.seed, PROBE_SAMPLE)
         metrics.update(probe_metrics(model.embed(arr[some]), labels[some], p.seed,
