@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096)
     max_instances: int = Field(10_000, ge=1)
+    # POST /v1/models/{id}/evaluate scores a test set in the request: at most this many rows.
+    evaluate_max_rows: int = Field(100_000, ge=1)
     model_cache_size: int = Field(16, ge=1)
     # How long a cached model answers before its row is looked up again (deleted elsewhere).
     model_recheck_seconds: float = Field(2.0, ge=0)

@@ -14,6 +14,7 @@ from app.api import (
     datasets,
     docs,
     errors,
+    evaluation,
     health,
     jobs,
     metrics,
@@ -40,7 +41,7 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, plots, projects)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects)
 
 
 @asynccontextmanager

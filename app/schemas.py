@@ -208,6 +208,23 @@ class GenerateOut(BaseModel):
     samples: list[Any]
 
 
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(description="The test set: an uploaded dataset with the columns "
+                            "the model was trained on.")
+    target: str | None = Field(None, description="The label column; defaults to the training "
+                               "job's target when the test set has it.")
+
+
+class EvaluateOut(BaseModel):
+    model_id: str
+    dataset_id: str
+    target: str | None
+    n_rows: int
+    metrics: dict[str, Any]
+
+
 class TrainingEmbeddingOut(BaseModel):
     n_rows: int
     n_components: int

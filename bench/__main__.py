@@ -16,6 +16,7 @@ from bench import (
     predict_throughput,
     training_overhead,
     transfer_digits,
+    vae_digits,
 )
 
 BENCHES = {
@@ -29,6 +30,7 @@ BENCHES = {
     "binary_embed": binary_embed.run,
     "transfer_digits": transfer_digits.run,
     "noisy_neighbour": noisy_neighbour.run,
+    "vae_digits": vae_digits.run,
 }
 
 

@@ -226,6 +226,22 @@ def training_embedding(model_id: str) -> Call[np.ndarray]:
                 lambda r: np.asarray(r.json()["embedding"], dtype=np.float64))
 
 
+def training_labels(model_id: str) -> Call[np.ndarray]:
+    return Call("GET", f"/v1/models/{model_id}/labels", _labels, {"params": {"format": "csv"}})
+
+
+def _labels(r: httpx.Response) -> np.ndarray:
+    lines = r.text.splitlines()[1:]  # "row,label" header, then one line per row in order
+    return np.array([int(line.rsplit(",", 1)[1]) for line in lines], dtype=np.int64)
+
+
+def evaluate(model_id: str, dataset_id: str, target: str | None) -> Call[dict[str, Any]]:
+    body: dict[str, Any] = {"dataset_id": dataset_id}
+    if target is not None:
+        body["target"] = target
+    return Call("POST", f"/v1/models/{model_id}/evaluate", lambda r: r.json(), {"json": body})
+
+
 def loss_plot(job_id: str) -> Call[bytes]:
     return Call("GET", f"/v1/jobs/{job_id}/plots/loss.png", _bytes)
 

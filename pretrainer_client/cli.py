@@ -85,6 +85,12 @@ def register(sub: Any) -> None:
     plot.add_argument("id")
     plot.add_argument("kind", choices=["embedding", "confusion"])
     plot.add_argument("-o", "--output", type=Path, required=True)
+    _leaf(models, "labels", "a clustering's own labels of its training rows",
+          _models_labels, common).add_argument("id")
+    ev = _leaf(sub, "evaluate", "score a model on an uploaded test set", _evaluate, common)
+    ev.add_argument("model")
+    ev.add_argument("dataset", help="dataset id of the test set")
+    ev.add_argument("--target", default=None, help="label column (default: the training job's)")
 
     algos = _leaf(sub, "algorithms", "list the algorithms and what they answer; "
                   "`algorithms show NAME` for one's params", _algorithms, common)
@@ -305,6 +311,20 @@ def _models_delete(client: Client, args: argparse.Namespace) -> None:
 
 def _models_plot(client: Client, args: argparse.Namespace) -> None:
     _save(client.model_plot(args.id, args.kind), args.output, args.json)
+
+
+def _models_labels(client: Client, args: argparse.Namespace) -> None:
+    labels = client.training_labels(args.id)
+    _output({"labels": labels.tolist()}, args.json, lambda d: _table(
+        f"training labels ({len(labels)} rows)", ["row", "label"],
+        [[i, v] for i, v in enumerate(d["labels"])]))
+
+
+def _evaluate(client: Client, args: argparse.Namespace) -> None:
+    out = client.evaluate(args.model, args.dataset, target=args.target)
+    _output(out, args.json, lambda d: (
+        _fields(f"model {d['model_id']} on {d['dataset_id']} ({d['n_rows']} rows, target "
+                f"{d['target']})", d["metrics"])))
 
 
 def _algorithms(client: Client, args: argparse.Namespace) -> None:

@@ -277,6 +277,16 @@ class Client:
         """t-SNE's embedding of its training rows."""
         return self._do(calls.training_embedding(ident(model)))
 
+    def training_labels(self, model: str | Model) -> np.ndarray:
+        """A clustering's own labels of its training rows, in the dataset's row order."""
+        return self._do(calls.training_labels(ident(model)))
+
+    def evaluate(self, model: str | Model, dataset: str | Dataset, *,
+                 target: str | None = None) -> dict[str, Any]:
+        """Score the model on an uploaded test set: {model_id, dataset_id, target, n_rows,
+        metrics}."""
+        return self._do(calls.evaluate(ident(model), ident(dataset), target))
+
     def loss_plot(self, job: str | Job) -> bytes:
         """The job's loss curve as PNG bytes."""
         return self._do(calls.loss_plot(ident(job)))
@@ -432,6 +442,13 @@ class AsyncClient:
 
     async def training_embedding(self, model: str | Model) -> np.ndarray:
         return await self._do(calls.training_embedding(ident(model)))
+
+    async def training_labels(self, model: str | Model) -> np.ndarray:
+        return await self._do(calls.training_labels(ident(model)))
+
+    async def evaluate(self, model: str | Model, dataset: str | Dataset, *,
+                       target: str | None = None) -> dict[str, Any]:
+        return await self._do(calls.evaluate(ident(model), ident(dataset), target))
 
     async def loss_plot(self, job: str | Job) -> bytes:
         return await self._do(calls.loss_plot(ident(job)))

@@ -125,6 +125,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "responses": {"200": {"samples": [[0.93, 4.11, -1.87, 3.02], [-5.72, -3.31, 6.95, 0.61]]}}},
     "GET /v1/models/{model_id}/embedding": {"responses": {"200": {
         "n_rows": 3, "n_components": 2, "embedding": [[12.1, -3.4], [11.8, -2.9], [-20.3, 7.7]]}}},
+    "POST /v1/models/{model_id}/evaluate": {
+        "request": {"application/json": {"dataset_id": DS, "target": "label"}},
+        "responses": {"200": {"model_id": MDL, "dataset_id": DS, "target": "label",
+                              "n_rows": 200, "metrics": {"ari": 0.912, "nmi": 0.887,
+                                                         "purity": 0.965}}}},
+    "GET /v1/models/{model_id}/labels": {"responses": {"200": "row,label\n0,2\n1,0\n2,2\n"}},
     "GET /v1/jobs/{job_id}/plots/loss.png": {},
     "GET /v1/models/{model_id}/plots/{kind}.png": {},
 }

@@ -62,11 +62,13 @@ def _refuse(row: Model, why: str) -> Conflict:
 
 def _confusion(row: Model) -> bytes:
     metrics = row.metrics or {}
-    if "confusion_matrix" not in metrics or "classes" not in metrics:
+    # Without held-out rows the matrix is the training rows' one, named train_confusion_matrix.
+    matrix = metrics.get("confusion_matrix", metrics.get("train_confusion_matrix"))
+    if matrix is None or "classes" not in metrics:
         raise _refuse(row, f"{row.algorithm} models have no confusion matrix; only a classifier "
                            "(transfer on a class target) has one")
     try:
-        return plots.confusion_png(metrics["confusion_matrix"], [str(c) for c in metrics["classes"]],
+        return plots.confusion_png(matrix, [str(c) for c in metrics["classes"]],
                                    f"{row.algorithm} {row.id}")
     except plots.NoPlot as exc:
         raise _refuse(row, str(exc)) from exc

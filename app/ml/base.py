@@ -89,6 +89,11 @@ class Trained(ABC):
         """Return n new samples."""
         raise CapabilityError(f"{self.algorithm} cannot generate")
 
+    def evaluate(self, x: Any, y: np.ndarray | None) -> dict[str, Any]:
+        """The metrics of the model's kind on new rows x (with their labels y, when it needs
+        them): POST /v1/models/{id}/evaluate."""
+        raise CapabilityError(f"{self.algorithm} has no metric to compute on new data")
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write everything needed to rebuild the model into an existing directory."""

@@ -83,3 +83,32 @@ def test_errors_exit_1_with_the_problem(embedded, rows):
     assert human.returncode == 1 and "mdl_nope does not exist" in human.stderr
     away = cli(embedded, "jobs", "list", "--url", "http://127.0.0.1:1", check=False)
     assert away.returncode == 1 and "http://127.0.0.1:1" in away.stderr
+
+
+def test_models_labels_and_evaluate_from_the_command_line(embedded, tmp_path):
+    """A clustering trained with a label column by the real worker: its own labels of the
+    training rows, and its agreement with the labels of a test set, from the command line."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    x, y = make_blobs(n_samples=160, n_features=3, centers=3, cluster_std=2.5, random_state=2)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    names = ["a", "b", "c", "label"]
+    train.write_bytes(to_csv(np.column_stack([x[:120], y[:120]]), names))
+    test.write_bytes(to_csv(np.column_stack([x[120:], y[120:]]), names))
+    ds = json.loads(cli(embedded, "datasets", "upload", str(train), "--json").stdout)["id"]
+    test_ds = json.loads(cli(embedded, "datasets", "upload", str(test), "--json").stdout)["id"]
+    job = json.loads(cli(embedded, "train", "agglomerative", "--dataset", ds, "--target", "label",
+                         "--param", "n_clusters=3", "--follow", "--json").stdout)
+    assert job["status"] == "succeeded", job
+    own = AgglomerativeClustering(n_clusters=3).fit(x[:120]).labels_
+    truth = y[:120].astype(float).astype(int).astype(str)
+    assert job["metrics"]["ari"] == pytest.approx(adjusted_rand_score(truth, own))
+    labels = json.loads(cli(embedded, "models", "labels", job["model_id"], "--json").stdout)
+    assert labels["labels"] == own.tolist()
+    out = json.loads(cli(embedded, "evaluate", job["model_id"], test_ds, "--json").stdout)
+    assert out["target"] == "label" and out["n_rows"] == 40
+    assert set(out["metrics"]) == {"ari", "nmi", "purity"}
+    missing = cli(embedded, "evaluate", job["model_id"], test_ds, "--target", "nope",
+                  check=False)
+    assert missing.returncode == 1 and "nope" in missing.stdout + missing.stderr

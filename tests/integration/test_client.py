@@ -175,3 +175,27 @@ def test_async_client_does_the_same(embedded, labelled_csv):
     job, emb, models = asyncio.run(flow())
     assert job.status == "succeeded" and emb.shape == (4, 2)
     assert job.model_id in [m.id for m in models]
+
+
+def test_training_labels_and_evaluate_with_the_client(client, dataset, embedded):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    job = client.train("kmeans", dataset, {"n_clusters": 3, "random_state": 0, "n_init": 3},
+                       features=["a", "b", "c", "d"], target="label")
+    x, y = make_blobs(n_samples=300, n_features=4, centers=3, random_state=0)
+    ref = KMeans(n_clusters=3, random_state=0, n_init=3).fit(x)
+    labels = client.training_labels(job.model_id)
+    np.testing.assert_array_equal(labels, ref.labels_)
+    names = np.array(["north", "south", "west"])[y]
+    assert job.metrics["nmi"] == pytest.approx(normalized_mutual_info_score(names, ref.labels_))
+    out = client.evaluate(job.model_id, dataset)  # the training set as a test set: same rows
+    assert out["target"] == "label" and out["n_rows"] == 300
+    assert out["metrics"]["ari"] == pytest.approx(adjusted_rand_score(names, ref.predict(x)))
+
+    async def flow():
+        async with AsyncClient(embedded.base) as c:
+            return await c.training_labels(job.model_id), await c.evaluate(job.model_id, dataset)
+    again, scored = asyncio.run(flow())
+    np.testing.assert_array_equal(again, labels)
+    assert scored["metrics"] == out["metrics"]

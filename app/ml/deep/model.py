@@ -55,6 +55,7 @@ class DeepModel(Trained):
     """A trained network of the family plus what it needs to answer: preprocessing and config."""
 
     net_module: ClassVar[str]  # the torch module with build(arch, prep)
+    scored: ClassVar[tuple[str, ...]] = ()  # per-row outputs of predict that evaluate averages
 
     def __init__(self, *, config: dict[str, Any], net: Any) -> None:
         self.config = config
@@ -130,6 +131,13 @@ class DeepModel(Trained):
             return {k: out[k].float().cpu().numpy() for k in keys}
         parts = self._infer(x, pick)
         return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+    def evaluate(self, x: Any, y: np.ndarray | None) -> dict[str, Any]:
+        """The mean of each per-row score of predict (reconstruction error, negative ELBO)."""
+        if not self.scored:
+            return super().evaluate(x, y)
+        return {k: float(v.astype(np.float64).mean())
+                for k, v in self.outputs(x, self.scored).items()}
 
     def _predict(self, x: Any, scores: tuple[str, ...]) -> dict[str, Any]:
         out = self.outputs(x, ("reconstruction", *scores))
@@ -241,6 +249,7 @@ class AutoencoderModel(DeepModel):
 
     algorithm: ClassVar[str] = "autoencoder"
     net_module: ClassVar[str] = "app.ml.deep.autoencoder"
+    scored: ClassVar[tuple[str, ...]] = ("reconstruction_error",)
 
     def predict(self, x: np.ndarray) -> dict[str, Any]:
         """{"predictions": reconstructions (rows, or HxWxC uint8 images as nested lists),
@@ -257,6 +266,7 @@ class VAEModel(DeepModel):
 
     algorithm: ClassVar[str] = "vae"
     net_module: ClassVar[str] = "app.ml.deep.vae"
+    scored: ClassVar[tuple[str, ...]] = ("reconstruction_error", "negative_elbo")
 
     def predict(self, x: np.ndarray) -> dict[str, Any]:
         """Reconstructions plus per-row "reconstruction_error" and "negative_elbo"."""

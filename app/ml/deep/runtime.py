@@ -152,6 +152,9 @@ class Objective(ABC):
         """Mean loss on a validation batch (called under no_grad, module in eval mode)."""
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (1-based, also after a resume): for schedules."""
+
 
 class SingleLossObjective(Objective):
     """An objective with one loss and one optimizer: subclasses only write loss()."""
@@ -375,6 +378,7 @@ def train_loop(objective: Objective, train: Batches, val: Batches | None, config
     report.check()
     for epoch in range(first, config.epochs + 1):
         t0 = time.perf_counter()
+        objective.begin_epoch(epoch)
         losses = _train_epoch(objective, train, ticker, step, total_steps, schedule)
         step += len(train)
         seconds_train = time.perf_counter() - t0

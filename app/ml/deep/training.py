@@ -102,6 +102,14 @@ def _labels(y: Any, n: int) -> np.ndarray | None:
     return labels
 
 
+def _raw_inputs(arr: np.ndarray, prep: Prep) -> np.ndarray:
+    """The yardstick's view of the rows: as the model reads them (standardised rows when it
+    standardises), images as [0, 1] pixels, one flat row each."""
+    if prep.kind == IMAGE:
+        return arr.reshape(len(arr), -1).astype(np.float32) / 255.0
+    return standardize_rows(arr, prep)
+
+
 def _stored(arr: np.ndarray, prep: Prep) -> torch.Tensor:
     """What Batches indexes: standardized float32 rows, or uint8 NCHW images."""
     if prep.kind == IMAGE:
@@ -138,11 +146,14 @@ def _metrics(algo: DeepAlgorithm, model: DeepModel, result: LoopResult, arr: np.
     }
     metrics.update({f"final_{k}": v for k, v in final.items() if k in ("d_loss", "g_loss")})
     if PREDICT in algo.capabilities:
-        # Held-out rows when there are any; else a seeded sample of the training rows.
+        # Held-out rows when there are any; else a seeded sample of the training rows, and the
+        # name says so.
         rows = arr[val_idx] if len(val_idx) else arr[_sample(len(arr), p.seed, METRIC_SAMPLE)]
         errors = model.outputs(rows, ("reconstruction_error",))["reconstruction_error"]
-        metrics["val_reconstruction_error"] = float(errors.mean())
+        split = "val" if len(val_idx) else "train"
+        metrics[f"{split}_reconstruction_error"] = float(errors.mean())
     if labels is not None:
         some = _sample(len(arr), p.seed, PROBE_SAMPLE)
-        metrics.update(probe_metrics(model.embed(arr[some]), labels[some], p.seed))
+        metrics.update(probe_metrics(model.embed(arr[some]), labels[some], p.seed,
+                                     raw=_raw_inputs(arr[some], model.prep)))
     return metrics

@@ -14,10 +14,12 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from app.data.text import label_name
 from app.ml.base import InputError, Trained
 from app.ml.deep.model import read_network, write_network
 from app.ml.deep.preprocess import IMAGE, TABULAR, Prep, request_images, request_rows
 from app.ml.deep.preprocess import standardize_rows, to_nchw
+from app.ml.scores import classification_scores, regression_scores
 
 TOKENIZER_FILE = "tokenizer.json"
 TEXT = "text"
@@ -135,6 +137,31 @@ class TransferModel(Trained):
         values = self.task.get("class_values") or self.classes
         return {"predictions": [values[i] for i in probs.argmax(axis=1)],
                 "probabilities": probs.astype(np.float64).tolist()}
+
+    def evaluate(self, x: Any, y: np.ndarray | None) -> dict[str, Any]:
+        """Classification: accuracy, macro F1, log loss; regression: RMSE, MAE, R² (in the
+        target's units) of predict on x against the labels y."""
+        if y is None:
+            raise InputError("scoring a transfer model needs the labels: name the label "
+                             "column in target")
+        labels = np.asarray(y).tolist()
+        if len(labels) != len(x):
+            raise InputError(f"{len(labels)} labels for {len(x)} rows")
+        answer = self.predict(x)
+        if self.task["head"] == "regression":
+            try:
+                true = np.asarray(labels, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InputError("a regression model is scored on a numeric target") from exc
+            return regression_scores(true, np.asarray(answer["predictions"]))
+        index = {c: i for i, c in enumerate(self.classes)}
+        names = [label_name(v) for v in labels]
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise InputError(f"labels the model was not trained on: {', '.join(unknown[:10])} "
+                             f"(its classes: {', '.join(self.classes)})")
+        return classification_scores(np.array([index[n] for n in names]),
+                                     np.asarray(answer["probabilities"]))
 
     def embed(self, x: Any) -> np.ndarray:
         """The backbone's features of each instance (n, features_dim), float32."""

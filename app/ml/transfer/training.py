@@ -36,6 +36,8 @@ from app.ml.transfer.nets import (
     build_backbone,
     pretrained_backbone,
 )
+from app.ml.scores import on_training_rows
+from app.ml.transfer.baseline import baseline_metrics
 from app.ml.transfer.params import TransferParams, resolve
 
 CHUNK = 256
@@ -101,11 +103,11 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
         "freeze": p.freeze, "features_cached": cached,
         "trainable_parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
         "frozen_parameters": sum(q.numel() for q in net.parameters() if not q.requires_grad),
-        **evaluate(task, out, targets[eval_idx]),
         # What the auto (null) params became, so a user sees how the job trained.
         "resolved_params": {k: getattr(p, k) for k in RESOLVED},
     }
-    if task["head"] == "classification":
+    metrics.update(_scores(task, out, targets, eval_idx, kind, data, train_idx))
+    if task["head"] == "classification" and len(val_idx):
         train_out = logits(net, inputs[train_idx], device, head_only=cached)
         metrics["train_accuracy"] = float((train_out.argmax(1) == targets[train_idx]).mean())
     model.metrics = metrics
@@ -366,6 +368,22 @@ def _class_weights(p: TransferParams, task: dict[str, Any], counts: np.ndarray |
 
 
 # ------------------------------------------------------------------------------- metrics
+
+
+def _scores(task: dict[str, Any], out: np.ndarray, targets: np.ndarray, eval_idx: np.ndarray,
+            kind: str, data: Any, train_idx: np.ndarray) -> dict[str, Any]:
+    """The model's scores and the raw-input baseline's, on the same rows; measured on the
+    training rows (no validation split) they are named train_*."""
+    scores = evaluate(task, out, targets[eval_idx])
+    scores.update(baseline_metrics(kind, data, targets, task, train_idx, eval_idx))
+    if "baseline_accuracy" in scores:
+        scores["gain_over_baseline"] = scores["accuracy"] - scores["baseline_accuracy"]
+    if len(eval_idx) and np.array_equal(eval_idx, train_idx):
+        classes = scores.pop("classes", None)
+        scores = on_training_rows(scores)
+        if classes is not None:
+            scores["classes"] = classes
+    return scores
 
 
 def evaluate(task: dict[str, Any], out: np.ndarray, targets: np.ndarray) -> dict[str, Any]:

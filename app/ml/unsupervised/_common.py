@@ -13,7 +13,8 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.preprocessing import StandardScaler
 
 from app.ml import artifacts
-from app.ml.base import Algorithm, InputError, Params, Report, Trained
+from app.ml.base import Algorithm, CapabilityError, InputError, Params, Report, Trained
+from app.ml.scores import label_agreement
 
 FAMILY = "unsupervised"
 # Silhouette is O(n²); above this many rows it is computed on a seeded random sample.
@@ -21,6 +22,8 @@ SILHOUETTE_SAMPLE_SIZE = 2000
 SEED_MAX = 2**32 - 1  # numpy's limit for a seed
 FLOAT_DTYPES = ("float32", "float64")
 SCALER_PART = "scaler"
+# A clustering's own labels of its training rows, kept with the artifact at fit.
+TRAINING_LABELS = "training_labels"
 # check_fit names a param for each problem; problems of the data itself (too few or too many
 # rows for the algorithm) name this instead.
 DATASET = "dataset"
@@ -125,6 +128,11 @@ class UnsupervisedModel(Trained):
     """
 
     parts: ClassVar[dict[str, type]] = {}
+    # True for clusterings: their training labels are kept and evaluate scores agreement.
+    clusters: ClassVar[bool] = False
+    # The clustering of the training rows, in row order (None: not a clustering, or trained
+    # before labels were kept).
+    training_labels: np.ndarray | None = None
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None) -> None:
         self.params: dict[str, Any] = meta["params"]
@@ -151,10 +159,25 @@ class UnsupervisedModel(Trained):
         """Checked, cast and (if trained so) standardized rows: what the estimator takes."""
         return self.scale(self.checked(x))
 
+    def evaluate(self, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
+        """Clusterings: ARI, NMI and purity of predict against y; PCA-like models: the mean
+        reconstruction error of predict."""
+        if self.clusters:
+            if y is None:
+                raise InputError("scoring a clustering needs labels: name the label column "
+                                 "in target")
+            return label_agreement(y, self.predict(x)["predictions"])
+        answer = self.predict(x)
+        if "reconstruction_error" not in answer:
+            raise CapabilityError(f"{self.algorithm} has no metric on new rows")
+        return {"reconstruction_error": float(np.mean(answer["reconstruction_error"]))}
+
     def save(self, directory: Path) -> None:
-        """Write meta.json, the scaler if any, and every part."""
+        """Write meta.json, the scaler if any, every part and the training labels if kept."""
         directory = Path(directory)
         artifacts.write_meta(directory, self.meta)
+        if self.training_labels is not None:
+            artifacts.save_array(self.training_labels, directory / f"{TRAINING_LABELS}.npy")
         if self.scaler is not None:
             artifacts.save_estimator(self.scaler, directory / f"{SCALER_PART}.skops")
         for name, kind in self.parts.items():
@@ -176,7 +199,10 @@ class UnsupervisedModel(Trained):
         if meta["params"].get("standardize"):
             scaler = artifacts.load_estimator(directory / f"{SCALER_PART}.skops", StandardScaler)
         loaded = {name: cls._load_part(directory, name, kind) for name, kind in cls.parts.items()}
-        return cls(meta=meta, scaler=scaler, **loaded)
+        model = cls(meta=meta, scaler=scaler, **loaded)
+        if (directory / f"{TRAINING_LABELS}.npy").is_file():
+            model.training_labels = artifacts.load_array(directory / f"{TRAINING_LABELS}.npy")
+        return model
 
     @staticmethod
     def _load_part(directory: Path, name: str, kind: type) -> Any:
@@ -193,6 +219,9 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
     queue: ClassVar[str] = "cpu"
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[UnsupervisedModel]]
+    # Labels (the job's target) only score the result: agreement of a clustering with them.
+    uses_labels: ClassVar[bool] = True
+    raw_labels: ClassVar[bool] = True
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
@@ -202,8 +231,10 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
         """The algorithm's own shape checks; none by default."""
         return []
 
-    def fit(self, x: np.ndarray, params: Params, report: Report) -> UnsupervisedModel:
-        """Train on the rows of x and return the trained model."""
+    def fit(self, x: np.ndarray, params: Params, report: Report,
+            y: np.ndarray | None = None) -> UnsupervisedModel:
+        """Train on the rows of x and return the trained model; y (labels, one per row) only
+        scores a clustering's agreement with them."""
         p = self.own(params)
         report.check()
         report.progress(0.05)
@@ -216,9 +247,15 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
         report.progress(0.8)
         report.check()
         metrics = self.score(xs, p, fitted)
+        assigned = self.assignments(xs, p, fitted)
+        if assigned is not None and y is not None:
+            # The labels were never seen by the fit: agreement with them is not a training score.
+            metrics.update(label_agreement(y, assigned))
         meta = {"params": p.model_dump(mode="json"), "metrics": metrics,
                 "n_features_in": int(x.shape[1]), "dtype": x.dtype.name}
         trained = self.trained_cls(meta=meta, scaler=scaler, **self.keep(xs, p, fitted))
+        if assigned is not None:
+            trained.training_labels = np.asarray(assigned, dtype=np.int64)
         report.progress(1.0)
         return trained
 
@@ -234,6 +271,10 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
     @abstractmethod
     def score(self, xs: np.ndarray, params: P, fitted: Any) -> dict[str, Any]:
         """Training metrics as a JSON-safe dict."""
+
+    def assignments(self, xs: np.ndarray, params: P, fitted: Any) -> np.ndarray | None:
+        """A clustering's own labels of the training rows (None: not a clustering)."""
+        return None
 
     @abstractmethod
     def keep(self, xs: np.ndarray, params: P, fitted: Any) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class AgglomerativeModel(UnsupervisedModel):
     """A fitted agglomerative clustering, answering through its clusters' centroids."""
 
     algorithm: ClassVar[str] = "agglomerative"
+    clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"centroids": np.ndarray}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
@@ -108,6 +109,10 @@ class AgglomerativeAlgorithm(UnsupervisedAlgorithm[AgglomerativeParams]):
         labels = fitted.labels_
         return {**cluster_scores(xs, labels, metric=params.metric),
                 "n_clusters": len(np.unique(labels))}
+
+    def assignments(self, xs: np.ndarray, params: AgglomerativeParams,
+                    fitted: AgglomerativeClustering) -> np.ndarray:
+        return np.asarray(fitted.labels_)
 
     def keep(self, xs: np.ndarray, params: AgglomerativeParams,
              fitted: AgglomerativeClustering) -> dict[str, Any]:

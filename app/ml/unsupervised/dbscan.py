@@ -48,6 +48,7 @@ class DBSCANModel(UnsupervisedModel):
     """A fitted dbscan: a new row takes the label of its nearest core sample within eps."""
 
     algorithm: ClassVar[str] = "dbscan"
+    clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"core_samples": np.ndarray, "core_labels": np.ndarray}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
@@ -104,6 +105,9 @@ class DBSCANAlgorithm(UnsupervisedAlgorithm[DBSCANParams]):
             "noise_fraction": n_noise / len(labels),
             **cluster_scores(xs[clustered], labels[clustered], metric=params.metric),
         }
+
+    def assignments(self, xs: np.ndarray, params: DBSCANParams, fitted: DBSCAN) -> np.ndarray:
+        return np.asarray(fitted.labels_)
 
     def keep(self, xs: np.ndarray, params: DBSCANParams, fitted: DBSCAN) -> dict[str, Any]:
         core = fitted.core_sample_indices_

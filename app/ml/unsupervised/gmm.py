@@ -47,6 +47,7 @@ class GMMModel(UnsupervisedModel):
     """A fitted gmm: predict gives components and their probabilities, embed the probabilities."""
 
     algorithm: ClassVar[str] = "gmm"
+    clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"estimator": GaussianMixture}
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None,
@@ -100,3 +101,6 @@ class GMMAlgorithm(UnsupervisedAlgorithm[GMMParams]):
 
     def keep(self, xs: np.ndarray, params: GMMParams, fitted: GaussianMixture) -> dict[str, Any]:
         return {"estimator": fitted}
+
+    def assignments(self, xs: np.ndarray, params: GMMParams, fitted: GaussianMixture) -> np.ndarray:
+        return np.asarray(fitted.predict(xs))

@@ -71,6 +71,7 @@ class KMeansModel(UnsupervisedModel):
     """A fitted kmeans: predict gives the nearest centroid, embed the distances to all of them."""
 
     algorithm: ClassVar[str] = "kmeans"
+    clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"estimator": KMeans}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only
 
@@ -121,6 +122,9 @@ class _CentroidAlgorithm(UnsupervisedAlgorithm[CP]):
 
     def keep(self, xs: np.ndarray, params: CP, fitted: Any) -> dict[str, Any]:
         return {"estimator": fitted}
+
+    def assignments(self, xs: np.ndarray, params: CP, fitted: Any) -> np.ndarray:
+        return np.asarray(fitted.labels_)
 
 
 class KMeansAlgorithm(_CentroidAlgorithm[KMeansParams]):

@@ -19,6 +19,10 @@ from app.ml.unsupervised._common import (
 )
 
 TRAINING_EMBEDDING = "training_embedding"
+# Trustworthiness is O(n²) in memory and time: above this many rows it is measured on a seeded
+# sample (of the input rows and their embedding, the same rows on both sides).
+TRUST_SAMPLE = 2000
+TRUST_NEIGHBOURS = 5  # scikit-learn's default k
 NO_NEW_POINTS = ("t-SNE cannot place new points: it only embeds the rows it was trained on. "
                  "The embedding of the training rows can be downloaded from the model "
                  "(GET /v1/models/{id}/embedding).")
@@ -43,6 +47,22 @@ class TSNEParams(UnsupervisedParams):
                                            "principal components (more stable) or random.")
     random_state: int = Field(0, ge=0, le=SEED_MAX,
                               description="Seed, so runs are reproducible.")
+
+
+def trust(xs: np.ndarray, embedding: np.ndarray, params: TSNEParams) -> float | None:
+    """sklearn.manifold.trustworthiness (k=5, the job's metric) of the embedding: 1 when every
+    row's embedded neighbours are its input neighbours; None with too few rows for k."""
+    from sklearn.manifold import trustworthiness
+
+    n = len(xs)
+    if n > TRUST_SAMPLE:
+        rows = np.sort(np.random.default_rng(params.random_state).choice(n, TRUST_SAMPLE,
+                                                                         replace=False))
+        xs, embedding, n = xs[rows], embedding[rows], TRUST_SAMPLE
+    if TRUST_NEIGHBOURS >= n / 2:
+        return None
+    return as_float(trustworthiness(xs, embedding, n_neighbors=TRUST_NEIGHBOURS,
+                                    metric=params.metric))
 
 
 class TSNEModel(UnsupervisedModel):
@@ -76,7 +96,7 @@ class TSNEAlgorithm(UnsupervisedAlgorithm[TSNEParams]):
         "the training rows that keeps neighbours close, for visualisation. It cannot place new "
         "rows, so the model answers no predict or embed; the embedding of the training rows, in "
         "their order, is downloaded from GET /v1/models/{id}/embedding. Metrics: final KL "
-        "divergence, iterations.")
+        "divergence, iterations, trustworthiness (k=5).")
     params_model: ClassVar[type[TSNEParams]] = TSNEParams
     trained_cls: ClassVar[type[TSNEModel]] = TSNEModel
 
@@ -100,7 +120,8 @@ class TSNEAlgorithm(UnsupervisedAlgorithm[TSNEParams]):
                     random_state=params.random_state).fit(xs)
 
     def score(self, xs: np.ndarray, params: TSNEParams, fitted: TSNE) -> dict[str, Any]:
-        return {"kl_divergence": as_float(fitted.kl_divergence_), "n_iter": int(fitted.n_iter_)}
+        return {"kl_divergence": as_float(fitted.kl_divergence_), "n_iter": int(fitted.n_iter_),
+                "trustworthiness": trust(xs, np.asarray(fitted.embedding_), params)}
 
     def keep(self, xs: np.ndarray, params: TSNEParams, fitted: TSNE) -> dict[str, Any]:
         return {TRAINING_EMBEDDING: np.asarray(fitted.embedding_)}

@@ -83,7 +83,8 @@ function progressBar(p) {
 }
 
 function metricsTable(metrics) {
-  const rows = Object.entries(metrics || {}).filter(([k]) => !["confusion_matrix", "per_class", "classes"].includes(k));
+  const hidden = ["confusion_matrix", "per_class", "classes", "train_confusion_matrix", "train_per_class"];
+  const rows = Object.entries(metrics || {}).filter(([k]) => !hidden.includes(k));
   return table(["metric", "value"], rows.map(([k, v]) => ({ cells: [k, v] })));
 }
 
@@ -370,7 +371,8 @@ async function modelView(id) {
   const model = await api(`/v1/models/${id}`);
   const m = model.metrics || {};
   const pictures = el("div", { class: "row" });
-  if (m.confusion_matrix && m.classes) pictures.append(el("div", {}, el("h2", {}, "Confusion matrix"), confusionTable(m.confusion_matrix, m.classes)));
+  const confusion = m.confusion_matrix || m.train_confusion_matrix;  // train_: no held-out rows
+  if (confusion && m.classes) pictures.append(el("div", {}, el("h2", {}, m.confusion_matrix ? "Confusion matrix" : "Confusion matrix (training rows)"), confusionTable(confusion, m.classes)));
   if (Array.isArray(m.explained_variance_ratio)) pictures.append(el("div", {}, el("h2", {}, "Explained variance ratio"), barChart(m.explained_variance_ratio, "component")));
   const scatter = el("div", { id: "embedding-plot" }, el("p", { class: "hint" }, "drawing the embedding…"));
   pictures.append(el("div", {}, el("h2", {}, "Training rows, embedded (PCA to 2-D)"), scatter));
@@ -380,6 +382,16 @@ async function modelView(id) {
   const call = (op) => guard(async () => {
     const body = op === "generate" ? { n: 5, seed: 0 } : JSON.parse(input.value);
     output.textContent = JSON.stringify(await api(`/v1/models/${id}/${op}`, { method: "POST", json: body }), null, 1);
+  });
+  // Score the model on an uploaded test set (POST /v1/models/{id}/evaluate).
+  const testSet = el("input", { id: "evaluate-dataset", placeholder: "test dataset id (ds_…)" });
+  const target = el("input", { id: "evaluate-target", placeholder: "target column (optional)" });
+  const scored = el("div", { id: "evaluate-output" });
+  const evaluate = guard(async () => {
+    const body = { dataset_id: testSet.value.trim() };
+    if (target.value.trim()) body.target = target.value.trim();
+    const out = await api(`/v1/models/${id}/evaluate`, { method: "POST", json: body });
+    scored.replaceChildren(el("p", {}, `${out.n_rows} rows of ${out.dataset_id}, target ${out.target ?? "none"}`), metricsTable(out.metrics));
   });
   const del = guard(async () => {
     if (!confirm(`Delete model ${id}?`)) return;
@@ -392,6 +404,8 @@ async function modelView(id) {
         ` on ${model.dataset_id}; answers ${model.capabilities.join(", ") || "nothing over HTTP"}`),
       metricsTable(m), el("p", {}, el("button", { class: "secondary", onclick: del }, "Delete model"))),
     el("section", {}, pictures),
+    el("section", {}, el("h2", {}, "Evaluate on a test set"), el("p", {}, testSet, " ", target, " ",
+      el("button", { id: "evaluate", onclick: evaluate }, "evaluate")), scored),
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
   ];
