@@ -111,8 +111,10 @@ class TransferParams(TrainParams):
     zoom_range: float = Field(0.0, ge=0, lt=1, description="Images: random zoom in [1 - z, 1 + z].")
     shear_range: float = Field(0.0, ge=0, le=90, description="Images: random shear, degrees "
                                "(counter-clockwise), as Keras' shear_range.")
-    brightness_range: tuple[Annotated[float, Field(ge=0, le=10)],
-                            Annotated[float, Field(ge=0, le=10)]] | None = Field(
+    # A list of two, not a tuple: params are strict, and strict validation takes a JSON array
+    # (a list once parsed) for a list only.
+    brightness_range: Annotated[list[Annotated[float, Field(ge=0, le=10)]],
+                                Field(min_length=2, max_length=2)] | None = Field(
         None, description="Images: [low, high]: pixel values are multiplied by a random factor "
         "in this range (then clipped), as Keras' brightness_range; null: off.")
     fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = Field(
@@ -124,7 +126,7 @@ class TransferParams(TrainParams):
 
     @field_validator("brightness_range")
     @classmethod
-    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _ordered(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and v[0] > v[1]:
             raise ValueError("brightness_range is [low, high]: low must not exceed high")
         return v
