@@ -46,7 +46,8 @@ def problem(r, field: str) -> str:
 def test_labels_stream_agglomeratives_own_clustering_in_row_order(client, settings):
     x, y = labelled_blobs()
     job = run(client, settings, {"dataset_id": dataset(client, x, y), "algorithm": "agglomerative",
-                                 "params": {"n_clusters": 3, "linkage": "average"},
+                                 "params": {"n_clusters": 3, "linkage": "average",
+                                                "standardize": False},
                                  "target": "label"})
     own = AgglomerativeClustering(n_clusters=3, linkage="average").fit(x).labels_
     truth = y.astype(int).astype(str)

@@ -251,7 +251,8 @@ def test_minilm_on_a_text_dataset_predicts_labels_from_strings(client, settings)
     assert "labels" in problem(r, "target")
     job = run(client, settings, {"dataset_id": ds["id"], "algorithm": "transfer", "target": "topic",
                                  "params": {"backbone": "minilm", "epochs": 60,
-                                            "learning_rate": 0.05, "seed": 3}})
+                                            "learning_rate": 0.05, "seed": 3,
+                                            "validation_fraction": 0.2}})
     assert job["status"] == "succeeded", job
     assert job["features"] == ["text"] and job["metrics"]["accuracy"] >= 0.8
     mid = job["model_id"]

@@ -66,7 +66,7 @@ def test_clustering_without_labels_reports_no_agreement():
 
 def test_agglomerative_keeps_its_own_labels_through_save_and_load(tmp_path):
     x, y = wine()
-    model = fit("agglomerative", x, {"n_clusters": 3}, y=y)  # raw wine: predict reassigns rows
+    model = fit("agglomerative", x, {"n_clusters": 3, "standardize": False}, y=y)  # raw wine: predict reassigns rows
     model.save(tmp_path)
     loaded = registry.load_trained("agglomerative", tmp_path)
     own = AgglomerativeClustering(n_clusters=3).fit(x).labels_
@@ -76,7 +76,7 @@ def test_agglomerative_keeps_its_own_labels_through_save_and_load(tmp_path):
 
 def test_tsne_reports_trustworthiness_as_sklearn_computes_it():
     x = load_digits().data[:300]
-    model = fit("tsne", x, {"random_state": 0, "max_iter": 250})
+    model = fit("tsne", x, {"random_state": 0, "max_iter": 250, "standardize": False})
     emb = TSNE(random_state=0, max_iter=250, init="pca").fit_transform(x)
     np.testing.assert_allclose(model.training_embedding, emb, rtol=1e-5, atol=1e-4)
     assert model.metrics["trustworthiness"] == pytest.approx(
@@ -141,7 +141,7 @@ def test_evaluate_scores_a_clustering_against_labels_of_new_rows():
 
 def test_evaluate_gives_reconstruction_error_where_defined_and_refuses_elsewhere():
     x = load_digits().data[:300]
-    pca = fit("pca", x, {"n_components": 5})
+    pca = fit("pca", x, {"n_components": 5, "standardize": False})
     ref = PCA(n_components=5).fit(x)
     recon = ref.inverse_transform(ref.transform(x))
     assert pca.evaluate(x, None)["reconstruction_error"] == pytest.approx(
