@@ -45,6 +45,10 @@ class TrainParams(Params):
         0, ge=0, le=SEED_MAX,
         description="Seeds weight init, the validation split, shuffling and every random draw; "
         "on CPU the same seed gives the same model.")
+    devices: Annotated[int, Field(ge=1, le=1024)] | Literal["all"] = Field(
+        1, description="Processes one job trains on, data-parallel: GPUs on a GPU worker (NCCL), "
+        "processes on a CPU worker (gloo); 'all' takes every one the worker has. batch_size "
+        "stays the global batch: each process trains on batch_size / devices rows per step.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' trains on a CUDA GPU when the worker has one, else on CPU; "
         "'cuda' fails the job if the worker has none.")

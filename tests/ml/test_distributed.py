@@ -1,0 +1,50 @@
+"""Data-parallel training on CPU: 2 gloo processes under torchrun against 1 process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.ml.ddp_fit import fit
+
+ROOT = Path(__file__).resolve().parents[2]
+# Two ranks sum their halves of each batch's gradient in another order than one process sums
+# the whole batch: float32 rounding, nothing else, so the curves agree to this relative error.
+RTOL = 1e-4
+PARAMS = {"epochs": 4, "batch_size": 64, "latent_dim": 4, "hidden_dims": [32], "seed": 5,
+          "device": "cpu", "validation_fraction": 0.25}
+
+
+def torchrun(tmp: Path, algorithm: str, params: dict, n: int = 2) -> dict:
+    out = tmp / f"{algorithm}-{n}.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={n}", str(ROOT / "tests/ml/ddp_fit.py"), str(out),
+                    algorithm, json.dumps(params)], cwd=ROOT, check=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
+    # Same seed, same GLOBAL batch (64 rows: 32 per rank): the same steps, the same curve.
+    one = fit("autoencoder", PARAMS)
+    two = torchrun(tmp_path, "autoencoder", PARAMS)
+    assert two["world"] == 2
+    assert [e["epoch"] for e in two["history"]] == [1, 2, 3, 4]
+    for key in ("loss", "val_loss"):
+        a = np.array([e[key] for e in one])
+        b = np.array([e[key] for e in two["history"]])
+        np.testing.assert_allclose(b, a, rtol=RTOL, err_msg=key)
+    assert one[-1]["loss"] < one[0]["loss"]  # it learned something: the match is not trivial
+
+
+def test_two_processes_train_a_contrastive_model(tmp_path):
+    # The views differ per rank (own random draws), so only the trend is comparable.
+    params = {"epochs": 3, "batch_size": 64, "embedding_dim": 4, "projection_dim": 4,
+              "hidden_dims": [16], "seed": 1, "device": "cpu", "validation_fraction": 0}
+    two = torchrun(tmp_path, "contrastive", params)
+    losses = [e["loss"] for e in two["history"]]
+    assert len(losses) == 3 and all(np.isfinite(losses))
