@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     max_zip_uncompressed_bytes: int = Field(8 * 1024**3, ge=1)
     max_zip_ratio: float = Field(200.0, gt=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # One torch job over several processes (params.devices): a GPU worker runs one per GPU,
+    # up to worker_gpus (unset: every GPU torch sees on the worker); a worker without a GPU
+    # runs up to cpu_processes on gloo. The API refuses a job asking for more than
+    # max(worker_gpus, cpu_processes), so set worker_gpus on the API too in a GPU deployment.
+    worker_gpus: int | None = Field(None, ge=0, le=1024)
+    cpu_processes: int = Field(2, ge=1, le=1024)  # 2: the CI path, without oversubscribing
     # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
     checkpoint_seconds: float = Field(0.0, ge=0)
     # Micro-batching of torch predict/embed calls in the API process.
@@ -113,6 +119,11 @@ class Settings(BaseSettings):
                 raise ValueError("PRETRAINER_API_KEYS entries are project:key, comma-separated")
             pairs.append((project.strip(), key.strip()))
         return pairs
+
+    @property
+    def max_devices(self) -> int:
+        """The most processes (GPUs or CPU ranks) any worker trains one job on."""
+        return max(self.worker_gpus or 0, self.cpu_processes)
 
     @property
     def loopback(self) -> bool:

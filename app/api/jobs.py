@@ -42,7 +42,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, proj
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec,
                       max_active=settings.max_active_jobs,
-                      weights_dir=settings.resolved_weights_dir)
+                      weights_dir=settings.resolved_weights_dir,
+                      max_devices=settings.max_devices)
     try:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,

@@ -54,10 +54,11 @@ def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def validate_spec(*, session: Session, project: str, spec: JobSpec,
-                  weights_dir: Path | None = None) -> dict[str, Any]:
+                  weights_dir: Path | None = None, max_devices: int | None = None) -> dict[str, Any]:
     """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422.
 
     weights_dir: where transfer backbones' weights files are (for a transfer job).
+    max_devices: the most processes any worker trains one job on (params.devices).
     """
     try:
         algo = registry.get(spec.algorithm)
@@ -71,6 +72,12 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
         errors = _param_errors(exc)
         raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                       errors=errors)
+    devices = getattr(params, "devices", 1)
+    if max_devices is not None and isinstance(devices, int) and devices > max_devices:
+        message = (f"asks for {devices} devices; no worker has more than {max_devices} "
+                   "(PRETRAINER_WORKER_GPUS GPUs, PRETRAINER_CPU_PROCESSES processes)")
+        raise Invalid(f"invalid params: params.devices: {message}",
+                      errors=[{"field": "params.devices", "message": message}])
     try:
         ds = datasets.get(session=session, project=project, dataset_id=spec.dataset_id)
     except NotFound as exc:
@@ -172,12 +179,13 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
 
 
 def create(*, session: Session, project: str, spec: JobSpec, max_active: int | None = None,
-           weights_dir: Path | None = None) -> Job:
+           weights_dir: Path | None = None, max_devices: int | None = None) -> Job:
     """Validate and insert a queued job; the caller commits, then enqueues.
 
     max_active: refuse (429) when the project already has this many queued or running jobs.
     """
-    fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir)
+    fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir,
+                           max_devices=max_devices)
     if max_active is not None:
         active = session.scalar(select(func.count()).select_from(Job).where(
             Job.project == project, Job.status.in_(ACTIVE))) or 0
