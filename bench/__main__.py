@@ -10,6 +10,7 @@ from bench import (
     contrastive_digits,
     deep_training_overhead,
     dispatch_latency,
+    gpu,
     ingest,
     microbatch,
     predict_throughput,
@@ -27,6 +28,7 @@ BENCHES = {
     "microbatch": microbatch.run,
     "binary_embed": binary_embed.run,
     "transfer_digits": transfer_digits.run,
+    "gpu": gpu.run,  # skipped (not failed) without CUDA
 }
 
 
