@@ -40,11 +40,3 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
         np.testing.assert_allclose(b, a, rtol=RTOL, err_msg=key)
     assert one[-1]["loss"] < one[0]["loss"]  # it learned something: the match is not trivial
 
-
-def test_two_processes_train_a_contrastive_model(tmp_path):
-    # The views differ per rank (own random draws), so only the trend is comparable.
-    params = {"epochs": 3, "batch_size": 64, "embedding_dim": 4, "projection_dim": 4,
-              "hidden_dims": [16], "seed": 1, "device": "cpu", "validation_fraction": 0}
-    two = torchrun(tmp_path, "contrastive", params)
-    losses = [e["loss"] for e in two["history"]]
-    assert len(losses) == 3 and all(np.isfinite(losses))
