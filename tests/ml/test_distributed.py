@@ -40,3 +40,38 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
         np.testing.assert_allclose(b, a, rtol=RTOL, err_msg=key)
     assert one[-1]["loss"] < one[0]["loss"]  # it learned something: the match is not trivial
 
+
+
+def _ranks_left(tmp: Path, *entries: dict) -> Path:
+    for e in entries:
+        (tmp / f"rank-{e['rank']}.json").write_text(json.dumps(e))
+    return tmp
+
+
+@pytest.mark.parametrize("entries, expect", [
+    ((), "AttemptLost"),  # every rank killed: nothing written
+    (({"rank": 0, "type": "DistBackendError", "message": "peer gone", "lost": True},),
+     "AttemptLost"),  # rank 1 killed, rank 0 lost its peer
+    (({"rank": 1, "type": "ValueError", "message": "training diverged", "lost": False},
+      {"rank": 0, "type": "RuntimeError", "message": "gloo: connection closed", "lost": True}),
+     "RankFailed"),  # a real error anywhere fails the job with it
+    (({"rank": 0, "type": "Cancelled", "message": "", "lost": False},), "Cancelled"),
+])
+def test_what_the_ranks_left_decides_between_failing_and_resuming(tmp_path, entries, expect):
+    from app.runner import _rank_outcome
+
+    with pytest.raises(Exception) as info:
+        _rank_outcome(_ranks_left(tmp_path, *entries), 1)
+    assert type(info.value).__name__ == expect
+    if expect == "RankFailed":
+        assert info.value.kind == "ValueError" and "diverged" in str(info.value)
+
+
+def test_a_lost_peer_is_a_comms_error_and_a_value_error_is_not():
+    import torch.distributed as dist
+
+    from app.ranks import is_comms_error
+
+    assert is_comms_error(dist.DistBackendError("x"))
+    assert is_comms_error(RuntimeError("[../gloo/transport/tcp/pair.cc] Connection closed by peer"))
+    assert not is_comms_error(ValueError("training diverged at epoch 3"))
