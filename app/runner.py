@@ -264,7 +264,8 @@ def worker_devices(device: str, settings: Settings) -> tuple[int, str]:
 
     if device != "cpu" and torch.cuda.is_available():
         count = torch.cuda.device_count()
-        return min(count, settings.worker_gpus if settings.worker_gpus is not None else count), "GPUs"
+        limit = settings.worker_gpus if settings.worker_gpus is not None else count
+        return min(count, limit), "GPUs"
     return settings.cpu_processes, "processes"
 
 

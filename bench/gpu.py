@@ -32,8 +32,16 @@ from torch import nn
 from app.ml import registry
 from app.ml.base import NullReport
 from app.ml.deep.contrastive import ContrastiveObjective
+from app.ml.deep.nets import Normalize, images_to_model_space
 from app.ml.deep.preprocess import IMAGE, fit_prep, to_nchw
-from app.ml.deep.runtime import Batches, LoopConfig, Runtime, distributed, init_distributed, train_loop
+from app.ml.deep.runtime import (
+    Batches,
+    LoopConfig,
+    Runtime,
+    distributed,
+    init_distributed,
+    train_loop,
+)
 from app.ml.transfer.backbones import BackboneRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +103,6 @@ def contrastive_rate(device: torch.device, size: Size, *, bf16: bool) -> float:
     rt = Runtime(device, 0)
     rt.amp = bf16
     objective = ContrastiveObjective(net, rt, params, prep)  # type: ignore[arg-type]
-    from app.ml.deep.nets import Normalize, images_to_model_space
-
     norm = Normalize(prep).to(device)
     train = Batches(torch.from_numpy(to_nchw(x)), rt, size.batch, shuffle=True, shard=True,
                     to_model=lambda b: images_to_model_space(b, norm), min_batch=2)
@@ -165,7 +171,8 @@ def transfer_seconds(device: torch.device, size: Size, *, cached: bool) -> float
     y = np.arange(size.transfer_rows) % 4
     algo = registry.get("transfer")
     params = algo.params_model.model_validate(
-        {"backbone": "resnet18", "pretrained": False, "freeze": "backbone", "epochs": size.epochs + 1,
+        {"backbone": "resnet18", "pretrained": False, "freeze": "backbone",
+         "epochs": size.epochs + 1,
          "batch_size": 64, "image_size": size.transfer_size, "validation_fraction": 0.0,
          "device": device.type, "horizontal_flip": not cached})
     ref = BackboneRef(spec="resnet18", source="torchvision", name="resnet18",

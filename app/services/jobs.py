@@ -54,7 +54,8 @@ def _param_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def validate_spec(*, session: Session, project: str, spec: JobSpec,
-                  weights_dir: Path | None = None, max_devices: int | None = None) -> dict[str, Any]:
+                  weights_dir: Path | None = None,
+                  max_devices: int | None = None) -> dict[str, Any]:
     """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422.
 
     weights_dir: where transfer backbones' weights files are (for a transfer job).

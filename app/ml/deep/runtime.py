@@ -99,7 +99,9 @@ class Runtime:
         self.np_rng = np.random.default_rng(seed)
 
     def _rank_seed(self, seed: int) -> int:
-        return seed if self.rank == 0 else int(np.random.default_rng([seed, self.rank]).integers(2**62))
+        if self.rank == 0:
+            return seed
+        return int(np.random.default_rng([seed, self.rank]).integers(2**62))
 
     def average_gradients(self, module: nn.Module) -> None:
         """Make every rank's gradients their mean over the ranks (one all_reduce); no-op alone."""
