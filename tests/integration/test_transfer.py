@@ -33,7 +33,8 @@ def pretrained(embedded) -> dict:
     """A contrastive model pretrained here on every digit PNG, without labels (about 15 s)."""
     http = embedded.http
     every = np.arange(len(load_digits().target))
-    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", digits_zip(every, labelled=False))})
+    archive = digits_zip(every, labelled=False)
+    r = http.post("/v1/datasets", files={"file": ("unlabelled.zip", archive)})
     assert r.status_code == 201, r.text
     r = http.post("/v1/jobs", json={"dataset_id": r.json()["id"], "algorithm": "contrastive",
                                     "params": {"epochs": 30, "batch_size": 128, "embedding_dim": 64,
@@ -72,7 +73,9 @@ def test_default_transfer_on_ten_labels_per_class_scores_ninety_percent(embedded
         assert job["metrics"]["resolved_params"] == {
             "epochs": 75, "batch_size": 25, "learning_rate": 0.01, "validation_fraction": 0.0}
         assert len(job["history"]) == 75
-        scores.append(accuracy(http, job["model_id"], np.setdiff1d(np.arange(len(target)), few)))
+        # 600 of the digits no job saw labelled (a seeded sample keeps make test quick)
+        rest = rng.choice(np.setdiff1d(np.arange(len(target)), few), 600, replace=False)
+        scores.append(accuracy(http, job["model_id"], rest))
     assert min(scores) >= 0.90, scores
 
 

@@ -100,7 +100,8 @@ def test_activation_is_the_one_asked_for(act, fn):
     x = table()[:5]
     enc = model.net.encoder
     lin, out = enc.trunk[0], enc.out
-    xs = torch.tensor((x - np.array(model.prep.mean)) / np.array(model.prep.std), dtype=torch.float32)
+    prep = model.prep
+    xs = torch.tensor((x - np.array(prep.mean)) / np.array(prep.std), dtype=torch.float32)
     expect = out(fn(lin(xs))).detach().numpy()
     np.testing.assert_allclose(model.embed(x), expect, rtol=1e-5, atol=1e-6)
 

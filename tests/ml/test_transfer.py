@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits, make_classification
 from app.ml import registry
 from app.ml.base import NullReport
 from app.ml.transfer.backbones import BackboneRef, resolve_named
+from app.ml.transfer.params import resolve
 from app.ml.transfer.training import split
 from tests.ml.test_deep import Recorder
 
@@ -135,7 +136,10 @@ def test_classification_metrics_equal_sklearn_on_the_held_out_rows(source):
     names = np.array(["alpha", "beta", "gamma"], dtype=object)[y]
     model = fit(source, x, names, freeze="none")
     m = model.metrics
-    p = TRANSFER.own({"backbone": "model:src"})
+    # validation_fraction left to the data: 80 rows a class keep 64 to train on, so 20 % is out.
+    p = resolve(TRANSFER.own({"backbone": "model:src"}), n_rows=len(x),
+                class_counts=np.bincount(y).tolist())
+    assert p.validation_fraction == 0.2
     task = {"head": "classification", "classes": ["alpha", "beta", "gamma"]}
     _, held = split(y, task, p)
     assert len(held) == m["val_rows"] == round(0.2 * len(x))
@@ -160,7 +164,9 @@ def test_regression_head_reports_rmse_mae_r2_like_sklearn(source):
     model = fit(source, x, target, head="regression", freeze="none", epochs=40)
     m = model.metrics
     task = {"head": "regression"}
-    _, held = split(target, task, TRANSFER.own({"backbone": "model:src"}))
+    p = resolve(TRANSFER.own({"backbone": "model:src"}), n_rows=len(x), class_counts=None)
+    _, held = split(target, task, p)
+    assert len(held) == m["val_rows"] == round(0.2 * len(x))
     pred = np.array(model.predict(x[held])["predictions"])
     assert m["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(target[held], pred)), rel=1e-5)
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(target[held], pred), rel=1e-5)
@@ -250,10 +256,65 @@ def test_minilm_features_equal_sentence_transformers():
     texts = WEATHER + FOOD
     labels = np.array(["weather"] * 12 + ["food"] * 12)
     model = TRANSFER.fit(np.array(texts, dtype=object), TRANSFER.own({
-        "backbone": "minilm", "epochs": 60, "learning_rate": 0.05, "seed": 3}),
+        "backbone": "minilm", "epochs": 60, "learning_rate": 0.05, "seed": 3,
+        "validation_fraction": 0.2}),
         NullReport(), y=labels, backbone=ref)
     expected = SentenceTransformer(ref.path, device="cpu").encode(texts[:6])
     np.testing.assert_allclose(model.embed(texts[:6]), expected, atol=1e-5)
     assert model.metrics["accuracy"] >= 0.8 and model.metrics["val_rows"] == 5
     new = model.predict(["rain and wind all week", "a plate of noodles"])
     assert new["predictions"] == ["weather", "food"]
+
+
+SPORT = ["the striker scored twice", "a marathon through the city", "the match went to penalties",
+         "she won the tennis final", "the team lost at home", "a new swimming record",
+         "the referee showed a red card", "cycling up the mountain stage", "he hit a home run",
+         "the boxer won on points", "a goal in the last minute", "the relay team took gold"]
+TECH = ["the laptop will not boot", "a new phone with a faster chip", "update the graphics driver",
+        "the server ran out of memory", "a bug in the login page", "install the latest version",
+        "the keyboard stopped working", "back up the hard drive", "the wifi router keeps dropping",
+        "a database query is slow", "the app crashed on start", "compile the code again"]
+
+
+@needs_minilm
+def test_minilm_with_only_the_backbone_given_scores_ninety_percent_on_unseen_texts():
+    ref = resolve_named("minilm", weights_dir=Path("."), pretrained=True)
+    topics = {"weather": WEATHER, "food": FOOD, "sport": SPORT, "tech": TECH}
+    train = [(t, k) for k, texts in topics.items() for t in texts[:7]]
+    test = [(t, k) for k, texts in topics.items() for t in texts[7:]]
+    model = TRANSFER.fit(np.array([t for t, _ in train], dtype=object),
+                         TRANSFER.own({"backbone": "minilm"}), NullReport(),
+                         y=np.array([k for _, k in train]), backbone=ref)
+    # 7 labels a topic: every one trains, in batches of 7, 300 steps at the probe's rate.
+    assert model.metrics["resolved_params"] == {"epochs": 75, "batch_size": 7,
+                                                "learning_rate": 0.01, "validation_fraction": 0.0}
+    pred = model.predict([t for t, _ in test])["predictions"]
+    accuracy = np.mean([p == k for p, (_, k) in zip(pred, test, strict=True)])
+    assert accuracy >= 0.9, list(zip(pred, test, strict=True))
+
+
+def test_auto_params_follow_the_data():
+    p = TRANSFER.own({"backbone": "model:src"})
+    assert (p.epochs, p.batch_size, p.learning_rate, p.validation_fraction) == (None,) * 4
+    few = resolve(p, n_rows=100, class_counts=[10] * 10)
+    assert (few.validation_fraction, few.batch_size, few.epochs, few.learning_rate) == (
+        0.0, 25, 75, 0.01)  # 4 steps a pass, 300 steps
+    big = resolve(p, n_rows=10_000, class_counts=[1000] * 10)
+    assert (big.validation_fraction, big.batch_size, big.epochs) == (0.2, 128, 20)
+    # the smallest class decides whether holding out 20 % leaves it 40 rows to train on
+    assert resolve(p, n_rows=150, class_counts=[100, 50]).validation_fraction == 0.2
+    assert resolve(p, n_rows=149, class_counts=[100, 49]).validation_fraction == 0.0
+    stopping = TRANSFER.own({"backbone": "model:src", "early_stopping_patience": 3})
+    assert resolve(stopping, n_rows=100, class_counts=[10] * 10).validation_fraction == 0.2
+    tuned = TRANSFER.own({"backbone": "model:src", "freeze": "none"})
+    assert resolve(tuned, n_rows=100, class_counts=[10] * 10).learning_rate == 0.001
+    tiny = resolve(p, n_rows=6, class_counts=[3, 3])
+    assert (tiny.batch_size, tiny.epochs) == (1, 50)  # one row a step, 6 steps a pass
+
+
+def test_params_given_keep_their_meaning(source):
+    x, y = rows()
+    given = {"epochs": 3, "batch_size": 64, "learning_rate": 0.02, "validation_fraction": 0.1}
+    model = fit(source, x, y, **given)
+    assert model.metrics["resolved_params"] == given
+    assert model.metrics["epochs_trained"] == 3 and model.metrics["val_rows"] == 24

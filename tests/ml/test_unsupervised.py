@@ -85,7 +85,8 @@ def test_kmeans_equals_sklearn(x):
 
 
 def test_minibatch_kmeans_equals_sklearn(x):
-    model = fit("minibatch_kmeans", x, n_clusters=3, batch_size=64, random_state=3, standardize=False)
+    model = fit("minibatch_kmeans", x, n_clusters=3, batch_size=64, random_state=3,
+                standardize=False)
     ref = MiniBatchKMeans(n_clusters=3, batch_size=64, n_init="auto", random_state=3).fit(x)
     assert model.predict(x)["predictions"] == ref.predict(x).tolist()
     np.testing.assert_array_equal(model.embed(x), ref.transform(x))
@@ -147,7 +148,8 @@ def test_dbscan_other_metric_follows_it_for_new_points(x):
 
 
 def test_agglomerative_equals_sklearn_and_answers_through_centroids(x):
-    model = fit("agglomerative", x, n_clusters=3, linkage="average", metric="manhattan", standardize=False)
+    model = fit("agglomerative", x, n_clusters=3, linkage="average", metric="manhattan",
+                standardize=False)
     ref = AgglomerativeClustering(n_clusters=3, linkage="average", metric="manhattan").fit(x)
     labels = ref.labels_
     centroids = np.stack([x[labels == c].mean(axis=0) for c in range(3)])

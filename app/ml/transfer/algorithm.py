@@ -29,9 +29,11 @@ class TransferAlgorithm(Algorithm):
         "torchvision architecture with local weights, or MiniLM for text) and a new head, "
         "trained on a small labelled set. freeze picks what moves (head only, the last N "
         "blocks, or everything), backbone_lr_mult gives the backbone its own learning rate, "
-        "l2sp pulls the weights toward the pretrained ones. Metrics on a stratified held-out "
-        "split: accuracy, macro-F1, per-class precision/recall and the confusion matrix "
-        "(classification); RMSE, MAE, R^2 (regression). predict gives the class names and "
+        "l2sp pulls the weights toward the pretrained ones. Left null, epochs, batch_size, "
+        "learning_rate and validation_fraction are chosen by the data (metrics.resolved_params "
+        "says how). Metrics on a stratified held-out split (the training rows for a small "
+        "labelled set, eval_split 'train'): accuracy, macro-F1, per-class precision/recall "
+        "and the confusion matrix (classification); RMSE, MAE, R^2 (regression). predict gives the class names and "
         "probabilities (or values); embed gives the backbone's features.")
     params_model: ClassVar[type[TransferParams]] = TransferParams
     trained_cls: ClassVar[type[TransferModel]] = TransferModel
