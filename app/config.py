@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     # bytes; the upload route is exempt from max_body_bytes, so nothing else bounds them.
     max_form_fields: int = Field(16, ge=1)
     max_form_field_bytes: int = Field(64 * 1024, ge=1)
+    # One torch job over several processes (params.devices): a GPU worker runs one per GPU,
+    # up to worker_gpus (unset: every GPU torch sees on the worker); a worker without a GPU
+    # runs up to cpu_processes on gloo. The API refuses a job asking for more than
+    # max(worker_gpus, cpu_processes), so set worker_gpus on the API too in a GPU deployment.
+    worker_gpus: int | None = Field(None, ge=0, le=1024)
+    cpu_processes: int = Field(2, ge=1, le=1024)  # 2: the CI path, without oversubscribing
     # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
     checkpoint_seconds: float = Field(0.0, ge=0)
     # Micro-batching of predict/embed calls in the API process: torch models always; the
@@ -178,6 +184,11 @@ class Settings(BaseSettings):
                 raise ValueError("PRETRAINER_API_KEYS entries are project:key, comma-separated")
             pairs.append((project.strip(), key.strip()))
         return pairs
+
+    @property
+    def max_devices(self) -> int:
+        """The most processes (GPUs or CPU ranks) any worker trains one job on."""
+        return max(self.worker_gpus or 0, self.cpu_processes)
 
     @property
     def loopback(self) -> bool:

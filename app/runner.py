@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +45,23 @@ class LeaseLost(Exception):
 
 class JobTimeout(Exception):
     """The job ran past PRETRAINER_MAX_JOB_SECONDS (all its tries together); it ends failed."""
+
+
+class AttemptLost(Exception):
+    """A rank of a multi-process job died (killed, out of memory): this try is lost, not the
+    job; the next try resumes from the last checkpoint."""
+
+
+class RankFailed(Exception):
+    """A rank of a multi-process job raised: the job fails with that rank's error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# Seconds the ranks get to leave after SIGTERM before the whole group is SIGKILLed.
+RANK_STOP_GRACE = 10.0
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -164,18 +186,28 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     if lease is None:
         log.info("job.skipped", job_id=job_id)
         return
-    log.info("job.started", job_id=job_id, epoch=lease.epoch)
     store = open_store(settings)
-    try:
-        with JobReport(settings, lease, store) as report:
-            _train(settings, lease, report, store)
-    except Cancelled:
-        _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
-    except LeaseLost:
-        log.warning("job.lease_lost", job_id=job_id)
-    except Exception as exc:  # a training error ends the job failed, never stuck running
-        log.warning("job.failed", job_id=job_id, exc_info=True)
-        _end(url, lease, FAILED, (type(exc).__name__, _message(exc)), store)
+    while lease is not None:
+        log.info("job.started", job_id=job_id, epoch=lease.epoch)
+        try:
+            with JobReport(settings, lease, store) as report:
+                train_try(settings, lease, report, store)
+        except AttemptLost as exc:  # like a killed worker: the next try resumes
+            log.warning("job.attempt_lost", job_id=job_id, reason=str(exc))
+            with session_scope(url) as s:  # this process held the lease and is done with it
+                lease = jobs.claim(session=s, job_id=job_id, worker=worker,
+                                   stale_after=settings.heartbeat_seconds * 3,
+                                   max_attempts=settings.max_attempts, holder_dead=lambda _: True)
+            continue
+        except Cancelled:
+            _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
+        except LeaseLost:
+            log.warning("job.lease_lost", job_id=job_id)
+        except Exception as exc:  # a training error ends the job failed, never stuck running
+            log.warning("job.failed", job_id=job_id, exc_info=True)
+            kind = exc.kind if isinstance(exc, RankFailed) else type(exc).__name__
+            _end(url, lease, FAILED, (kind, _message(exc)), store)
+        return
 
 
 def _later(settings: Settings, job_id: str, exc: QuotaExceeded) -> None:
@@ -243,7 +275,35 @@ def load_training_data(store: BlobStore, spec: dict[str, Any]) -> TrainingData:
     return TrainingData(x, y, classes, schema, raw)
 
 
-def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore) -> None:
+def worker_devices(device: str, settings: Settings) -> tuple[int, str]:
+    """How many processes this worker may train one job on, and of what ("GPUs"/"processes")."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        limit = settings.worker_gpus if settings.worker_gpus is not None else count
+        return min(count, limit), "GPUs"
+    return settings.cpu_processes, "processes"
+
+
+def job_devices(params: Any, settings: Settings) -> int:
+    """params.devices resolved on this worker ("all": every one it has); more is an error."""
+    asked = getattr(params, "devices", 1)
+    if asked == 1:
+        return 1
+    have, what = worker_devices(params.device, settings)
+    if asked == "all":
+        return max(1, have)
+    if asked > have:
+        raise ValueError(f"params.devices asks for {asked}, but this worker has {have} {what} "
+                         "(PRETRAINER_WORKER_GPUS, PRETRAINER_CPU_PROCESSES)")
+    return int(asked)
+
+
+def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *,
+           rank: int | None = None) -> None:
+    """One try of the job. rank: None trains here (or launches the ranks of a multi-process
+    job); 0.. is a rank of one, where rank 0 alone records history, checkpoints and the model."""
     url = settings.resolved_database_url
     with session_scope(url) as s:
         job = jobs.load_for_run(session=s, lease=lease)
@@ -258,6 +318,9 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
                 "blob_key": dataset.blob_key, "attempts": job.attempts}
     algo = registry.get(spec["algorithm"])
     params = algo.params_model.model_validate(spec["params"])
+    if rank is None and (devices := job_devices(params, settings)) > 1:
+        _run_ranks(lease, report, devices)
+        return
     report.progress(0.01)
     t0 = time.perf_counter()
     data = load_training_data(store, spec)
@@ -280,6 +343,8 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
         report.resuming = True
         log.info("job.resuming", job_id=lease.job_id, attempt=spec["attempts"])
     trained = algo.fit(data.x, params, report, **kwargs)
+    if rank:
+        return  # rank 0 records the model
     report.check()
     timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
     model_id = new_id("mdl")
@@ -309,3 +374,76 @@ def _train(settings: Settings, lease: Lease, report: JobReport, store: BlobStore
             raise LeaseLost(lease.job_id)
     store.delete(checkpoint_key(lease.job_id))  # the model supersedes the job's checkpoint
     log.info("job.succeeded", job_id=lease.job_id, model_id=model_id)
+
+
+def rank_command(lease: Lease, devices: int, run_dir: Path) -> list[str]:
+    """torchrun on this machine: `devices` ranks of app.ranks for one try of the job."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={devices}", "--max-restarts=0", "-m", "app.ranks",
+            lease.job_id, str(lease.epoch), lease.worker, str(run_dir)]
+
+
+def _run_ranks(lease: Lease, report: JobReport, devices: int) -> None:
+    """Run the job's ranks under torchrun in their own process group and watch them: cancel,
+    a lost lease or the time limit stop them all; a rank's death loses this try."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{lease.job_id}-ranks-"))
+    log.info("job.ranks", job_id=lease.job_id, devices=devices)
+    # Its own session: a stop signals every rank at once; a Celery prefork child cannot
+    # start multiprocessing children itself (they would be daemonic).
+    proc = subprocess.Popen(rank_command(lease, devices, run_dir), start_new_session=True,
+                            preexec_fn=die_with_parent)
+    try:
+        while proc.poll() is None:
+            report.check()
+            time.sleep(0.2)
+        if proc.returncode != 0:
+            report.check()
+            _rank_outcome(run_dir, proc.returncode)
+    finally:
+        stop_group(proc)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _rank_outcome(run_dir: Path, code: int) -> None:
+    """Raise what the ranks' error files say: a training error fails the job; a comms error
+    or a rank that left nothing (killed) loses the try."""
+    errors = sorted((json.loads(p.read_text()) for p in run_dir.glob("rank-*.json")),
+                    key=lambda e: e["rank"])
+    for e in errors:
+        if e["type"] == "Cancelled":
+            raise Cancelled()
+        if e["type"] == "LeaseLost":
+            raise LeaseLost(e["message"])
+        if e["type"] == "JobTimeout":
+            raise JobTimeout(e["message"])
+    real = [e for e in errors if not e["lost"]]
+    if real:
+        raise RankFailed(real[0]["type"], real[0]["message"])
+    raise AttemptLost(f"a rank stopped (torchrun exit code {code}); "
+                      f"{len(errors)} rank(s) reported: "
+                      + "; ".join(f"rank {e['rank']}: {e['message'][:200]}" for e in errors))
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of proc, then SIGKILL whatever is left of it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=RANK_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # the agent is gone: its ranks may not be
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -10,6 +10,7 @@ from bench import (
     contrastive_digits,
     deep_training_overhead,
     dispatch_latency,
+    gpu,
     ingest,
     microbatch,
     noisy_neighbour,
@@ -31,6 +32,7 @@ BENCHES = {
     "transfer_digits": transfer_digits.run,
     "noisy_neighbour": noisy_neighbour.run,
     "vae_digits": vae_digits.run,
+    "gpu": gpu.run,  # skipped (not failed) without CUDA
 }
 
 

@@ -52,7 +52,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, stor
                    features=body.features, target=body.target, name=body.name)
     job = jobs.create(session=session, project=project, spec=spec,
                       quota_defaults=settings.quota_defaults,
-                      weights_dir=settings.resolved_weights_dir)
+                      weights_dir=settings.resolved_weights_dir,
+                      max_devices=settings.max_devices)
     for need in jobs.needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
         store.require(need.key, what=need.what, field=need.field)
     try:

@@ -57,10 +57,12 @@ def _param_errors(exc: ValidationError, valid: Iterable[str]) -> list[dict[str, 
 
 
 def validate_spec(*, session: Session, project: str, spec: JobSpec,
-                  weights_dir: Path | None = None) -> dict[str, Any]:
+                  weights_dir: Path | None = None,
+                  max_devices: int | None = None) -> dict[str, Any]:
     """Check algorithm, params and the dataset's fit; return the resolved job fields or raise 422.
 
     weights_dir: where transfer backbones' weights files are (for a transfer job).
+    max_devices: the most processes any worker trains one job on (params.devices).
     """
     try:
         algo = registry.get(spec.algorithm)
@@ -74,6 +76,12 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
         errors = _param_errors(exc, algo.params_model.model_fields)
         raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                       errors=errors)
+    devices = getattr(params, "devices", 1)
+    if max_devices is not None and isinstance(devices, int) and devices > max_devices:
+        message = (f"asks for {devices} devices; no worker has more than {max_devices} "
+                   "(PRETRAINER_WORKER_GPUS GPUs, PRETRAINER_CPU_PROCESSES processes)")
+        raise Invalid(f"invalid params: params.devices: {message}",
+                      errors=[{"field": "params.devices", "message": message}])
     try:
         ds = datasets.get(session=session, project=project, dataset_id=spec.dataset_id)
     except NotFound as exc:
@@ -184,13 +192,15 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
 
 
 def create(*, session: Session, project: str, spec: JobSpec,
-           quota_defaults: dict[str, int] | None = None, weights_dir: Path | None = None) -> Job:
+           quota_defaults: dict[str, int] | None = None, weights_dir: Path | None = None,
+           max_devices: int | None = None) -> Job:
     """Validate and insert a queued job; the caller commits, then enqueues.
 
     quota_defaults: the settings' quotas; refuse (429) a job past the project's queued_jobs
     or models quota (each active job counts as the model it will make).
     """
-    fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir)
+    fields = validate_spec(session=session, project=project, spec=spec, weights_dir=weights_dir,
+                           max_devices=max_devices)
     if quota_defaults is not None:
         quotas.check(session=session, project=project, defaults=quota_defaults,
                      adding={"queued_jobs": 1, "models": 1})

@@ -99,3 +99,16 @@ def test_cancel_a_queued_job_ends_it_cancelled(client, blobs_csv):
 def test_unknown_job_is_404(client):
     assert client.get("/v1/jobs/job_nope").status_code == 404
     assert client.post("/v1/jobs/job_nope/cancel").status_code == 404
+
+
+def test_devices_past_every_worker_are_422_and_change_nothing(client, blobs_csv):
+    ds = _ds(client, blobs_csv)
+    # The test settings' default: a CPU worker runs one job on at most 2 processes.
+    for devices in (3, 0, "some"):
+        r = _job(client, dataset_id=ds, algorithm="autoencoder", params={"devices": devices})
+        assert r.status_code == 422, (devices, r.json())
+        assert r.json()["errors"][0]["field"] == "params.devices"
+    assert client.get("/v1/jobs").json()["total"] == 0
+    for devices in (2, "all"):
+        r = _job(client, dataset_id=ds, algorithm="autoencoder", params={"devices": devices})
+        assert r.status_code == 202 and r.json()["params"]["devices"] == devices

@@ -70,6 +70,7 @@ class GANObjective(Objective):
             # BCE(D(x), 1) + BCE(D(G(z)), 0), written with softplus for stability
             d_loss = (F.softplus(-d(xb).float()) + F.softplus(d(fake).float())).mean()
         d_loss.backward()
+        self.rt.average_gradients(d)
         self.d_opt.step()
         self.g_opt.zero_grad(set_to_none=True)
         d.requires_grad_(False)  # the generator step needs no discriminator gradients
@@ -79,6 +80,7 @@ class GANObjective(Objective):
             g_loss.backward()
         finally:
             d.requires_grad_(True)
+        self.rt.average_gradients(g)
         self.g_opt.step()
         d_loss, g_loss = d_loss.detach(), g_loss.detach()
         return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}

@@ -7,11 +7,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PlainValidator, WithJsonSchema
 
 from app.ml.base import Params
 
 SEED_MAX = 2**32 - 1
+DEVICES_MAX = 1024
+
+
+def _devices(v: Any) -> int | str:
+    # One plain check, so that every refusal is an error of params.devices itself.
+    if v == "all":
+        return "all"
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= DEVICES_MAX:
+        raise ValueError(f"must be an integer from 1 to {DEVICES_MAX}, or 'all'")
+    return v
+
+
+Devices = Annotated[int | Literal["all"], PlainValidator(_devices), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 1, "maximum": DEVICES_MAX}, {"const": "all"}]})]
 Width = Annotated[int, Field(ge=1, le=8192)]
 # vae: see bench/vae_digits.py for the figures these defaults were chosen by.
 # The learned-variance likelihood already keeps the latent space in use: on digits a 10-epoch
@@ -50,6 +64,10 @@ class TrainParams(Params):
         0, ge=0, le=SEED_MAX,
         description="Seeds weight init, the validation split, shuffling and every random draw; "
         "on CPU the same seed gives the same model.")
+    devices: Devices = Field(
+        1, description="Processes one job trains on, data-parallel: GPUs on a GPU worker (NCCL), "
+        "processes on a CPU worker (gloo); 'all' takes every one the worker has. batch_size "
+        "stays the global batch: each process trains on batch_size / devices rows per step.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' trains on a CUDA GPU when the worker has one, else on CPU; "
         "'cuda' fails the job if the worker has none.")

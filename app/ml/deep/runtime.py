@@ -6,6 +6,11 @@ does the rest. On CPU, batches are index_select()s of one pre-built tensor (no D
 losses stay on the device until one sync per epoch, so the loop costs about what a bare
 PyTorch loop does. On CUDA the forward runs under bf16 autocast, and the data sits on the GPU
 when it fits (else a pinned-memory DataLoader with worker processes feeds it).
+
+Several processes (torchrun, one per GPU or CPU share) train one model data-parallel: every
+rank draws the same epoch permutation, takes every world-th row of each global batch (what a
+DistributedSampler does), and the gradients are averaged over the ranks before each optimizer
+step, so a step sees the same rows and the same mean gradient as one process would.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -40,10 +46,30 @@ CHECK_EVERY_S = 0.25
 VAL_SEED_OFFSET = 1_000_003
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes (its env): NCCL on GPUs, gloo on CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is a readable error."""
+    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is a readable error.
+
+    In a process group on GPUs, cuda is this rank's own GPU (LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available() and distributed()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for, but this worker has no usable CUDA GPU "
                          "(torch.cuda.is_available() is False); use device='auto' or 'cpu'")
@@ -66,8 +92,31 @@ class Runtime:
         self.device = device
         self.seed = seed
         self.amp = device.type == "cuda"
-        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.rank, self.world = distributed()
+        # Every rank shuffles alike (numpy: the shared batch order) but draws its own noise and
+        # augmentations (torch generator), as independent processes would.
+        self.gen = torch.Generator(device=device).manual_seed(self._rank_seed(seed))
         self.np_rng = np.random.default_rng(seed)
+
+    def _rank_seed(self, seed: int) -> int:
+        if self.rank == 0:
+            return seed
+        return int(np.random.default_rng([seed, self.rank]).integers(2**62))
+
+    def average_gradients(self, module: nn.Module) -> None:
+        """Make every rank's gradients their mean over the ranks (one all_reduce); no-op alone."""
+        if self.world == 1:
+            return
+        grads = [q.grad for q in module.parameters() if q.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA; nothing on CPU (where it would only slow the step down)."""
@@ -108,7 +157,9 @@ class Runtime:
     def set_rng_state(self, state: dict[str, Any]) -> None:
         """Restore what rng_state() returned."""
         torch.set_rng_state(state["torch"])
-        self.gen.set_state(state["generator"])
+        self.gen.set_state(state["generator"])  # rank 0's; the others branch off it
+        if self.rank:
+            self.gen.manual_seed(self._rank_seed(int(state["generator"].long().sum())))
         self.np_rng.bit_generator.state = state["numpy"]
         if self.device.type == "cuda" and "cuda" in state:
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -173,6 +224,7 @@ class SingleLossObjective(Objective):
         with self.rt.autocast():
             loss = self.loss(xb, training=True)
         loss.backward()
+        self.rt.average_gradients(self.module)
         self.optimizer.step()
         return {"loss": loss.detach()}
 
@@ -222,21 +274,26 @@ class Batches:
     Shuffled batches use the run's numpy generator, so a seed fixes their order. `resident`
     (default: on CPU, or on a GPU the data fits) indexes the tensor on the device directly;
     otherwise a DataLoader with `workers` processes (default: up to 4 on CUDA) gathers batches
-    into pinned memory.
+    into pinned memory. `shard` (in a process group): batch_size is the global batch and this
+    rank yields its every world-th row of it; a last batch too small to give every rank
+    min_batch rows is dropped.
     """
 
     def __init__(self, data: Tensor, rt: Runtime, batch_size: int, *, shuffle: bool,
                  to_model: Callable[[Tensor], Tensor] | None = None, min_batch: int = 1,
                  resident: bool | None = None, workers: int | None = None,
-                 targets: Tensor | None = None) -> None:
+                 targets: Tensor | None = None, shard: bool = False) -> None:
         self.n = len(data)
+        self.rank, self.world = (rt.rank, rt.world) if shard else (0, 1)
         self.targets = targets
         self.rt, self.shuffle = rt, shuffle
         self.to_model = to_model or (lambda t: t)
         # Never smaller than min_batch (a GAN's batch norm, contrastive negatives), never > n.
         self.size = max(1, min(max(batch_size, min_batch), self.n))
+        if self.world > 1:  # every rank needs min_batch rows of each step
+            self.size = max(self.size, min(self.world * min_batch, self.n))
         full, rest = divmod(self.n, self.size)
-        self.steps = full + (1 if rest and rest >= min_batch else 0)
+        self.steps = full + (1 if rest and rest >= min_batch * self.world else 0)
         self.loader: DataLoader[Tensor] | None = None
         if resident is None:
             resident = rt.device.type == "cpu" or _fits_on_device(data, rt.device)
@@ -275,10 +332,10 @@ class Batches:
             order = order.to(self.data.device)
         for i in range(self.steps):
             if order is None:
-                rows: Any = slice(i * b, (i + 1) * b)
+                rows: Any = slice(i * b + self.rank, (i + 1) * b, self.world)
                 batch = self.data[rows]
             else:
-                rows = order[i * b:(i + 1) * b]
+                rows = order[i * b + self.rank:(i + 1) * b:self.world]
                 batch = self.data.index_select(0, rows)
             if self.targets is None:
                 yield self.to_model(batch)
@@ -288,7 +345,8 @@ class Batches:
     def _from_loader(self, order: Tensor | None) -> Iterator[Any]:
         assert self.loader is not None
         idx = order if order is not None else torch.arange(self.n)
-        self._sampler.batches = [idx[i * self.size:(i + 1) * self.size] for i in range(self.steps)]
+        self._sampler.batches = [idx[i * self.size + self.rank:(i + 1) * self.size:self.world]
+                                 for i in range(self.steps)]
         device = self.rt.device
         for batch in self.loader:
             if self.targets is None:
@@ -379,7 +437,8 @@ def train_loop(objective: Objective, train: Batches, val: Batches | None, config
     for epoch in range(first, config.epochs + 1):
         t0 = time.perf_counter()
         objective.begin_epoch(epoch)
-        losses = _train_epoch(objective, train, ticker, step, total_steps, schedule)
+        losses = _train_epoch(objective, train, ticker, step, total_steps, schedule,
+                              reduce=train.world > 1)
         step += len(train)
         seconds_train = time.perf_counter() - t0
         val_loss = _validate(objective, val) if validate else None
@@ -430,7 +489,8 @@ def _scheduler(objective: Objective, config: LoopConfig, steps_per_epoch: int,
 
 
 def _train_epoch(objective: Objective, train: Batches, ticker: _Ticker, done: int,
-                 total: int, schedule: Callable[[int], None] | None = None) -> dict[str, float]:
+                 total: int, schedule: Callable[[int], None] | None = None, *,
+                 reduce: bool = False) -> dict[str, float]:
     objective.module.train()
     steps: dict[str, list[Tensor]] = {}
     sizes: list[int] = []
@@ -441,17 +501,22 @@ def _train_epoch(objective: Objective, train: Batches, ticker: _Ticker, done: in
             steps.setdefault(name, []).append(value)
         sizes.append(batch_rows(xb))
         ticker.tick((done + len(sizes)) / total)
-    return _weighted_means(steps, sizes)
+    return _weighted_means(steps, sizes, reduce=reduce)
 
 
-def _weighted_means(steps: dict[str, list[Tensor]], sizes: list[int]) -> dict[str, float]:
+def _weighted_means(steps: dict[str, list[Tensor]], sizes: list[int], *,
+                    reduce: bool = False) -> dict[str, float]:
+    """Size-weighted mean of every loss; reduce: over the rows of all ranks (one all_reduce)."""
     # One device sync per epoch: stack every step's losses, weigh by batch size, then .tolist().
     if not steps:
         return {"loss": math.nan}
     names = list(steps)
     stacked = torch.stack([torch.stack(steps[k]).float() for k in names])
     weights = torch.tensor(sizes, dtype=torch.float32, device=stacked.device)
-    means = (stacked * weights).sum(dim=1) / weights.sum()
+    sums = torch.cat([(stacked * weights).sum(dim=1), weights.sum().reshape(1)])
+    if reduce:
+        dist.all_reduce(sums)
+    means = sums[:-1] / sums[-1]
     return dict(zip(names, means.tolist(), strict=True))
 
 

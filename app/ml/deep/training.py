@@ -68,7 +68,7 @@ def fit_model(algo: DeepAlgorithm, x: Any, p: TrainParams, report: Report, *,
     objective = module.objective(net, rt, p, prep)
     to_model = _to_model(prep, device)
     train = Batches(_stored(train_rows, prep), rt, p.batch_size, shuffle=True,
-                    to_model=to_model, min_batch=objective.min_batch)
+                    to_model=to_model, min_batch=objective.min_batch, shard=True)
     val = (Batches(_stored(arr[val_idx], prep), rt, p.batch_size, shuffle=False,
                    to_model=to_model, min_batch=objective.min_batch) if len(val_idx) else None)
     config = LoopConfig.from_params(p)

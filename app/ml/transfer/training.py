@@ -76,7 +76,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     t = torch.from_numpy(targets)
     min_batch = 2 if moving else 1  # batch norm cannot train on a batch of one
     train = Batches(inputs[train_idx], rt, p.batch_size, shuffle=True, targets=t[train_idx],
-                    min_batch=min_batch)
+                    min_batch=min_batch, shard=True)
     val = (Batches(inputs[val_idx], rt, p.batch_size, shuffle=False, targets=t[val_idx])
            if len(val_idx) else None)
     objective = TransferObjective(net, rt, p, task, moving, cached=cached,
@@ -344,6 +344,7 @@ class TransferObjective(Objective):
             total = loss + pen
             losses["l2sp_penalty"] = pen.detach()
         total.backward()
+        self.rt.average_gradients(self.net)
         self.optimizer.step()
         return losses
 
