@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096)
+    # A resumable (tus) upload that receives nothing for this long expires; the sweep (every
+    # PRETRAINER_ORPHAN_SWEEP_SECONDS) then removes its bytes. A day outlasts a night offline.
+    upload_expiry_seconds: float = Field(86400.0, gt=0)
     max_instances: int = Field(10_000, ge=1)
     # POST /v1/models/{id}/evaluate scores a test set in the request: at most this many rows.
     evaluate_max_rows: int = Field(100_000, ge=1)

@@ -14,10 +14,13 @@ STATUSES: dict[int, tuple[str, str]] = {
     404: ("Not found", "not-found"),
     405: ("Method not allowed", "method-not-allowed"),
     409: ("Conflict", "conflict"),
+    410: ("Gone", "gone"),
+    412: ("Precondition failed", "precondition-failed"),
     413: ("Content too large", "too-large"),
     415: ("Unsupported media type", "unsupported-media-type"),
     422: ("Unprocessable content", "validation-error"),
     429: ("Too many requests", "too-many-requests"),
+    460: ("Checksum mismatch", "checksum-mismatch"),  # tus checksum extension
     500: ("Internal server error", "internal"),
     503: ("Service unavailable", "unavailable"),
 }

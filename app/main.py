@@ -22,6 +22,7 @@ from app.api import (
     openapi,
     plots,
     projects,
+    tus,
     ui,
 )
 from app.api.access import Access, BodyLimit, RateLimiter, ServingSlots
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.slots = ServingSlots(settings)
     # Uploads are bounded by PRETRAINER_MAX_UPLOAD_BYTES while they stream, everything else here.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
-                       exempt=(("POST", "/v1/datasets"),))
+                       exempt=(("POST", "/v1/datasets"),), exempt_prefixes=(("PATCH", "/v1/uploads/"),))
     errors.install(app)
     # Every /v1 route needs the caller's key; predict and embed check it in their bodies (see
     # deps.serving_project), the others through the router's dependency. Routes are matched in
@@ -86,8 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     for module in V1_ORDER:
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=AUTH)
+    # tus clients discover the server with a bare OPTIONS; every other upload route needs the key.
+    app.include_router(tus.router, responses=AUTH)
     ui.mount(app)
     docs.mount(app)
-    openapi.install(app, tag_order=[tag for m in (health, *V1_ORDER) for tag in m.router.tags])
+    openapi.install(app, tag_order=[tag for m in (health, *V1_ORDER, tus) for tag in m.router.tags])
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     return app

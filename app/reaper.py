@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db.session import session_scope
 from app.queue import enqueue_train
-from app.services import identity, jobs, orphans
+from app.db.tables import utcnow
+from app.services import identity, jobs, orphans, uploads
 from app.storage import BlobStore, S3BlobStore, StoreOwned
 
 log = logging.getLogger("pretrainer.reaper")
@@ -82,6 +83,22 @@ def sweep_orphans(settings: Settings, store: BlobStore) -> list[str]:
     return removed
 
 
+def sweep_uploads(settings: Settings, store: BlobStore) -> list[str]:
+    """Expire resumable uploads idle past PRETRAINER_UPLOAD_EXPIRY_SECONDS and remove their
+    bytes, and bytes of uploads no row keeps (ended, terminated) older than the orphan grace;
+    return the upload ids whose bytes were removed."""
+    with session_scope(settings.resolved_database_url) as s:
+        expired = set(uploads.expire(session=s, now=utcnow()))
+        idle = store.resumable_idle()
+        pending = uploads.pending_ids(session=s, ids=[name for name, _ in idle])
+    removed = [name for name, age in idle if name in expired
+               or (name not in pending and age > settings.orphan_grace_seconds)]
+    for name in removed:
+        store.resumable(name).unlink(missing_ok=True)
+        log.warning("upload.removed upload_id=%s expired=%s", name, name in expired)
+    return removed
+
+
 def _every(seconds: float, what: str, fn: Callable[[], object], stop: threading.Event) -> None:
     def loop() -> None:
         while not stop.wait(seconds):
@@ -106,4 +123,7 @@ def start(settings: Settings, store: BlobStore) -> threading.Event:
         log.info("sweep.off reason=the orphan sweep does not list S3 stores")
     elif settings.orphan_sweep_seconds > 0:
         _every(settings.orphan_sweep_seconds, "sweep", lambda: sweep_orphans(settings, store), stop)
+    if settings.orphan_sweep_seconds > 0:  # on this machine's disk, whatever the store's kind
+        _every(settings.orphan_sweep_seconds, "uploads", lambda: sweep_uploads(settings, store),
+               stop)
     return stop

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.tables import Dataset, Job, Model
+from app.db.tables import Dataset, Job, Model, Upload, utcnow
 
 
 class ColumnOut(BaseModel):
@@ -57,6 +57,32 @@ class DatasetOut(BaseModel):
         return cls.model_validate({**fields, **{k: details.get(k) for k in _DETAILS},
                                    "columns": shown, "n_columns": len(columns),
                                    "columns_truncated": len(shown) < len(columns)})
+
+
+class UploadOut(BaseModel):
+    id: str
+    offset: int = Field(description="bytes received so far")
+    length: int = Field(description="bytes declared at creation (Upload-Length)")
+    status: str = Field(description="uploading, inspecting, ready, failed or expired")
+    filename: str | None = Field(None, description="from Upload-Metadata `filename`")
+    name: str | None = Field(None, description="from Upload-Metadata `name`: the dataset's name")
+    dataset_id: str | None = Field(None, description="once ready: the dataset it became")
+    problem: dict[str, Any] | None = Field(
+        None, description="once failed: the problem+json that refused it, as POST /v1/datasets "
+                          "would have answered")
+    expires_at: datetime | None = Field(None, description="while uploading: when it expires "
+                                                          "unless more bytes arrive")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Upload) -> UploadOut:
+        status = row.status
+        if status == "uploading" and row.expires_at <= utcnow():  # the sweep has not run yet
+            status = "expired"
+        return cls(id=row.id, offset=row.offset, length=row.length, status=status,
+                   filename=row.filename, name=row.name, dataset_id=row.dataset_id,
+                   problem=row.problem, created_at=row.created_at,
+                   expires_at=row.expires_at if status == "uploading" else None)
 
 
 # DatasetOut fields filled from the row's `details` (absent for plain tabular datasets).

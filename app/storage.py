@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # At the store's root: the identity of the database whose rows the blobs belong to.
 OWNER_KEY = ".owner.json"
+# Beside the store's staging: the bytes of resumable (tus) uploads still arriving.
+RESUMABLE = ".uploads"
 
 
 class StoreOwned(Exception):
@@ -142,6 +144,28 @@ class BlobStore:
             self.publish(staged, key)
         finally:
             staged.unlink(missing_ok=True)
+
+    def resumable(self, upload_id: str) -> Path:
+        """Where a resumable upload's bytes gather until it completes: on this machine's disk
+        for either kind of store (under an S3 store's cache), published like any staged upload."""
+        folder = self.root / RESUMABLE
+        folder.mkdir(exist_ok=True)
+        return folder / upload_id
+
+    def resumable_idle(self) -> list[tuple[str, float]]:
+        """(upload id, seconds since its last byte) of each resumable upload no request is
+        writing (a PATCH holds its file leased)."""
+        folder, now = self.root / RESUMABLE, time.time()
+        if not folder.is_dir():
+            return []
+        out = []
+        for entry in folder.iterdir():
+            try:
+                if not _leased(entry):
+                    out.append((entry.name, _idle_seconds(entry, now)))
+            except FileNotFoundError:  # removed while listing
+                continue
+        return out
 
     def exists(self, key: str) -> bool:
         """Whether key holds a file or folder."""

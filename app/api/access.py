@@ -144,11 +144,17 @@ class BodyLimit:
     The declared Content-Length is checked first; a chunked body is counted as it arrives.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, exempt: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: tuple[tuple[str, str], ...],
+                 exempt_prefixes: tuple[tuple[str, str], ...] = ()) -> None:
         self.app, self.limit, self.exempt = app, limit, exempt
+        self.exempt_prefixes = exempt_prefixes
+
+    def _exempt(self, method: str, path: str) -> bool:
+        return (method, path.rstrip("/")) in self.exempt or any(
+            method == m and path.startswith(p) for m, p in self.exempt_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/")) in self.exempt:
+        if scope["type"] != "http" or self._exempt(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

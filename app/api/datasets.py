@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -25,10 +25,11 @@ from app.config import Settings
 from app.data.export import csv_chunks
 from app.data.images import ZipLimits
 from app.data.ingest import IngestError, inspect_file
-from app.db.tables import new_id
+from app.db.tables import Dataset, new_id
 from app.errors import Invalid, Problem
 from app.schemas import DatasetList, DatasetOut, Page
 from app.services import datasets, idempotency, quotas
+from app.storage import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -81,40 +82,55 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
         got = await uploads.receive(request, staged, settings.max_upload_bytes, uploads.FormLimits(
             max_fields=settings.max_form_fields, max_bytes=settings.max_form_field_bytes),
             quota=stored)
-        try:
-            info = await run_in_threadpool(inspect_file, staged, got.filename, derived_dir=folder,
-                                           zip_limits=_zip_limits(settings),
-                                           max_columns=settings.max_dataset_columns)
-        except IngestError as exc:
-            raise _ingest_problem(exc) from exc
-        dataset_id = new_id("ds")
-        key = datasets.blob_key(dataset_id, info.format)
-        staged.rename(folder / PurePosixPath(key).name)
-        name = (got.fields.get("name") or got.filename or dataset_id).strip()[:255] or dataset_id
         # An upload to S3 takes a while: not on the event loop.
-        await run_in_threadpool(store.publish, folder, f"datasets/{dataset_id}")
+        row = await run_in_threadpool(lambda: ingest(
+            session=session, store=store, settings=settings, project=project, folder=folder,
+            staged=staged, filename=got.filename, name=got.fields.get("name"), size=got.size,
+            sha256=got.sha256))
     try:
-        quotas.check(session=session, project=project, defaults=settings.quota_defaults,
-                     adding={"datasets": 1, "stored_bytes": got.size})
-        row = datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
-            "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
-            "columns": [asdict(c) for c in info.columns], "size_bytes": got.size,
-            "sha256": got.sha256, "blob_key": key, "details": info.details})
         if key_:
             idempotency.remember(session=session, project=project, route="datasets", key=key_,
-                                 fingerprint=got.sha256, resource_id=dataset_id)
+                                 fingerprint=got.sha256, resource_id=row.id)
         session.commit()
     except IntegrityError:  # the same key raced in from another request: keep the first
         session.rollback()
-        store.delete(f"datasets/{dataset_id}")
+        store.delete(f"datasets/{row.id}")
         first = idempotency.find(session=session, project=project, route="datasets",
                                  key=key_ or "", fingerprint=None)
         return DatasetOut.from_row(datasets.get(session=session, project=project,
                                                 dataset_id=first or ""))
     except BaseException:
-        store.delete(f"datasets/{dataset_id}")
+        store.delete(f"datasets/{row.id}")
         raise
     return DatasetOut.from_row(row)
+
+
+def ingest(*, session: Session, store: BlobStore, settings: Settings, project: str, folder: Path,
+           staged: Path, filename: str | None, name: str | None, size: int,
+           sha256: str) -> Dataset:
+    """Inspect a file staged in folder, publish the folder and write the dataset's row
+    (uncommitted): the one path from received bytes to a dataset, multipart or resumable."""
+    try:
+        info = inspect_file(staged, filename, derived_dir=folder, zip_limits=_zip_limits(settings),
+                            max_columns=settings.max_dataset_columns)
+    except IngestError as exc:
+        raise _ingest_problem(exc) from exc
+    dataset_id = new_id("ds")
+    key = datasets.blob_key(dataset_id, info.format)
+    staged.rename(folder / PurePosixPath(key).name)
+    name = (name or filename or dataset_id).strip()[:255] or dataset_id
+    store.publish(folder, f"datasets/{dataset_id}")
+    try:
+        # Both quotas again with the real size: other uploads may have landed meanwhile.
+        quotas.check(session=session, project=project, defaults=settings.quota_defaults,
+                     adding={"datasets": 1, "stored_bytes": size})
+        return datasets.create(session=session, project=project, dataset_id=dataset_id, fields={
+            "name": name, "kind": info.kind, "format": info.format, "n_rows": info.n_rows,
+            "columns": [asdict(c) for c in info.columns], "size_bytes": size,
+            "sha256": sha256, "blob_key": key, "details": info.details})
+    except BaseException:
+        store.delete(f"datasets/{dataset_id}")
+        raise
 
 
 def _quota_room(session: Session, project: str, settings: Settings) -> quotas.Quota:

@@ -178,3 +178,25 @@ class ProjectQuota(Base):
     queued_jobs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     serving_requests: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """A resumable (tus) upload: its bytes are staged on the API's disk until it completes and
+    becomes a dataset through the same inspection as POST /v1/datasets."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # uploading, inspecting, ready, failed, expired
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    dataset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The problem+json that refused it (inspection, a quota), once it failed.
+    problem: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

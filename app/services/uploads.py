@@ -1,0 +1,123 @@
+"""Resumable (tus) uploads: their rows, the bytes they reserve, and their expiry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.tables import Upload, new_id, utcnow
+from app.errors import Conflict, Gone, NotFound
+from app.services import quotas
+
+UPLOADING, INSPECTING, READY, FAILED, EXPIRED = "uploading", "inspecting", "ready", "failed", "expired"
+# Bytes still to become a dataset: they count against stored_bytes from the upload's creation.
+PENDING = (UPLOADING, INSPECTING)
+
+
+def reserved(*, session: Session, project: str, excluding: str | None = None) -> int:
+    """Bytes the project's unfinished uploads have declared (Upload-Length)."""
+    query = select(func.coalesce(func.sum(Upload.length), 0)).where(
+        Upload.project == project, Upload.status.in_(PENDING))
+    if excluding:
+        query = query.where(Upload.id != excluding)
+    return int(session.scalar(query) or 0)
+
+
+def check_room(*, session: Session, project: str, defaults: dict[str, int], length: int,
+               upload_id: str | None = None) -> None:
+    """Refuse (QuotaExceeded) an upload of length bytes that the project's quotas cannot hold,
+    counting its datasets and the bytes its other unfinished uploads declared."""
+    quotas.check(session=session, project=project, defaults=defaults,
+                 adding={"datasets": 0 if upload_id else 1})
+    stored = quotas.of(session=session, project=project, defaults=defaults, name="stored_bytes")
+    used = stored.used + reserved(session=session, project=project, excluding=upload_id)
+    if used + length > stored.limit:
+        raise quotas.exceeded("stored_bytes", limit=stored.limit, used=used, adding=length)
+
+
+def create(*, session: Session, project: str, length: int, filename: str | None,
+           name: str | None, expiry_seconds: float) -> Upload:
+    """Insert an upload that has received nothing yet."""
+    now = utcnow()
+    row = Upload(id=new_id("up"), project=project, length=length, offset=0, filename=filename,
+                 name=name, status=UPLOADING if length else INSPECTING,
+                 expires_at=now + timedelta(seconds=expiry_seconds), created_at=now,
+                 updated_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get(*, session: Session, project: str, upload_id: str) -> Upload:
+    """One upload of the project, or NotFound (another project's id is not found either)."""
+    row = session.get(Upload, upload_id)
+    if row is None or row.project != project:
+        raise NotFound(f"upload {upload_id} does not exist")
+    return row
+
+
+def get_open(*, session: Session, project: str, upload_id: str) -> Upload:
+    """An upload whose bytes are still kept (uploading or past it), or 410 once they are gone."""
+    row = get(session=session, project=project, upload_id=upload_id)
+    if row.status == UPLOADING and row.expires_at <= utcnow():
+        row.status = EXPIRED
+        session.flush()
+    if row.status == EXPIRED or (row.status == FAILED and row.offset < row.length):
+        raise Gone(f"upload {upload_id} is {row.status}: its bytes are gone; start a new upload",
+                   errors=[{"field": "upload_id", "message": row.status}])
+    return row
+
+
+def touch(*, session: Session, upload: Upload, offset: int, expiry_seconds: float) -> None:
+    """Record the upload's offset and push its expiry back: an upload in progress is alive."""
+    now = utcnow()
+    upload.offset, upload.updated_at = offset, now
+    upload.expires_at = now + timedelta(seconds=expiry_seconds)
+    if offset == upload.length:
+        upload.status = INSPECTING
+    session.flush()
+
+
+def finish(*, session: Session, upload: Upload, dataset_id: str | None = None,
+           problem: dict[str, Any] | None = None) -> None:
+    """The upload became a dataset (ready) or was refused with problem (failed)."""
+    upload.status = READY if dataset_id else FAILED
+    upload.dataset_id, upload.problem, upload.updated_at = dataset_id, problem, utcnow()
+    session.flush()
+
+
+def delete(*, session: Session, project: str, upload_id: str) -> None:
+    """Forget an upload (tus termination); the caller removes its bytes after commit."""
+    row = get(session=session, project=project, upload_id=upload_id)
+    if row.status == INSPECTING:
+        raise Conflict(f"upload {upload_id} is being inspected; GET it until it is ready "
+                       "or failed, then delete it or its dataset")
+    session.delete(row)
+    session.flush()
+
+
+def expire(*, session: Session, now: datetime) -> list[str]:
+    """Mark uploads that received nothing until their expiry as expired; return their ids."""
+    ids = list(session.scalars(select(Upload.id).where(Upload.status == UPLOADING,
+                                                       Upload.expires_at <= now)))
+    if ids:
+        session.execute(update(Upload).where(Upload.id.in_(ids))
+                        .values(status=EXPIRED, updated_at=now))
+    return ids
+
+
+def pending_ids(*, session: Session, ids: list[str]) -> set[str]:
+    """Those of ids whose bytes are still needed (uploading or being inspected)."""
+    if not ids:
+        return set()
+    return set(session.scalars(select(Upload.id).where(Upload.id.in_(ids),
+                                                       Upload.status.in_(PENDING))))
+
+
+def interrupted(*, session: Session, before: datetime) -> list[Upload]:
+    """Uploads left inspecting since before (the API process that inspected them stopped)."""
+    return list(session.scalars(select(Upload).where(Upload.status == INSPECTING,
+                                                     Upload.updated_at < before)))
