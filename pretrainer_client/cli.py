@@ -52,6 +52,12 @@ def register(sub: Any) -> None:
                    _ds_upload, common)
     upload.add_argument("file", type=Path)
     upload.add_argument("--name", default=None)
+    way = upload.add_mutually_exclusive_group()
+    way.add_argument("--resumable", dest="resumable", action="store_true", default=None,
+                     help="over tus, resuming after a dropped connection (default for files "
+                          "of 64 MiB or more)")
+    way.add_argument("--no-resumable", dest="resumable", action="store_false",
+                     help="one multipart request")
     _leaf(datasets, "list", "list datasets", _ds_list, common)
     _leaf(datasets, "show", "show one dataset", _ds_show, common).add_argument("id")
     _leaf(datasets, "delete", "delete a dataset", _ds_delete, common).add_argument("id")
@@ -209,7 +215,8 @@ def _job_view(job: dict[str, Any]) -> None:
 
 
 def _ds_upload(client: Client, args: argparse.Namespace) -> None:
-    ds = client.upload(args.file, name=args.name, progress=not args.json)
+    ds = client.upload(args.file, name=args.name, progress=not args.json,
+                       resumable=args.resumable)
     _output(ds.raw, args.json, lambda d: _fields(f"dataset {d['id']}", {
         k: d.get(k) for k in ("id", "name", "kind", "format", "n_rows", "columns", "size_bytes")}))
 

@@ -16,6 +16,7 @@ from pretrainer_client import calls
 from pretrainer_client.calls import Call, ident
 from pretrainer_client.errors import JobFailed, PretrainerError, check
 from pretrainer_client.progress import JobBar, ProgressFn, UploadBar
+from pretrainer_client.resumable import RESUMABLE_ABOVE, Uploader
 from pretrainer_client.sse import EventParser
 from pretrainer_client.types import (
     Algorithm,
@@ -64,6 +65,22 @@ def _upload_progress(progress: bool | ProgressFn, label: str) -> tuple[Any, Prog
         bar = UploadBar(label)
         return bar, bar.update
     return nullcontext(), None
+
+
+def _resumable(path: Path, resumable: bool | None, idempotency_key: str | None) -> bool:
+    if resumable is None:  # an idempotency key is a multipart upload's way to retry safely
+        return idempotency_key is None and path.stat().st_size >= RESUMABLE_ABOVE
+    return resumable
+
+
+def _send(http: httpx.Client, path: Path, name: str | None, report: ProgressFn | None,
+          chunk_size: int | None) -> str:
+    """Upload path over tus and wait for its inspection; the dataset's id."""
+    uploader = Uploader(http, report=report, chunk_size=chunk_size)
+    upload = uploader.create(path, name)
+    with path.open("rb") as f:
+        uploader.send(upload, f)
+    return str(uploader.result(upload)["dataset_id"])
 
 
 class _Following:
@@ -156,10 +173,19 @@ class Client:
         return self._do(calls.algorithm(name))
 
     def upload(self, path: str | Path, *, name: str | None = None,
-               progress: bool | ProgressFn = False, idempotency_key: str | None = None) -> Dataset:
-        """Upload a file as a dataset; progress=True draws a bar, a callable gets (sent, total)."""
+               progress: bool | ProgressFn = False, idempotency_key: str | None = None,
+               resumable: bool | None = None, chunk_size: int | None = None) -> Dataset:
+        """Upload a file as a dataset; progress=True draws a bar, a callable gets (sent, total).
+
+        resumable: over tus (/v1/uploads), resuming from the server's offset after a dropped
+        connection; by default for files of RESUMABLE_ABOVE bytes or more (64 MiB) sent
+        without an idempotency_key. chunk_size: bytes per PATCH (default: the rest at once).
+        """
         path = Path(path)
         bar, report = _upload_progress(progress, path.name)
+        if _resumable(path, resumable, idempotency_key):
+            with bar:
+                return self.dataset(_send(self._http, path, name, report, chunk_size))
         with path.open("rb") as f, bar:
             file: Any = _Counting(f, path.stat().st_size, report) if report else f
             return self._do(calls.upload(file, path.name, name, idempotency_key))
@@ -333,10 +359,16 @@ class AsyncClient:
         return await self._do(calls.algorithm(name))
 
     async def upload(self, path: str | Path, *, name: str | None = None,
-                     progress: bool | ProgressFn = False,
-                     idempotency_key: str | None = None) -> Dataset:
+                     progress: bool | ProgressFn = False, idempotency_key: str | None = None,
+                     resumable: bool | None = None, chunk_size: int | None = None) -> Dataset:
         path = Path(path)
         bar, report = _upload_progress(progress, path.name)
+        if _resumable(path, resumable, idempotency_key):
+            with bar, httpx.Client(base_url=self._http.base_url, headers=self._http.headers,
+                                   timeout=self._http.timeout) as http:
+                # The tus loop is blocking file and socket work: a thread, not the event loop.
+                dataset_id = await asyncio.to_thread(_send, http, path, name, report, chunk_size)
+            return await self.dataset(dataset_id)
         with path.open("rb") as f, bar:
             file: Any = _Counting(f, path.stat().st_size, report) if report else f
             return await self._do(calls.upload(file, path.name, name, idempotency_key))
