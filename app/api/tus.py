@@ -8,6 +8,7 @@ import base64
 import binascii
 import hashlib
 import os
+import time
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -136,8 +137,7 @@ def upload_offset(upload_id: str, session: SessionDep, store: StoreDep,
     session.commit()
     offset = row.offset
     if row.status == uploads.UPLOADING:  # the file, not the row: a PATCH may be writing now
-        path = store.resumable(row.id)
-        offset = path.stat().st_size if path.exists() else row.offset
+        offset = _settled_size(store.resumable(row.id), row.offset)
     headers = _headers(**{"Upload-Offset": str(offset), "Upload-Length": str(row.length)})
     if row.status == uploads.UPLOADING:
         headers["Upload-Expires"] = _expires(row.expires_at)
@@ -219,6 +219,24 @@ def _writable(session: Any, settings: Settings, store: BlobStore, project: str,
         raise
     session.commit()
     return row
+
+
+def _settled_size(path: Path, default: int) -> int:
+    """The file's size once no PATCH writes it (waiting up to LOCK_WAIT_SECONDS): a client
+    that lost its connection asks at once, while the server still writes what arrived."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return default
+    with fh:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while fcntl is not None and time.monotonic() < deadline:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.02)
+        return os.fstat(fh.fileno()).st_size
 
 
 async def _lock(fh: BinaryIO, upload_id: str) -> None:
