@@ -79,6 +79,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "GET /v1/datasets/{dataset_id}/export.csv": {"responses": {
         "200": "name,x\n'=HYPERLINK(\"http://x\"),-1.5\nplain,2\n"}},
     "DELETE /v1/datasets/{dataset_id}": {},
+    "GET /v1/uploads/{upload_id}": {"responses": {"200": {
+        "id": "up_7e2c4a9b1d3f4e5a8c6b0d2e4f6a8b1c", "offset": 30356, "length": 30356,
+        "status": "ready", "filename": "blobs.csv", "name": "blobs", "dataset_id": DS,
+        "problem": None, "expires_at": None, "created_at": CREATED}}},
     "GET /v1/algorithms": {"responses": {"200": {"items": [ALGORITHM]}}},
     "GET /v1/projects/me": {"responses": {"200": {
         "project": "acme", "key_id": "key_0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "quotas": {
