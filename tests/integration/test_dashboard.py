@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,27 @@ def test_the_usage_panel_shows_each_quota_against_its_limit(embedded, browser):
     by_name = {r[0]: r for r in rows}
     assert by_name["datasets"][1:3] == [str(datasets), "10000"]
     assert by_name["datasets"][4] == "settings"
+
+
+def test_a_large_file_goes_from_the_dashboard_over_tus_in_chunks(embedded, browser, tmp_path):
+    rows = tmp_path / "big.csv"
+    rows.write_bytes(to_csv(np.random.default_rng(1).normal(size=(3000, 8))))
+    browser.goto(f"{embedded.base}/ui/")
+    browser.wait_for("!!document.querySelector('#upload-file')")
+    # Lower the page's threshold and chunk so a small file takes the resumable path in pieces.
+    browser.evaluate("window.PRETRAINER_TUS_ABOVE = 1024; window.PRETRAINER_TUS_CHUNK = 64 * 1024;"
+                     " window.sent = []; const open = XMLHttpRequest.prototype.open;"
+                     " XMLHttpRequest.prototype.open = function (m, u) {"
+                     " window.sent.push(m + ' ' + u); return open.apply(this, arguments); }")
+    browser.set_files("#upload-file", [rows])
+    _choose(browser, "#upload-name", "resumable from the browser")
+    _click(browser, "#upload-btn")
+    notice = browser.wait_for("document.querySelector('#notice.ok')?.textContent", timeout=60)
+    assert "uploaded resumable from the browser: 3000 rows" in notice
+    sent = browser.evaluate("window.sent")
+    patches = [s for s in sent if s.startswith("PATCH /v1/uploads/up_")]
+    assert len(patches) == -(-rows.stat().st_size // (64 * 1024)) and len(set(patches)) == 1
+    assert not any(s.startswith("POST /v1/datasets") for s in sent)
+    dataset_id = notice.rsplit("(", 1)[1].rstrip(")")
+    ds = embedded.http.get(f"/v1/datasets/{dataset_id}").json()
+    assert ds["sha256"] == hashlib.sha256(rows.read_bytes()).hexdigest()

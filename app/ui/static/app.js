@@ -214,7 +214,83 @@ async function datasetsView() {
   ];
 }
 
+// Files this large go over tus (/v1/uploads), in chunks that a dropped connection resumes
+// from the server's offset; smaller ones in one multipart request. window.PRETRAINER_TUS_ABOVE
+// and window.PRETRAINER_TUS_CHUNK (bytes) override both.
+const TUS = { "Tus-Resumable": "1.0.0" };
+
 function uploadFile(file, name, bar) {
+  const above = window.PRETRAINER_TUS_ABOVE || 64 * 1024 * 1024;
+  return file.size >= above ? tusUpload(file, name, bar) : multipartUpload(file, name, bar);
+}
+
+function b64(text) {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}
+
+// One PATCH of blob at offset; resolves the server's new offset. XMLHttpRequest for progress.
+function tusPatch(url, blob, offset, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PATCH", url);
+    for (const [k, v] of Object.entries(headers(TUS))) xhr.setRequestHeader(k, v);
+    xhr.setRequestHeader("Upload-Offset", String(offset));
+    xhr.setRequestHeader("Content-Type", "application/offset+octet-stream");
+    xhr.upload.onprogress = (e) => onProgress(offset + e.loaded);
+    xhr.onload = async () => {
+      if (xhr.status === 204) resolve(Number(xhr.getResponseHeader("Upload-Offset")));
+      else {
+        const err = await problem(new Response(xhr.responseText, { status: xhr.status }));
+        err.retry = [409, 423, 429, 500, 502, 503, 504].includes(xhr.status);
+        reject(err);
+      }
+    };
+    xhr.onerror = () => { const err = new Error("network error"); err.retry = true; reject(err); };
+    xhr.send(blob);
+  });
+}
+
+async function tusUpload(file, name, bar) {
+  const meta = [["filename", file.name], ["name", name]].filter(([, v]) => v)
+    .map(([k, v]) => `${k} ${b64(v)}`).join(",");
+  const created = await fetch("/v1/uploads", { method: "POST", headers: headers(
+    Object.assign({ "Upload-Length": String(file.size), "Upload-Metadata": meta }, TUS)) });
+  if (created.status !== 201) throw await problem(created);
+  const url = created.headers.get("Location");
+  bar.hidden = false;
+  const chunk = window.PRETRAINER_TUS_CHUNK || 8 * 1024 * 1024;
+  let offset = 0, failures = 0, wait = 500;
+  try {
+    while (offset < file.size) {
+      try {
+        offset = await tusPatch(url, file.slice(offset, offset + chunk), offset,
+          (at) => { bar.value = at / file.size; });
+        failures = 0; wait = 500;
+      } catch (e) {
+        if (!e.retry || ++failures > 8) throw e;
+        notify(`connection lost at ${Math.round(100 * offset / file.size)}%: resuming`, false);
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, 30000);
+        const head = await fetch(url, { method: "HEAD", headers: headers(TUS) }).catch(() => null);
+        if (head && head.ok) offset = Number(head.headers.get("Upload-Offset"));
+      }
+      bar.value = offset / file.size;
+    }
+    for (;;) {  // the server inspects the file like any upload: wait for its verdict
+      const up = await api(url);
+      if (up.status === "ready") return api(`/v1/datasets/${up.dataset_id}`);
+      if (up.status !== "inspecting") {
+        const p = up.problem || { status: 410, title: "Gone", detail: `upload ${up.status}` };
+        throw await problem(new Response(JSON.stringify(p), { status: p.status }));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    bar.hidden = true;
+  }
+}
+
+function multipartUpload(file, name, bar) {
   // XMLHttpRequest rather than fetch: it reports upload progress.
   return new Promise((resolve, reject) => {
     const form = new FormData();
