@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from collections.abc import Callable
 
 from sqlalchemy.engine import make_url
@@ -89,6 +90,13 @@ def sweep_uploads(settings: Settings, store: BlobStore) -> list[str]:
     return the upload ids whose bytes were removed."""
     with session_scope(settings.resolved_database_url) as s:
         expired = set(uploads.expire(session=s, now=utcnow()))
+        # An API process stopped while inspecting one: its staging went with it.
+        stale = utcnow() - timedelta(seconds=settings.orphan_grace_seconds)
+        for row in uploads.interrupted(session=s, before=stale):
+            uploads.finish(session=s, upload=row, problem={
+                "type": "https://pretrainer.dev/problems/unavailable", "status": 503,
+                "title": "Service unavailable", "detail": "the service stopped while it "
+                "inspected this upload; upload the file again"})
         idle = store.resumable_idle()
         pending = uploads.pending_ids(session=s, ids=[name for name, _ in idle])
     removed = [name for name, age in idle if name in expired
