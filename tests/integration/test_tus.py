@@ -182,3 +182,31 @@ def test_tuspy_uploads_a_dataset(service: Service, tmp_path):
     resumed.upload()
     assert service.http.head(half.url, headers={"Tus-Resumable": "1.0.0"}).headers[
         "upload-offset"] == str(len(data))
+
+
+def test_cli_and_client_upload_resumably_with_the_same_errors(service: Service, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from pretrainer_client import PretrainerError
+
+    path = tmp_path / "points.csv"
+    path.write_bytes(to_csv(blobs(300)))
+    env = {**os.environ, "PRETRAINER_URL": service.base}
+    out = subprocess.run([str(Path(sys.executable).parent / "pretrainer"), "datasets", "upload",
+                          str(path), "--name", "points", "--resumable", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ds = json.loads(out.stdout)
+    assert ds["name"] == "points" and ds["n_rows"] == 300
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_bytes(b"a,b\n1,2\n3,4,5\n")
+    with Client(service.base) as client:
+        with pytest.raises(PretrainerError) as over_tus:
+            client.upload(ragged, resumable=True, chunk_size=5)
+        with pytest.raises(PretrainerError) as multipart:
+            client.upload(ragged, resumable=False)
+    assert over_tus.value.status == multipart.value.status == 422
+    assert over_tus.value.detail == multipart.value.detail
+    assert over_tus.value.errors == multipart.value.errors
