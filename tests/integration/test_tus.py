@@ -210,3 +210,23 @@ def test_cli_and_client_upload_resumably_with_the_same_errors(service: Service, 
     assert over_tus.value.status == multipart.value.status == 422
     assert over_tus.value.detail == multipart.value.detail
     assert over_tus.value.errors == multipart.value.errors
+
+
+def test_async_client_uploads_resumably(service: Service, tmp_path):
+    import asyncio
+
+    from pretrainer_client import AsyncClient
+
+    path = tmp_path / "points.csv"
+    path.write_bytes(to_csv(blobs(120)))
+    sent: list[int] = []
+
+    async def upload():
+        async with AsyncClient(service.base) as client:
+            return await client.upload(path, name="async", resumable=True, chunk_size=1000,
+                                       progress=lambda at, total: sent.append(at))
+
+    ds = asyncio.run(upload())
+    assert ds.name == "async" and ds.n_rows == 120
+    assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sent[-1] == path.stat().st_size and sent == sorted(sent)
