@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -24,6 +25,7 @@ from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import TYPE_BASE
 from app.config import Settings
 from app.db.session import session_scope
+from app.db.tables import Upload
 from app.errors import Conflict, Invalid, Problem, TooLarge, Unsupported
 from app.schemas import UploadOut
 from app.services import uploads
@@ -201,8 +203,8 @@ def _checksum(header: str | None) -> tuple[str | None, bytes | None]:
                       errors=[{"field": "Upload-Checksum", "message": "not base64"}])
 
 
-def _writable(session: Any, settings: Settings, store: BlobStore, project: str,
-              upload_id: str) -> Any:
+def _writable(session: Session, settings: Settings, store: BlobStore, project: str,
+              upload_id: str) -> Upload:
     """The upload, still uploading and still within the project's quotas (else it is removed)."""
     row = uploads.get_open(session=session, project=project, upload_id=upload_id)
     if row.status != uploads.UPLOADING:
@@ -287,7 +289,7 @@ async def _receive(request: Request, fh: BinaryIO, start: int, length: int,
     return end
 
 
-def _record(session: Any, settings: Settings, row: Any, end: int) -> None:
+def _record(session: Session, settings: Settings, row: Upload, end: int) -> None:
     uploads.touch(session=session, upload=row, offset=end,
                   expiry_seconds=settings.upload_expiry_seconds)
     session.commit()
@@ -313,7 +315,7 @@ def inspect(*, settings: Settings, store: BlobStore, upload_id: str) -> None:
     """Make a completed upload a dataset, through the same inspection as POST /v1/datasets."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        row = session.get(uploads.Upload, upload_id)
+        row = session.get(Upload, upload_id)
         if row is None or row.status != uploads.INSPECTING:
             return
         source, project = store.resumable(row.id), row.project
@@ -329,14 +331,14 @@ def inspect(*, settings: Settings, store: BlobStore, upload_id: str) -> None:
             log.info("upload.ready", upload_id=upload_id, dataset_id=dataset.id)
         except Problem as exc:
             session.rollback()
-            row = session.get(uploads.Upload, upload_id)
+            row = session.get(Upload, upload_id)
             assert row is not None
             uploads.finish(session=session, upload=row, problem=_as_problem(exc))
             log.info("upload.refused", upload_id=upload_id, status=exc.status)
         except Exception:
             log.exception("upload.inspect_failed", upload_id=upload_id)
             session.rollback()
-            row = session.get(uploads.Upload, upload_id)
+            row = session.get(Upload, upload_id)
             assert row is not None
             uploads.finish(session=session, upload=row, problem={
                 "type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,

@@ -120,7 +120,8 @@ def _rss_anon(pid: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_gib_upload_cut_three_times_completes_with_flat_memory(service: Service, tmp_path):
+def test_a_gib_upload_cut_three_times_completes_with_flat_memory(service: Service, tmp_path,
+                                                                 record_property):
     path = tmp_path / "big.npy"
     sha256 = _gib_npy(path)
     pid = _api_pid(service)
@@ -148,6 +149,7 @@ def test_a_gib_upload_cut_three_times_completes_with_flat_memory(service: Servic
     rewinds = [(a, b) for a, b in zip(reports, reports[1:]) if b < a]
     assert len(rewinds) == proxy.made and all(b > 0 for _, b in rewinds), rewinds
     assert reports[-1] == path.stat().st_size
+    record_property("api_anon_memory_growth_mib", round((peak[0] - base) / 2**20, 1))
     assert peak[0] - base < 100 * 1024**2, f"API anonymous memory grew {(peak[0] - base) >> 20} MiB"
     assert service.http.delete(f"/v1/datasets/{ds.id}").status_code == 204
 
