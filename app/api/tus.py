@@ -117,13 +117,13 @@ def create_upload(request: Request, session: SessionDep, settings: SettingsDep,
     uploads.check_room(session=session, project=project, defaults=settings.quota_defaults,
                        length=upload_length)
     row = uploads.create(session=session, project=project, length=upload_length,
-                         filename=(meta.get("filename") or None),
-                         name=(meta.get("name") or None),
+                         filename=(meta.get("filename") or "")[:255] or None,
+                         name=(meta.get("name") or "")[:255] or None,
                          expiry_seconds=settings.upload_expiry_seconds)
     session.commit()
     store.resumable(row.id).touch()
-    if row.status == uploads.INSPECTING:  # nothing to send: inspected (and refused) at once
-        _inspect_later(settings, store, row.id)
+    if row.status == uploads.INSPECTING:  # nothing to send: inspected (and refused) now
+        inspect(settings=settings, store=store, upload_id=row.id)
     log.info("upload.created", upload_id=row.id, length=upload_length)
     return Response(status_code=201, headers=_headers(
         Location=f"{request.url.path.rstrip('/')}/{row.id}", **{

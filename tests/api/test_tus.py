@@ -229,3 +229,14 @@ def test_an_idle_upload_expires_and_the_sweep_removes_its_bytes(tmp_path):
         assert c.head(url, headers=A).status_code == 410
         assert _patch(c, url, b"x" * 40, 60).status_code == 410
         assert c.get(url, headers=A).json()["status"] == "expired"
+
+
+def test_an_empty_upload_is_refused_like_an_empty_file(tmp_path):
+    with api(tmp_path) as (c, s):
+        r = _create(c, 0, filename="empty.csv")
+        assert r.status_code == 201, r.text
+        done = _settled(c, r.headers["location"])
+        multipart = c.post("/v1/datasets", files={"file": ("empty.csv", b"")}, headers=A)
+        assert done["status"] == "failed" and multipart.status_code == done["problem"]["status"]
+        assert done["problem"]["detail"] == multipart.json()["detail"]
+        assert c.get("/v1/datasets", headers=A).json()["total"] == 0
