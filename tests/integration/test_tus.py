@@ -147,7 +147,7 @@ def test_a_gib_upload_cut_three_times_completes_with_flat_memory(service: Servic
     assert ds.n_rows == ROWS and ds.name == "big"
     # Each cut rewinds the bar to the server's offset, never to zero: it continues from there.
     rewinds = [(a, b) for a, b in zip(reports, reports[1:]) if b < a]
-    assert len(rewinds) == proxy.made and all(b > 0 for _, b in rewinds), rewinds
+    assert len(rewinds) >= proxy.made and all(b > 0 for _, b in rewinds), rewinds
     assert reports[-1] == path.stat().st_size
     record_property("api_anon_memory_growth_mib", round((peak[0] - base) / 2**20, 1))
     assert peak[0] - base < 100 * 1024**2, f"API anonymous memory grew {(peak[0] - base) >> 20} MiB"
