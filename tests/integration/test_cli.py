@@ -90,6 +90,7 @@ def test_models_labels_and_evaluate_from_the_command_line(embedded, tmp_path):
     training rows, and its agreement with the labels of a test set, from the command line."""
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import adjusted_rand_score
+    from sklearn.preprocessing import StandardScaler
 
     x, y = make_blobs(n_samples=160, n_features=3, centers=3, cluster_std=2.5, random_state=2)
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
@@ -101,7 +102,8 @@ def test_models_labels_and_evaluate_from_the_command_line(embedded, tmp_path):
     job = json.loads(cli(embedded, "train", "agglomerative", "--dataset", ds, "--target", "label",
                          "--param", "n_clusters=3", "--follow", "--json").stdout)
     assert job["status"] == "succeeded", job
-    own = AgglomerativeClustering(n_clusters=3).fit(x[:120]).labels_
+    # standardize is on by default: the clustering of the standardised rows
+    own = AgglomerativeClustering(n_clusters=3).fit(StandardScaler().fit_transform(x[:120])).labels_
     truth = y[:120].astype(float).astype(int).astype(str)
     assert job["metrics"]["ari"] == pytest.approx(adjusted_rand_score(truth, own))
     labels = json.loads(cli(embedded, "models", "labels", job["model_id"], "--json").stdout)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from pretrainer_client import AsyncClient, Client
 from tests.conftest import to_csv
@@ -58,7 +60,9 @@ def test_predict_and_embed_split_past_the_limit_and_keep_the_order(service, poin
     queries, _ = make_blobs(n_samples=4 * LIMIT + 7, n_features=3, centers=3, random_state=9)
     qpath = tmp_path / "queries.csv"
     qpath.write_bytes(to_csv(queries))
-    reference = KMeans(n_clusters=3, n_init=3, random_state=0).fit(x).predict(queries)
+    # the job's defaults: standardised rows, scikit-learn's n_init
+    reference = make_pipeline(StandardScaler(), KMeans(n_clusters=3, n_init="auto", random_state=0)
+                              ).fit(x).predict(queries)
 
     pred = json.loads(cli(service, "predict", job["model_id"], str(qpath), "--json").stdout)
     assert pred["predictions"] == reference.tolist()  # 107 rows in 5 calls, in order

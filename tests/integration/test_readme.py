@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests.integration.conftest import (
     PG_ADMIN,
@@ -102,7 +104,8 @@ def test_step_5_predictions_and_embeddings_are_scikit_learns(outputs):
     predicted, embedded = _json_lines(parts[5])
     x = np.loadtxt(folder / "demo" / "blobs.csv", delimiter=",", skiprows=1)
     queries = np.loadtxt(folder / "demo" / "queries.csv", delimiter=",", skiprows=1, ndmin=2)
-    reference = KMeans(n_clusters=3, random_state=0, n_init="auto").fit(x)
+    # the job's defaults: standardised rows, then scikit-learn's KMeans
+    reference = make_pipeline(StandardScaler(), KMeans(n_clusters=3, random_state=0, n_init="auto")).fit(x)
     assert predicted["predictions"] == reference.predict(queries).tolist()
     np.testing.assert_allclose(embedded["embeddings"],
                                reference.transform([[1.0, 4.2, -2.0, 3.3]]), rtol=1e-6)
