@@ -13,6 +13,7 @@ its status and the shape of its body; ids are stored only from successful respon
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import uuid
@@ -50,6 +51,12 @@ def _csv() -> str:
 
 
 CSV = _csv()
+TUS = "1.0.0"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
 # The job the walk-through trains: the cheapest model that predicts, embeds and generates.
 JOB = {"dataset_id": "{{dataset_id}}", "algorithm": "vae", "name": "postman walk-through",
        "params": {"epochs": 3, "batch_size": 32, "hidden_dims": [16], "latent_dim": 2,
@@ -69,6 +76,8 @@ class Step:
     after: tuple[str, ...] = ()  # runs after the tests: captures, the poll loop
     body: dict[str, Any] | None = None
     rank: int = 0  # order inside the stage (then the document's)
+    headers: tuple[tuple[str, str], ...] = ()  # request headers the step sends
+    raw: str | None = None  # a raw request body (a tus PATCH's bytes)
 
 
 def _keys(*names: str) -> str:
@@ -104,6 +113,33 @@ STEPS: dict[str, Step] = {
         after=("if (pm.response.code === 201) "
                "pm.collectionVariables.set('dataset_id', body.id);",)),
     "GET /v1/datasets": Step("upload", 200, (PAGE,)),
+    # Resumable (tus) uploads: the same CSV in one PATCH; the dataset it becomes is kept.
+    "OPTIONS /v1/uploads": Step("upload", 204, (
+        "pm.expect(pm.response.headers.get('Tus-Version')).to.include('1.0.0');",
+        "pm.expect(pm.response.headers.get('Tus-Extension')).to.include('checksum');"), rank=1),
+    "POST /v1/uploads": Step("upload", 201, (
+        "pm.expect(pm.response.headers.get('Location')).to.match(/\\/v1\\/uploads\\/\\w+$/);",
+        "pm.expect(pm.response.headers.get('Tus-Resumable')).to.eql('1.0.0');"),
+        after=("if (pm.response.code === 201) pm.collectionVariables.set('upload_id', "
+               "pm.response.headers.get('Location').split('/').pop());",),
+        headers=(("Tus-Resumable", TUS), ("Upload-Length", str(len(CSV.encode()))),
+                 ("Upload-Metadata", "filename " + _b64("postman-tus.csv") + ",name "
+                  + _b64("postman tus upload"))), rank=2),
+    "HEAD /v1/uploads/{upload_id}": Step("upload", 200, (
+        "pm.expect(pm.response.headers.get('Upload-Offset')).to.eql('0');",
+        f"pm.expect(pm.response.headers.get('Upload-Length')).to.eql('{len(CSV.encode())}');"),
+        headers=(("Tus-Resumable", TUS),), rank=3),
+    "PATCH /v1/uploads/{upload_id}": Step("upload", 204, (
+        f"pm.expect(pm.response.headers.get('Upload-Offset')).to.eql('{len(CSV.encode())}');",),
+        headers=(("Tus-Resumable", TUS), ("Upload-Offset", "0"),
+                 ("Content-Type", "application/offset+octet-stream")), raw=CSV, rank=4),
+    "GET /v1/uploads/{upload_id}": Step("upload", 200, (
+        _keys("id", "offset", "length", "status"), _eq("body.id", "upload_id"),
+        "pm.expect(body.offset).to.eql(body.length);",
+        "pm.expect(body.status).to.be.oneOf(['inspecting', 'ready']);"), rank=5),
+    "DELETE /v1/uploads/{upload_id}": Step("delete", 204, (
+        "pm.expect(pm.response.headers.get('Tus-Resumable')).to.eql('1.0.0');",),
+        headers=(("Tus-Resumable", TUS),), rank=-2),
     "GET /v1/datasets/{dataset_id}": Step("upload", 200, (_keys("id", "columns"),
                                                           _eq("body.id", "dataset_id"))),
     "POST /v1/jobs": Step("train", 202, (
@@ -181,9 +217,11 @@ def _default_step(method: str, path: str) -> Step:
     return Step(stage, 0)
 
 
-def _tests(step: Step) -> list[str]:
-    """The item's test script: status, then body shape (problem+json for any 4xx)."""
+def _tests(step: Step, *, head: bool = False) -> list[str]:
+    """The item's test script: status, then body shape (problem+json for any 4xx); a HEAD's
+    answer has headers only, so its checks read those."""
     lines = ["const json = (pm.response.headers.get('Content-Type') || '').includes('json');",
+             "const body = '';" if head else
              "const body = json ? pm.response.json() : pm.response.text();"]
     if step.status:
         lines.append(f"pm.test('status is {step.status}', () => "
@@ -191,7 +229,7 @@ def _tests(step: Step) -> list[str]:
     else:
         lines.append("pm.test('no server error', () => "
                      "pm.expect(pm.response.code).to.be.below(500));")
-    if step.status >= 400 or not step.status:
+    if (step.status >= 400 or not step.status) and not head:
         lines += ["if (pm.response.code >= 400) pm.test('a problem+json body', () => {",
                   "  pm.expect(pm.response.headers.get('Content-Type')).to.include("
                   "'application/problem+json');",
@@ -286,17 +324,21 @@ def _item(method: str, path: str, op: dict[str, Any]) -> tuple[Step, dict[str, A
     name = f"{method} {path}"
     step = STEPS.get(name) or _default_step(method, path)
     body, headers = _body(op, step)
-    headers += [{"key": p["name"], "value": "", "description": p.get("description", ""),
-                 "disabled": True} for p in op.get("parameters", []) if p["in"] == "header"]
+    if step.raw is not None:
+        body = {"mode": "raw", "raw": step.raw}
+    sent = dict(step.headers)
+    headers += [{"key": p["name"], "value": sent.get(p["name"], ""),
+                 "description": p.get("description", ""), "disabled": p["name"] not in sent}
+                for p in op.get("parameters", []) if p["in"] == "header"]
+    named = {h["key"] for h in headers}
+    headers += [{"key": k, "value": v} for k, v in step.headers if k not in named]
     request: dict[str, Any] = {"method": method, "header": headers, "url": _url(path, op),
                                "description": op.get("description") or op.get("summary", "")}
     if body:
         request["body"] = body
     item: dict[str, Any] = {"id": _id(name), "name": op.get("summary") or name,
                             "request": request, "response": _responses(name, request, op)}
-    tests = _tests(step)
-    if method == "HEAD":  # headers only, even for an error: its status is all there is to check
-        tests = [tests[0], "const body = '';", tests[2]]
+    tests = _tests(step, head=method == "HEAD")
     item["event"] = [{"listen": "test", "script": {"type": "text/javascript", "exec": tests}}]
     return step, item
 

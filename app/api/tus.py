@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 
 from app import logs
 from app.api import datasets as datasets_api
-from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep, get_caller
 from app.api.errors import TYPE_BASE
 from app.config import Settings
 from app.db.session import session_scope
@@ -73,6 +73,8 @@ async def tus_resumable(tus_resumable: Annotated[str | None, Header(
 
 
 TusDep = Depends(tus_resumable)
+# The key first, then the protocol version: a caller without a key learns nothing else.
+GUARDED = [Depends(get_caller), TusDep]
 
 
 def parse_metadata(raw: str | None) -> dict[str, str]:
@@ -97,7 +99,7 @@ async def capabilities(settings: SettingsDep) -> Response:
            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)}))
 
 
-@router.post("", status_code=201, response_class=Response, dependencies=[TusDep], responses={
+@router.post("", status_code=201, response_class=Response, dependencies=GUARDED, responses={
     201: {"description": "created; Location is the upload's URL, PATCH its bytes there"},
     413: {"description": "Upload-Length over PRETRAINER_MAX_UPLOAD_BYTES or the project's "
                          "stored_bytes quota"},
@@ -130,7 +132,7 @@ def create_upload(request: Request, session: SessionDep, settings: SettingsDep,
             "Upload-Expires": _expires(row.expires_at)}))
 
 
-@router.head("/{upload_id}", status_code=200, response_class=Response, dependencies=[TusDep],
+@router.head("/{upload_id}", status_code=200, response_class=Response, dependencies=GUARDED,
              responses={**NOT_FOUND, 410: {"description": "expired or refused: its bytes are gone"}})
 def upload_offset(upload_id: str, session: SessionDep, store: StoreDep,
                   project: ProjectDep) -> Response:
@@ -146,7 +148,7 @@ def upload_offset(upload_id: str, session: SessionDep, store: StoreDep,
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/{upload_id}", status_code=204, response_class=Response, dependencies=[TusDep],
+@router.patch("/{upload_id}", status_code=204, response_class=Response, dependencies=GUARDED,
               openapi_extra={"requestBody": {"required": True, "content": {OFFSET_STREAM: {
                   "schema": {"type": "string", "format": "binary"}}}}},
               responses={**NOT_FOUND,
@@ -353,7 +355,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=[TusDep],
+@router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=GUARDED,
                responses=NOT_FOUND)
 def terminate(upload_id: str, session: SessionDep, store: StoreDep, project: ProjectDep) -> Response:
     """Stop an upload and remove its bytes (tus termination); a dataset it became stays."""

@@ -63,6 +63,18 @@ def test_without_a_valid_key_every_v1_route_is_401_problem_json(api, headers, wh
         assert body["errors"][0]["field"] == "Authorization"
 
 
+# tus discovery: a browser's CORS preflight is an OPTIONS that never carries credentials, so it
+# answers without a key, and only with the protocol's capabilities (versions, extensions, size).
+PUBLIC = {("OPTIONS", "/v1/uploads")}
+
+
+def test_the_public_tus_discovery_tells_nothing_of_any_project(api, keyed):
+    r = api.options("/v1/uploads")
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["tus-version"] == "1.0.0"
+    assert not {"location", "upload-offset", "upload-length"} & set(r.headers)
+
+
 def _routes(app):
     """The app's routes with included routers flattened (FastAPI >= 0.16x includes lazily)."""
     try:
@@ -76,7 +88,8 @@ def test_every_v1_operation_of_the_route_table_refuses_a_missing_or_wrong_key(ap
     # Read off the app itself, so that a route added later, or one that checks the key in its
     # body rather than through a dependency (predict, embed), cannot slip past unguarded.
     operations = [(method, re.sub(r"{[^}]+}", "x_0", route.path)) for route in _routes(api.app)
-                  if (route.path or "").startswith("/v1/") for method in route.methods or ()]
+                  if (route.path or "").startswith("/v1/") for method in route.methods or ()
+                  if (method, route.path) not in PUBLIC]
     assert ("POST", "/v1/models/x_0/predict") in operations and len(operations) > 20
     for headers in ({}, {"Authorization": "Bearer wrong-key"}):
         for method, path in operations:
@@ -89,7 +102,7 @@ def test_the_contract_declares_the_bearer_key_on_every_v1_operation(api):
     paths = api.get("/openapi.json").json()["paths"]
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") and (method.upper(), path) not in PUBLIC:
                 assert operation.get("security") == [{"HTTPBearer": []}], (method, path)
                 assert "401" in operation["responses"], (method, path)
 
