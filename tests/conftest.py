@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sklearn.datasets import make_blobs
 
 from app.config import Settings
@@ -30,6 +32,17 @@ def to_csv(x: np.ndarray, names: list[str] | None = None) -> bytes:
     np.savetxt(buf, x, delimiter=",", fmt="%.17g")
     return buf.getvalue().encode()
 
+
+def small_pngs_zip(n: int = 40) -> bytes:
+    """A ZIP of n random 8x8 grey PNGs: a small unlabelled image dataset."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(png, "PNG")
+            z.writestr(f"{i:03}.png", png.getvalue())
+    return buf.getvalue()
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

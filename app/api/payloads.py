@@ -38,14 +38,18 @@ def accepted(request: Request) -> str:
     return next((m for m in offered if m in BINARY), JSON)
 
 
+def _body_too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
+                    errors=[{"field": "body", "message": "too large"}])
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes limit bytes."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
-                           errors=[{"field": "body", "message": "too large"}])
+            raise _body_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -251,8 +255,7 @@ async def read_json_body(request: Request, settings: Settings) -> tuple[bytes, b
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
-                           errors=[{"field": "body", "message": "too large"}])
+            raise _body_too_large(limit)
         chunks.append(chunk)
         if size > small:
             if counter is None:  # the chunks before this one were not counted yet

@@ -33,7 +33,7 @@ from app.ml import registry
 from app.ml.base import NullReport, Trained
 from app.runner import run_job
 from app.serving import MicroBatcher, ServingPool
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, small_pngs_zip, to_csv, upload
 
 
 @contextmanager
@@ -67,16 +67,6 @@ def big_png() -> bytes:
     im.save(buf, "PNG")
     return buf.getvalue()
 
-
-def small_pngs_zip(n: int = 40) -> bytes:
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for i in range(n):
-            png = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(png, "PNG")
-            z.writestr(f"{i:03}.png", png.getvalue())
-    return buf.getvalue()
 
 
 def healthz_while(client: TestClient, heavy: Callable[[], Any]) -> tuple[Any, list[float]]:

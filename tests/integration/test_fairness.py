@@ -11,7 +11,6 @@ import base64
 import io
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 
 import httpx
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import blobs, to_csv
+from tests.conftest import blobs, small_pngs_zip, to_csv
 
 pytestmark = pytest.mark.integration  # ~50 s: two jobs trained, then 6 s of hostile load
 
@@ -47,16 +46,6 @@ def _train(http: httpx.Client, name: str, content: bytes, algorithm: str, params
     assert job.status_code == 202, job.text[:300]
     return job.json()["id"]
 
-
-def _images_zip(n: int = 16) -> bytes:
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for i in range(n):
-            png = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(png, "PNG")
-            z.writestr(f"{i:03}.png", png.getvalue())
-    return buf.getvalue()
 
 
 def _big_png_b64() -> str:
@@ -90,7 +79,7 @@ def _hostile(kmeans: str, images: str) -> list[Callable[[httpx.Client], object]]
 def test_healthz_and_a_small_predict_keep_answering_under_hostile_load(embedded):
     http = embedded.http
     km = _train(http, "b.csv", to_csv(blobs()), "kmeans", {"n_clusters": 3})
-    im = _train(http, "imgs.zip", _images_zip(), "autoencoder", {"epochs": 1, "batch_size": 16})
+    im = _train(http, "imgs.zip", small_pngs_zip(16), "autoencoder", {"epochs": 1, "batch_size": 16})
     kmeans, images = _wait(http, km)["model_id"], _wait(http, im)["model_id"]
     small = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
     assert http.post(f"/v1/models/{kmeans}/predict", json=small).status_code == 200
