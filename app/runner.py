@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app import logs
+from app import logs, storage
 from app.config import Settings
 from app.data.loaders import load_column, load_images, load_matrix
 from app.data.text import is_text_job, load_texts
@@ -33,7 +33,6 @@ from app.ml.base import Cancelled
 from app.queue import enqueue_train
 from app.services import backbones, jobs
 from app.services.jobs import Lease
-from app.services.models import artifact_key
 from app.storage import BlobStore, open_store
 
 log = logs.get_logger("pretrainer.runner")
@@ -62,11 +61,6 @@ class RankFailed(Exception):
 
 # Seconds the ranks get to leave after SIGTERM before the whole group is SIGKILLed.
 RANK_STOP_GRACE = 10.0
-
-
-def checkpoint_key(job_id: str) -> str:
-    """Where a running job's latest checkpoint lives in the blob store."""
-    return f"jobs/{job_id}/checkpoint.pt"
 
 
 class JobReport:
@@ -136,7 +130,7 @@ class JobReport:
         try:
             write(staged)
             self.check()  # the lease may have moved while writing
-            self.store.replace(staged, checkpoint_key(self.lease.job_id))
+            self.store.replace(staged, storage.checkpoint_key(self.lease.job_id))
         finally:
             staged.unlink(missing_ok=True)
         self._last_checkpoint = time.monotonic()
@@ -229,7 +223,7 @@ def _end(url: str, lease: Lease, status: str, error: tuple[str, str], store: Blo
     with session_scope(url) as s:
         ended = jobs.end(session=s, lease=lease, status=status, error=error)
     if ended:  # a job that ended will not resume: its checkpoint would only be an orphan
-        store.delete(checkpoint_key(lease.job_id))
+        store.delete(storage.checkpoint_key(lease.job_id))
     log.info("job.ended", job_id=lease.job_id, status=status)
 
 
@@ -337,7 +331,7 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
                                     weights_dir=settings.resolved_weights_dir,
                                     blob_path=store.path)
         kwargs["backbone"] = ref
-    checkpoint = store.path(checkpoint_key(lease.job_id))
+    checkpoint = store.path(storage.checkpoint_key(lease.job_id))
     if algo.resumable and checkpoint.is_file():
         kwargs["resume_from"] = checkpoint  # an earlier try was lost: continue, don't restart
         report.resuming = True
@@ -348,7 +342,7 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
     report.check()
     timing = {"load_seconds": round(t1 - t0, 4), "fit_seconds": round(time.perf_counter() - t1, 4)}
     model_id = new_id("mdl")
-    key = artifact_key(model_id)
+    key = storage.model_key(model_id)
     with store.staging_dir() as staged:
         trained.save(staged)
         store.publish(staged, key)
@@ -372,7 +366,7 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
         if not jobs.succeed(session=s, lease=lease, model=model, metrics=metrics):
             store.delete(key)  # the lease moved on: this try's artifact must not survive
             raise LeaseLost(lease.job_id)
-    store.delete(checkpoint_key(lease.job_id))  # the model supersedes the job's checkpoint
+    store.delete(storage.checkpoint_key(lease.job_id))  # the model supersedes the job's checkpoint
     log.info("job.succeeded", job_id=lease.job_id, model_id=model_id)
 
 

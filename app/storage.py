@@ -33,6 +33,33 @@ OWNER_KEY = ".owner.json"
 RESUMABLE = ".uploads"
 
 
+# The blob-key layout: every key the service writes is spelled here and nowhere else.
+DATASETS = "datasets"  # datasets/<id>/data.<format> (+ images.npy, labels.npy for a ZIP)
+MODELS = "models"  # models/<id>/ (the artifact folder)
+JOBS = "jobs"  # jobs/<id>/checkpoint.pt (while a job may still resume)
+STAGING = ".tmp"  # half-written files and folders, published by a rename
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    """The folder holding a dataset's bytes and what was derived from them."""
+    return f"{DATASETS}/{dataset_id}"
+
+
+def dataset_key(dataset_id: str, fmt: str) -> str:
+    """Where a dataset's bytes, as uploaded, live."""
+    return f"{dataset_prefix(dataset_id)}/data.{fmt}"
+
+
+def model_key(model_id: str) -> str:
+    """Where a model's artifact folder lives."""
+    return f"{MODELS}/{model_id}"
+
+
+def checkpoint_key(job_id: str) -> str:
+    """Where a running job keeps its resumable checkpoint."""
+    return f"{JOBS}/{job_id}/checkpoint.pt"
+
+
 class StoreOwned(Exception):
     """The store belongs to another database; the message names both."""
 
@@ -83,7 +110,7 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.tmp = self.root / ".tmp"
+        self.tmp = self.root / STAGING
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:

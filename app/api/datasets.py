@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app import storage
 from app.api import uploads
 from app.api.deps import (
     IdempotencyHeader,
@@ -94,13 +95,13 @@ async def upload(request: Request, session: SessionDep, store: StoreDep, setting
         session.commit()
     except IntegrityError:  # the same key raced in from another request: keep the first
         session.rollback()
-        store.delete(f"datasets/{row.id}")
+        store.delete(storage.dataset_prefix(row.id))
         first = idempotency.find(session=session, project=project, route="datasets",
                                  key=key_ or "", fingerprint=None)
         return DatasetOut.from_row(datasets.get(session=session, project=project,
                                                 dataset_id=first or ""))
     except BaseException:
-        store.delete(f"datasets/{row.id}")
+        store.delete(storage.dataset_prefix(row.id))
         raise
     return DatasetOut.from_row(row)
 
@@ -116,10 +117,10 @@ def ingest(*, session: Session, store: BlobStore, settings: Settings, project: s
     except IngestError as exc:
         raise _ingest_problem(exc) from exc
     dataset_id = new_id("ds")
-    key = datasets.blob_key(dataset_id, info.format)
+    key = storage.dataset_key(dataset_id, info.format)
     staged.rename(folder / PurePosixPath(key).name)
     name = (name or filename or dataset_id).strip()[:255] or dataset_id
-    store.publish(folder, f"datasets/{dataset_id}")
+    store.publish(folder, storage.dataset_prefix(dataset_id))
     try:
         # Both quotas again with the real size: other uploads may have landed meanwhile.
         quotas.check(session=session, project=project, defaults=settings.quota_defaults,
@@ -129,7 +130,7 @@ def ingest(*, session: Session, store: BlobStore, settings: Settings, project: s
             "columns": [asdict(c) for c in info.columns], "size_bytes": size,
             "sha256": sha256, "blob_key": key, "details": info.details})
     except BaseException:
-        store.delete(f"datasets/{dataset_id}")
+        store.delete(storage.dataset_prefix(dataset_id))
         raise
 
 

@@ -7,14 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import storage
 from app.db.tables import ACTIVE, Dataset, Job
 from app.errors import Conflict, NotFound
 from app.services import page
-
-
-def blob_key(dataset_id: str, fmt: str) -> str:
-    """Where a dataset's bytes live in the blob store."""
-    return f"datasets/{dataset_id}/data.{fmt}"
 
 
 def create(*, session: Session, project: str, dataset_id: str, fields: dict[str, Any]) -> Dataset:
@@ -49,4 +45,4 @@ def delete(*, session: Session, project: str, dataset_id: str) -> str:
                        "cancel them or wait for them to finish")
     session.delete(row)
     session.flush()
-    return f"datasets/{dataset_id}"
+    return storage.dataset_prefix(dataset_id)

@@ -11,11 +11,6 @@ from app.ml.transfer.backbones import MODEL_PREFIX
 from app.services import page
 
 
-def artifact_key(model_id: str) -> str:
-    """Where a model's artifact folder lives in the blob store."""
-    return f"models/{model_id}"
-
-
 def get(*, session: Session, project: str, model_id: str) -> Model:
     """One model of the project, or NotFound."""
     row = session.get(Model, model_id)

@@ -6,10 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.tables import ACTIVE, Dataset, Job, Model
-from app.storage import BlobStore
+from app.storage import DATASETS, JOBS, MODELS, STAGING, BlobStore
 
 # The blob store's top-level folders, and the rows that keep an entry of each alive.
-STAGING = ".tmp"
 
 
 def _live_ids(session: Session, table: type, ids: list[str]) -> set[str]:
@@ -30,7 +29,7 @@ def unknown_to_this_database(*, session: Session, store: BlobStore) -> list[str]
     """Dataset and model folders in the store when no row of this database names any of them
     (empty when the store is empty or any of them is known here)."""
     found: list[str] = []
-    for prefix, table in (("datasets", Dataset), ("models", Model)):
+    for prefix, table in ((DATASETS, Dataset), (MODELS, Model)):
         keys = [key for key, _ in store.children(prefix)]
         if _live_ids(session, table, [key.rsplit("/", 1)[1] for key in keys]):
             return []
@@ -46,9 +45,9 @@ def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[s
     files), a checkpoint of a job that has ended or is gone.
     """
     removed: list[str] = []
-    for prefix, keep in (("datasets", lambda ids: _live_ids(session, Dataset, ids)),
-                         ("models", lambda ids: _live_ids(session, Model, ids)),
-                         ("jobs", lambda ids: _resumable_jobs(session, ids)),
+    for prefix, keep in ((DATASETS, lambda ids: _live_ids(session, Dataset, ids)),
+                         (MODELS, lambda ids: _live_ids(session, Model, ids)),
+                         (JOBS, lambda ids: _resumable_jobs(session, ids)),
                          (STAGING, lambda ids: set())):
         old = [(key, key.rsplit("/", 1)[1]) for key, age in store.children(prefix)
                if age > grace_seconds]
