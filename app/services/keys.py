@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.tables import ApiKey, new_id, utcnow
-from app.errors import Invalid, NotFound
+from app.errors import NotFound, field_error
 
 KEY_PREFIX = "pt_"
 # "pt_" + 8 characters: enough to tell keys apart in a list, of no use to an attacker.
@@ -36,8 +36,8 @@ def digest(key: str) -> str:
 def check_project(project: str) -> str:
     """A project name as given, or a 422: letters, digits, `_ . -`, at most 100."""
     if not PROJECT.match(project):
-        raise Invalid(f"project {project!r} must be 1-100 letters, digits, '_', '.' or '-'",
-                      errors=[{"field": "project", "message": "invalid name"}])
+        raise field_error("project", "invalid name", detail=f"project {project!r} must be 1-100 "
+                          "letters, digits, '_', '.' or '-'")
     return project
 
 
