@@ -1,5 +1,5 @@
-"""`pretrainer up | api | worker | migrate | keys | quotas`: the service's processes, its API
-keys and the projects' quotas."""
+"""`pretrainer up | api | worker | migrate | keys | quotas | postman`: the service's processes,
+its API keys, the projects' quotas and the generated Postman collection."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from app import logs
 from app.config import Settings, get_settings
@@ -260,6 +261,14 @@ def cmd_quotas(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_postman(args: argparse.Namespace) -> int:
+    """Write the Postman collection and environment generated from the OpenAPI document."""
+    from app import postman  # loads the whole server when no --openapi is given
+
+    postman.write(args.out or postman.OUT, args.openapi)
+    return 0
+
+
 def _quota_value(text: str) -> str:
     if text != "default" and not (text.isdigit() and int(text) >= 0):
         raise argparse.ArgumentTypeError("a whole number of 0 or more, or `default`")
@@ -316,6 +325,10 @@ def parser() -> argparse.ArgumentParser:
                              help="exit 0 if a worker on this host answers, else 1; starts none")
     _keys_parser(sub)
     _quotas_parser(sub)
+    postman = sub.add_parser("postman", help="write postman/ from the OpenAPI document")
+    postman.add_argument("--openapi", default=None, help="a file or URL of the OpenAPI document; "
+                                                         "default: the app in this checkout")
+    postman.add_argument("--out", type=Path, default=None, help="default: postman/")
     client_cli.register(sub)
     return p
 
@@ -325,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if hasattr(args, "client_run"):
         return client_cli.run(args)
+    if args.command == "postman":
+        return cmd_postman(args)
     _settings_env(args)
     settings = get_settings()
     logs.configure(settings.log_level)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrainer_client import postman
+from app import postman
 from tests.integration.conftest import ROOT, Service
 
 pytestmark = pytest.mark.integration
