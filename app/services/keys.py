@@ -7,7 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,7 +90,7 @@ def list_(*, session: Session, project: str | None = None) -> list[ApiKey]:
 
 def revoke(*, session: Session, key_id: str, project: str | None = None) -> ApiKey:
     """Revoke a key by id or prefix (of the project, when given); refused from the next request."""
-    where = [(ApiKey.id == key_id) | (ApiKey.prefix == key_id)]
+    where: list[ColumnElement[bool]] = [(ApiKey.id == key_id) | (ApiKey.prefix == key_id)]
     if project:
         where.append(ApiKey.project == project)
     rows = list(session.scalars(select(ApiKey).where(*where)))
