@@ -160,11 +160,11 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            from app.api.errors import problem
+            from app.api.errors import render
 
-            exc = _BodyTooLarge(self.limit)
-            await problem(413, "Content too large", exc.detail, slug="too-large",
-                          errors=[{"field": "body", "message": "too large"}])(scope, receive, send)
+            too_large = field_error("body", "too large", status=413,
+                                    detail=_BodyTooLarge(self.limit).detail)
+            await render(too_large)(scope, receive, send)
             return
         seen = 0
 

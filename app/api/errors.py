@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.data.images import ImageError
 from app.data.ingest import IngestError
 from app.data.loaders import FeatureError
-from app.errors import Problem, title_and_slug
+from app.errors import Problem, field_error, title_and_slug
 from app.logs import get_logger
 from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
@@ -46,6 +46,12 @@ def problem(status: int, title: str, detail: str, *, slug: str,
     if errors:
         body["errors"] = [{**e, "message": _scrub(str(e.get("message", "")))} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def render(exc: Problem) -> JSONResponse:
+    """The problem+json response of a Problem."""
+    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
+                   headers=exc.headers, extensions=exc.extensions)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -86,9 +92,8 @@ def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse 
         loc = bad_json.get("loc", ())
         at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
         why = f"{bad_json.get('ctx', {}).get('error', 'JSON decode error')}{at}"
-        return problem(422, "Unprocessable content", f"the request body is not valid JSON "
-                       f"({why}); send {expected}", slug="validation-error",
-                       errors=[{"field": "body", "message": f"not valid JSON: {why}"}])
+        return render(field_error("body", f"not valid JSON: {why}", detail=f"the request body "
+                                  f"is not valid JSON ({why}); send {expected}"))
     whole = next((e for e in errors if tuple(e.get("loc", ())) in ((), ("body",))
                   and e.get("type") in _NOT_AN_OBJECT), None)
     if whole is None:
@@ -98,14 +103,12 @@ def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse 
     if isinstance(whole.get("input"), bytes) and ctype != "application/json" \
             and not ctype.endswith("+json"):
         sent = f"as {ctype}" if ctype else "without a Content-Type header"
-        return problem(415, "Unsupported media type", f"the request body was sent {sent}; send "
-                       f"{expected}, with the header Content-Type: application/json",
-                       slug="unsupported-media-type",
-                       errors=[{"field": "Content-Type", "message": "must be application/json"}])
+        return render(field_error("Content-Type", "must be application/json", status=415,
+                                  detail=f"the request body was sent {sent}; send {expected}, "
+                                  "with the header Content-Type: application/json"))
     kind = _JSON_KINDS.get(type(whole.get("input")), "not an object")
-    return problem(422, "Unprocessable content", f"the request body is {kind}; send {expected}",
-                   slug="validation-error",
-                   errors=[{"field": "body", "message": f"must be a JSON object, not {kind}"}])
+    return render(field_error("body", f"must be a JSON object, not {kind}",
+                              detail=f"the request body is {kind}; send {expected}"))
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -119,16 +122,15 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
-    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
-                   headers=exc.headers, extensions=exc.extensions)
+    return render(exc)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # FastAPI's answer to a JSON body that is not even text (e.g. not UTF-8): name the body.
-        return problem(400, "Bad request", "the request body could not be read: send UTF-8 "
-                       "encoded JSON", slug="bad-request",
-                       errors=[{"field": "body", "message": "not UTF-8 encoded JSON"}])
+        return render(field_error("body", "not UTF-8 encoded JSON", status=400,
+                                  detail="the request body could not be read: send UTF-8 "
+                                  "encoded JSON"))
     title, slug = title_and_slug(exc.status_code)
     return problem(exc.status_code, title, str(exc.detail), slug=slug,
                    headers=getattr(exc, "headers", None))
@@ -192,7 +194,7 @@ def as_problem(exc: Exception, request: Request) -> Problem:
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
-    return await _problem(request, as_problem(exc, request))
+    return render(as_problem(exc, request))
 
 
 def install(app: FastAPI) -> None:
