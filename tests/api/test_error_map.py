@@ -10,6 +10,7 @@ from app.api import errors
 from app.data.images import ImageError
 from app.data.ingest import IngestError
 from app.data.loaders import FeatureError
+from app.errors import Conflict, Invalid, NotFound, field_error
 from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
 from app.plots import NoPlot
@@ -61,3 +62,14 @@ def test_every_mapped_class_is_registered():
     app = FastAPI()
     errors.install(app)
     assert set(errors.DOMAIN_ERRORS) <= set(app.exception_handlers)
+
+
+def test_field_error_is_the_problem_class_of_its_status():
+    assert isinstance(field_error("name", "unknown", status=404), NotFound)
+    conflict = field_error("upload_id", "being written", status=409, detail="another PATCH…")
+    assert isinstance(conflict, Conflict) and conflict.status == 409
+    assert conflict.detail == "another PATCH…"
+    assert conflict.errors == [{"field": "upload_id", "message": "being written"}]
+    plain = field_error("target", "unknown column")
+    assert isinstance(plain, Invalid) and plain.detail == "target: unknown column"
+    assert field_error("body", "unreadable", status=400).title == "Bad request"
