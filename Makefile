@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO ?= demo
 
-.PHONY: run test bench demo-data install clean
+.PHONY: run test lint bench demo-data install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo-data: $(STAMP)
 ## Run the whole test suite (unit, API, and integration with real processes).
 test: $(DEV_STAMP)
 	$(BIN)/pytest -q
+
+## Lint and type-check (ruff's rules and mypy's settings are in pyproject.toml).
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## Benchmarks, each printing a ratio against a bare baseline; not part of `make test`.
 bench: $(DEV_STAMP)

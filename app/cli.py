@@ -1,22 +1,22 @@
-"""`pretrainer up | api | worker | migrate | keys | quotas`: the service's processes, its API
-keys and the projects' quotas."""
+"""`pretrainer up | api | worker | migrate | keys | quotas | postman`: the service's processes,
+its API keys, the projects' quotas and the generated Postman collection."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from app import logs
 from app.config import Settings, get_settings
 from pretrainer_client import cli as client_cli
 
-log = logging.getLogger("pretrainer.cli")
+log = logs.get_logger("pretrainer.cli")
 
 
 def _settings_env(args: argparse.Namespace) -> None:
@@ -40,7 +40,7 @@ def cmd_migrate(settings: Settings) -> int:
     except OperationalError as exc:
         print(f"error: {database_problem(settings.resolved_database_url, exc)}", file=sys.stderr)
         return 2
-    log.info("db.migrated url=%s", _redact(settings.resolved_database_url))
+    log.info("db.migrated", url=_redact(settings.resolved_database_url))
     return 0
 
 
@@ -113,7 +113,7 @@ def cmd_api(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if reason := open_refusal(settings) or store_refusal(settings):
-        log.error("api.refused %s", reason)
+        log.error("api.refused", reason=reason)
         return 2
     if reason := port_problem(settings):
         print(f"error: {reason}", file=sys.stderr)
@@ -131,7 +131,7 @@ def cmd_worker_ping(settings: Settings) -> int:
     from app.queue import ping_workers
 
     names = ping_workers(settings, host=socket.gethostname())
-    log.info("worker.ping answered=%s", ",".join(names) or "none")
+    log.info("worker.ping", answered=",".join(names) or "none")
     return 0 if names else 1
 
 
@@ -139,7 +139,7 @@ def cmd_worker(settings: Settings, queues: str | None, concurrency: int | None) 
     """Run a Celery worker on the given queues."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if reason := store_refusal(settings):
-        log.error("worker.refused %s", reason)
+        log.error("worker.refused", reason=reason)
         return 2
     from worker.celery_app import celery
 
@@ -161,7 +161,7 @@ def cmd_up(settings: Settings) -> int:
     if code := cmd_migrate(settings):
         return code
     if reason := open_refusal(settings) or store_refusal(settings):
-        log.error("up.refused %s", reason)
+        log.error("up.refused", reason=reason)
         return 2
     if reason := port_problem(settings):  # before the worker starts, so nothing is left running
         print(f"error: {reason}", file=sys.stderr)
@@ -175,18 +175,18 @@ def cmd_up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     api, worker = _spawn("api"), _spawn("worker")
-    log.info("up api=http://%s:%s pid_api=%s pid_worker=%s", settings.host, settings.port,
-             api.pid, worker.pid)
+    log.info("up", api=f"http://{settings.host}:{settings.port}", pid_api=api.pid,
+             pid_worker=worker.pid)
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)
         if api.poll() is not None:
-            log.error("api exited with %s; stopping", api.returncode)
+            log.error("up.api_exited", returncode=api.returncode, then="stopping")
             break
         if worker.poll() is not None:
             restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
             delay = min(2 ** (len(restarts) - 1), 30)  # back off a worker that keeps dying
-            log.warning("worker exited with %s; restarting in %ss", worker.returncode, delay)
+            log.warning("up.worker_exited", returncode=worker.returncode, restart_in_s=delay)
             time.sleep(delay)
             worker = _spawn("worker")
     for proc in (api, worker):
@@ -260,6 +260,14 @@ def cmd_quotas(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_postman(args: argparse.Namespace) -> int:
+    """Write the Postman collection and environment generated from the OpenAPI document."""
+    from app import postman  # loads the whole server when no --openapi is given
+
+    postman.write(args.out or postman.OUT, args.openapi)
+    return 0
+
+
 def _quota_value(text: str) -> str:
     if text != "default" and not (text.isdigit() and int(text) >= 0):
         raise argparse.ArgumentTypeError("a whole number of 0 or more, or `default`")
@@ -316,6 +324,10 @@ def parser() -> argparse.ArgumentParser:
                              help="exit 0 if a worker on this host answers, else 1; starts none")
     _keys_parser(sub)
     _quotas_parser(sub)
+    postman = sub.add_parser("postman", help="write postman/ from the OpenAPI document")
+    postman.add_argument("--openapi", default=None, help="a file or URL of the OpenAPI document; "
+                                                         "default: the app in this checkout")
+    postman.add_argument("--out", type=Path, default=None, help="default: postman/")
     client_cli.register(sub)
     return p
 
@@ -325,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if hasattr(args, "client_run"):
         return client_cli.run(args)
+    if args.command == "postman":
+        return cmd_postman(args)
     _settings_env(args)
     settings = get_settings()
     logs.configure(settings.log_level)

@@ -9,7 +9,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # The per-project quotas, in the order they are shown (PRETRAINER_QUOTA_<NAME> each).
 QUOTAS = ("stored_bytes", "datasets", "models", "running_jobs", "queued_jobs", "serving_requests")
 

@@ -106,9 +106,20 @@ class QuotaExceeded(Problem):
         self.quota, self.limit, self.used = quota, limit, used
 
 
-def field_error(field: str, message: str) -> Invalid:
-    """A 422 about one field."""
-    return Invalid(f"{field}: {message}", errors=[{"field": field, "message": message}])
+# The class a field error of each status is, so `except NotFound` catches it like any other.
+_BY_STATUS: dict[int, type[Problem]] = {404: NotFound, 409: Conflict, 410: Gone, 413: TooLarge,
+                                        415: Unsupported, 422: Invalid, 429: TooMany}
+
+
+def field_error(field: str, message: str, *, status: int = 422, detail: str | None = None,
+                headers: dict[str, str] | None = None) -> Problem:
+    """A problem about one field: a 422 unless status says otherwise (a 413 body, a 409 state).
+
+    The detail reads "field: message" unless a fuller sentence is given.
+    """
+    cls = _BY_STATUS.get(status, Problem)
+    return cls(f"{field}: {message}" if detail is None else detail,
+               errors=[{"field": field, "message": message}], status=status, headers=headers)
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:

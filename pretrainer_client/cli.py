@@ -38,7 +38,8 @@ def _common() -> argparse.ArgumentParser:
 
 def _leaf(sub: Any, name: str, text: str, handler: Handler, common: argparse.ArgumentParser,
           ) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=text, description=text, parents=[common])
+    p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text,
+                                                parents=[common])
     p.set_defaults(client_run=handler)
     return p
 

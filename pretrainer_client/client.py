@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -146,7 +146,7 @@ class Client:
                                   transport=transport)
         self._max_instances: int | None = None  # the server's, once a 413 has named it
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,7 +194,8 @@ class Client:
         return self._do(calls.listing("datasets", limit, offset))
 
     def dataset(self, dataset_id: str) -> Dataset:
-        return self._do(calls.one("datasets", dataset_id))
+        found: Dataset = self._do(calls.one("datasets", dataset_id))
+        return found
 
     def delete_dataset(self, dataset: str | Dataset) -> None:
         self._do(calls.delete("datasets", ident(dataset)))
@@ -252,7 +253,8 @@ class Client:
         return self._do(calls.listing("jobs", limit, offset, status=status))
 
     def job(self, job_id: str) -> Job:
-        return self._do(calls.one("jobs", job_id))
+        found: Job = self._do(calls.one("jobs", job_id))
+        return found
 
     def cancel(self, job: str | Job) -> Job:
         return self._do(calls.cancel(ident(job)))
@@ -261,7 +263,8 @@ class Client:
         return self._do(calls.listing("models", limit, offset))
 
     def model(self, model_id: str) -> Model:
-        return self._do(calls.one("models", model_id))
+        found: Model = self._do(calls.one("models", model_id))
+        return found
 
     def delete_model(self, model: str | Model) -> None:
         self._do(calls.delete("models", ident(model)))
@@ -333,7 +336,7 @@ class AsyncClient:
                                        transport=transport)
         self._max_instances: int | None = None
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -369,7 +372,8 @@ class AsyncClient:
                 # The tus loop is blocking file and socket work: a thread, not the event loop.
                 dataset_id = await asyncio.to_thread(_send, http, path, name, report, chunk_size)
             return await self.dataset(dataset_id)
-        with path.open("rb") as f, bar:
+        f = await asyncio.to_thread(path.open, "rb")  # opening may block (a network mount)
+        with f, bar:
             file: Any = _Counting(f, path.stat().st_size, report) if report else f
             return await self._do(calls.upload(file, path.name, name, idempotency_key))
 

@@ -140,7 +140,7 @@ def line(status: str, progress: float, epoch: str, eta: str, metrics: str) -> st
 
 def duration(seconds: float) -> str:
     """'45s', '3m07s', '2h05m': short enough for the bar."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:

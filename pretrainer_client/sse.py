@@ -11,7 +11,9 @@ class EventParser:
     """Feed lines; an Event comes out at each blank line that ends a frame."""
 
     def __init__(self) -> None:
-        self._event, self._data, self._id = "message", [], None  # type: ignore[var-annotated]
+        self._event = "message"
+        self._data: list[str] = []
+        self._id: int | None = None
 
     def feed(self, line: str) -> Event | None:
         line = line.rstrip("\r\n")
@@ -20,7 +22,7 @@ class EventParser:
         if line.startswith(":"):  # a comment: keep-alive
             return None
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")  # one optional space after the colon
         if name == "event":
             self._event = value
         elif name == "data":

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 def _parse(cls: type[T], data: dict[str, Any], **parsed: Any) -> T:
     """cls from a JSON object (kept whole in raw): known fields picked, `*_at` parsed."""
-    kwargs: dict[str, Any] = dict(parsed)
+    kwargs: dict[str, Any] = {**parsed, "raw": data}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name == "raw" or f.name in parsed or f.name not in data:
             continue
@@ -23,7 +23,7 @@ def _parse(cls: type[T], data: dict[str, Any], **parsed: Any) -> T:
         if f.name.endswith("_at") and isinstance(value, str):
             value = datetime.fromisoformat(value)
         kwargs[f.name] = value
-    return cls(**kwargs, raw=data)
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True)

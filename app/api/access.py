@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.db.session import session_scope
-from app.errors import TooMany, Unauthorized
+from app.errors import Unauthorized, field_error
 from app.services import keys, quotas
 from app.services.keys import Caller
 
@@ -86,11 +87,11 @@ class RateLimiter:
             if tokens < 1:
                 self._buckets[who] = (tokens, now)
                 wait = math.ceil((1 - tokens) / self.rate)
-                raise TooMany(f"more than {self.rate:g} serving calls per second for this API key "
-                              f"(PRETRAINER_PREDICT_RATE, bursts of PRETRAINER_PREDICT_BURST="
-                              f"{self.burst}); retry in {wait} s",
-                              errors=[{"field": "Authorization", "message": "rate limited"}],
-                              headers={"Retry-After": str(wait)})
+                raise field_error("Authorization", "rate limited", status=429,
+                                  detail=f"more than {self.rate:g} serving calls per second for "
+                                  f"this API key (PRETRAINER_PREDICT_RATE, bursts of "
+                                  f"PRETRAINER_PREDICT_BURST={self.burst}); retry in {wait} s",
+                                  headers={"Retry-After": str(wait)})
             self._buckets[who] = (tokens - 1, now)
 
 
@@ -159,11 +160,11 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            from app.api.errors import problem
+            from app.api.errors import render
 
-            exc = _BodyTooLarge(self.limit)
-            await problem(413, "Content too large", exc.detail, slug="too-large",
-                          errors=[{"field": "body", "message": "too large"}])(scope, receive, send)
+            too_large = field_error("body", "too large", status=413,
+                                    detail=_BodyTooLarge(self.limit).detail)
+            await render(too_large)(scope, receive, send)
             return
         seen = 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.errors import NotFound, did_you_mean
+from app.errors import did_you_mean, field_error
 from app.ml import registry
 from app.schemas import AlgorithmList, AlgorithmOut
 
@@ -23,5 +23,5 @@ def get_algorithm(name: str) -> AlgorithmOut:
     for entry in registry.catalogue():
         if entry["name"] == name:
             return AlgorithmOut(**entry)
-    raise NotFound(f"no algorithm named {name!r}; {did_you_mean(name, registry.ALGORITHMS)}",
-                   errors=[{"field": "name", "message": "unknown algorithm"}])
+    raise field_error("name", "unknown algorithm", status=404, detail=f"no algorithm named "
+                      f"{name!r}; {did_you_mean(name, registry.ALGORITHMS)}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,9 +13,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Problem, title_and_slug
+from app.data.images import ImageError
+from app.data.ingest import IngestError
+from app.data.loaders import FeatureError
+from app.errors import Problem, field_error, title_and_slug
+from app.logs import get_logger
+from app.ml.artifacts import UnsafeArtifact
+from app.ml.base import CapabilityError, InputError
+from app.plots import NoPlot
+from app.storage import StoreOwned
 
-log = logging.getLogger("pretrainer.api")
+log = get_logger("pretrainer.api")
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://pretrainer.dev/problems/"
 
@@ -37,6 +46,12 @@ def problem(status: int, title: str, detail: str, *, slug: str,
     if errors:
         body["errors"] = [{**e, "message": _scrub(str(e.get("message", "")))} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def render(exc: Problem) -> JSONResponse:
+    """The problem+json response of a Problem."""
+    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
+                   headers=exc.headers, extensions=exc.extensions)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -77,9 +92,8 @@ def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse 
         loc = bad_json.get("loc", ())
         at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
         why = f"{bad_json.get('ctx', {}).get('error', 'JSON decode error')}{at}"
-        return problem(422, "Unprocessable content", f"the request body is not valid JSON "
-                       f"({why}); send {expected}", slug="validation-error",
-                       errors=[{"field": "body", "message": f"not valid JSON: {why}"}])
+        return render(field_error("body", f"not valid JSON: {why}", detail=f"the request body "
+                                  f"is not valid JSON ({why}); send {expected}"))
     whole = next((e for e in errors if tuple(e.get("loc", ())) in ((), ("body",))
                   and e.get("type") in _NOT_AN_OBJECT), None)
     if whole is None:
@@ -89,14 +103,12 @@ def _whole_body(request: Request, errors: list[dict[str, Any]]) -> JSONResponse 
     if isinstance(whole.get("input"), bytes) and ctype != "application/json" \
             and not ctype.endswith("+json"):
         sent = f"as {ctype}" if ctype else "without a Content-Type header"
-        return problem(415, "Unsupported media type", f"the request body was sent {sent}; send "
-                       f"{expected}, with the header Content-Type: application/json",
-                       slug="unsupported-media-type",
-                       errors=[{"field": "Content-Type", "message": "must be application/json"}])
+        return render(field_error("Content-Type", "must be application/json", status=415,
+                                  detail=f"the request body was sent {sent}; send {expected}, "
+                                  "with the header Content-Type: application/json"))
     kind = _JSON_KINDS.get(type(whole.get("input")), "not an object")
-    return problem(422, "Unprocessable content", f"the request body is {kind}; send {expected}",
-                   slug="validation-error",
-                   errors=[{"field": "body", "message": f"must be a JSON object, not {kind}"}])
+    return render(field_error("body", f"must be a JSON object, not {kind}",
+                              detail=f"the request body is {kind}; send {expected}"))
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -110,29 +122,85 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _problem(_: Request, exc: Problem) -> JSONResponse:
-    return problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors,
-                   headers=exc.headers, extensions=exc.extensions)
+    return render(exc)
 
 
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # FastAPI's answer to a JSON body that is not even text (e.g. not UTF-8): name the body.
-        return problem(400, "Bad request", "the request body could not be read: send UTF-8 "
-                       "encoded JSON", slug="bad-request",
-                       errors=[{"field": "body", "message": "not UTF-8 encoded JSON"}])
+        return render(field_error("body", "not UTF-8 encoded JSON", status=400,
+                                  detail="the request body could not be read: send UTF-8 "
+                                  "encoded JSON"))
     title, slug = title_and_slug(exc.status_code)
     return problem(exc.status_code, title, str(exc.detail), slug=slug,
                    headers=getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("request.failed path=%s", request.url.path)
+    log.exception("request.failed", path=request.url.path)
     return problem(500, "Internal server error", "an unexpected error occurred; it has been logged",
                    slug="internal")
 
 
+# What an upload's IngestError `kind` means over HTTP (app/data itself knows no statuses).
+INGEST_STATUS = {"invalid": 422, "too_large": 413, "unsupported": 415, "bad_request": 400}
+
+
+def _message(exc: Exception, _: Request) -> str:
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one domain error reads as a problem: its status, the field it is about, its detail."""
+
+    status: Callable[[Any], int]
+    field: Callable[[Any], str]
+    detail: Callable[[Any, Request], str] = _message
+    title: str | None = None  # None: the status's own title
+
+
+def _always(value: Any) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+def _unsafe(exc: UnsafeArtifact, request: Request) -> str:
+    # The reason stays in the log: it names files and types, the client only needs the way out.
+    model_id = request.path_params.get("model_id", "?")
+    log.error("model.artifact_refused", model_id=model_id, reason=str(exc))
+    return (f"model {model_id}'s stored files failed the safety check and were not loaded; "
+            "it cannot answer until it is trained again")
+
+
+# The one place a domain error becomes a problem: services and routes let these rise.
+DOMAIN_ERRORS: dict[type[Exception], Rule] = {
+    IngestError: Rule(lambda e: INGEST_STATUS[e.kind], lambda e: e.field, lambda e, _: e.reason),
+    FeatureError: Rule(_always(422), _always("features"), lambda e, _: e.message),
+    ImageError: Rule(lambda e: e.status, _always("instances"), lambda e, _: e.message),
+    InputError: Rule(_always(422), _always("instances")),  # rows the model cannot take
+    CapabilityError: Rule(_always(422), _always("model")),  # e.g. embed new points with t-SNE
+    UnsafeArtifact: Rule(_always(500), _always("model"), _unsafe, title="Model artifact refused"),
+    NoPlot: Rule(_always(409), _always("kind")),  # nothing to draw for this picture
+    StoreOwned: Rule(_always(503), _always("store")),  # the blob store is another database's
+}
+
+
+def as_problem(exc: Exception, request: Request) -> Problem:
+    """The problem a domain error (a class in DOMAIN_ERRORS, or a subclass of one) becomes."""
+    rule = next(r for cls, r in DOMAIN_ERRORS.items() if isinstance(exc, cls))
+    detail, field = rule.detail(exc, request), rule.field(exc)
+    return Problem(detail, status=rule.status(exc), title=rule.title,
+                   errors=[{"field": field, "message": detail}])
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    return render(as_problem(exc, request))
+
+
 def install(app: FastAPI) -> None:
     """Register the problem+json handlers."""
+    for cls in DOMAIN_ERRORS:
+        app.add_exception_handler(cls, _domain)
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]

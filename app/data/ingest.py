@@ -82,6 +82,9 @@ class IngestError(Exception):
         self.detail = detail
         self.row = row
         self.column = column
+        # What app/api/errors.py's map reads (the shared contract): reason, field and kind.
+        self.reason, self.field = detail, "file"
+        self.kind = {400: "bad_request", 413: "too_large", 415: "unsupported"}.get(status, "invalid")
 
     def errors(self) -> list[dict[str, Any]]:
         """Field errors for the problem response; the message already names row and column."""

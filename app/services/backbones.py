@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.tables import Model
-from app.errors import Invalid
+from app.errors import field_error
 from app.ml.transfer.backbones import (
     ARCHITECTURES,
     ENCODER_ALGORITHMS,
@@ -57,7 +57,7 @@ def resolve(*, session: Session, project: str, spec: str, pretrained: bool, weig
                              with_sha=blob_path is not None)
     except LookupError as exc:
         message = str(exc) + _available(session, project, weights_dir)
-        raise Invalid(message, errors=[{"field": "params.backbone", "message": message}]) from exc
+        raise field_error("params.backbone", message, detail=message) from exc
 
 
 def _model_ref(session: Session, project: str, spec: str, pretrained: bool,

@@ -66,16 +66,16 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     """
     try:
         algo = registry.get(spec.algorithm)
-    except KeyError:
+    except KeyError as exc:
         hint = did_you_mean(spec.algorithm, registry.ALGORITHMS)
         raise Invalid(f"unknown algorithm {spec.algorithm!r}; {hint}",
-                      errors=[{"field": "algorithm", "message": f"unknown; {hint}"}])
+                      errors=[{"field": "algorithm", "message": f"unknown; {hint}"}]) from exc
     try:
         params = algo.params_model.model_validate(spec.params)
     except ValidationError as exc:
         errors = _param_errors(exc, algo.params_model.model_fields)
         raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                      errors=errors)
+                      errors=errors) from exc
     devices = getattr(params, "devices", 1)
     if max_devices is not None and isinstance(devices, int) and devices > max_devices:
         message = (f"asks for {devices} devices; no worker has more than {max_devices} "
@@ -85,7 +85,8 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     try:
         ds = datasets.get(session=session, project=project, dataset_id=spec.dataset_id)
     except NotFound as exc:
-        raise Invalid(exc.detail, errors=[{"field": "dataset_id", "message": "no such dataset"}])
+        raise Invalid(exc.detail,
+                      errors=[{"field": "dataset_id", "message": "no such dataset"}]) from exc
     if ds.kind not in algo.data_kinds:
         raise Invalid(f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
                       f"dataset {ds.id} is {ds.kind}",
@@ -187,7 +188,8 @@ def _resolve_features(ds: Dataset, spec: JobSpec) -> tuple[list[str], int]:
     try:
         features = check_features(ds.columns, spec.features, exclude=exclude)
     except FeatureError as exc:
-        raise Invalid(exc.message, errors=[{"field": "features", "message": exc.message}])
+        raise Invalid(exc.message,
+                      errors=[{"field": "features", "message": exc.message}]) from exc
     return features, len(features)
 
 

@@ -7,12 +7,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.tables import ApiKey, new_id, utcnow
-from app.errors import Invalid, NotFound
+from app.errors import NotFound, field_error
 
 KEY_PREFIX = "pt_"
 # "pt_" + 8 characters: enough to tell keys apart in a list, of no use to an attacker.
@@ -36,8 +36,8 @@ def digest(key: str) -> str:
 def check_project(project: str) -> str:
     """A project name as given, or a 422: letters, digits, `_ . -`, at most 100."""
     if not PROJECT.match(project):
-        raise Invalid(f"project {project!r} must be 1-100 letters, digits, '_', '.' or '-'",
-                      errors=[{"field": "project", "message": "invalid name"}])
+        raise field_error("project", "invalid name", detail=f"project {project!r} must be 1-100 "
+                          "letters, digits, '_', '.' or '-'")
     return project
 
 
@@ -90,7 +90,7 @@ def list_(*, session: Session, project: str | None = None) -> list[ApiKey]:
 
 def revoke(*, session: Session, key_id: str, project: str | None = None) -> ApiKey:
     """Revoke a key by id or prefix (of the project, when given); refused from the next request."""
-    where = [(ApiKey.id == key_id) | (ApiKey.prefix == key_id)]
+    where: list[ColumnElement[bool]] = [(ApiKey.id == key_id) | (ApiKey.prefix == key_id)]
     if project:
         where.append(ApiKey.project == project)
     rows = list(session.scalars(select(ApiKey).where(*where)))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import QUOTAS
 from app.db.tables import ACTIVE, QUEUED, RUNNING, Dataset, Job, Model, ProjectQuota, utcnow
-from app.errors import Invalid, QuotaExceeded
+from app.errors import QuotaExceeded, field_error
 from app.services.keys import check_project
 
 # What each quota counts, said once: in refusals, in the CLI and at GET /v1/projects/me.
@@ -128,11 +128,10 @@ def set_(*, session: Session, project: str, values: dict[str, int | None]) -> di
     check_project(project)
     for name, value in values.items():
         if name not in QUOTAS:
-            raise Invalid(f"unknown quota {name!r}; quotas: {', '.join(QUOTAS)}",
-                          errors=[{"field": name, "message": "unknown quota"}])
+            raise field_error(name, "unknown quota",
+                              detail=f"unknown quota {name!r}; quotas: {', '.join(QUOTAS)}")
         if value is not None and value < 0:
-            raise Invalid(f"quota {name} must be 0 or more, not {value}",
-                          errors=[{"field": name, "message": "negative"}])
+            raise field_error(name, "negative", detail=f"quota {name} must be 0 or more, not {value}")
     row = session.get(ProjectQuota, project) or ProjectQuota(project=project)
     for name, value in values.items():
         setattr(row, name, value)

@@ -74,7 +74,7 @@ def test_a_second_wiring_is_refused_and_its_sweep_removes_nothing(client, settin
            "PRETRAINER_STORAGE_URL": second.storage_url, "PRETRAINER_PORT": "1",
            "PRETRAINER_DATABASE_URL": second_database}
     run = subprocess.run([sys.executable, "-m", "app.cli", "api"], env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert run.returncode == 2, run.stderr
     refusal = [line for line in (run.stdout + run.stderr).splitlines() if first_id in line]
     assert len(refusal) == 1 and "api.refused" in refusal[0], run.stderr

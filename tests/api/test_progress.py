@@ -14,9 +14,9 @@ from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import session_scope
 from app.db.tables import Job, utcnow
+from app.main import create_app
 from app.reaper import reap_once
 from app.services import jobs
-from app.main import create_app
 from tests.conftest import upload
 
 

@@ -48,8 +48,8 @@ def problem(r, field: str) -> str:
 
 
 def test_a_csv_with_a_text_column_is_a_text_dataset(client):
-    csv = ('text,label\n"great film, loved it",pos\n"dull and slow",neg\n'
-           '"a fine cast",pos\n"",neg\n').encode()
+    csv = (b'text,label\n"great film, loved it",pos\n"dull and slow",neg\n'
+           b'"a fine cast",pos\n"",neg\n')
     ds = upload(client, csv, "reviews.csv")["body"]
     assert ds["kind"] == "text" and ds["n_rows"] == 4
     text = ds["text"]
@@ -204,7 +204,7 @@ def digits_zip(per_class: int) -> tuple[bytes, np.ndarray, np.ndarray]:
 
 def test_a_torchvision_backbone_from_a_weights_file_the_test_wrote(client, settings):
     raw = write_resnet18(settings.resolved_weights_dir)
-    content, images, labels = digits_zip(per_class=4)
+    content, images, _ = digits_zip(per_class=4)
     ds = upload(client, content, "digits.zip")["body"]["id"]
     job = run(client, settings, {"dataset_id": ds, "algorithm": "transfer", "params": {
         "backbone": "resnet18", "image_size": 32, "epochs": 2, "rotation_range": 10}})

@@ -30,7 +30,7 @@ def test_the_bar_shows_epoch_of_total_and_an_eta_within_80_columns():
               (30.0, Event("progress", {"progress": 0.25})),
               (30.0, Event("epoch", {"epoch": 5, "loss": 0.123456, "val_loss": 0.25,
                                      "d_loss": 1.5, "g_loss": 2.5}))]
-    bar, text = _draw(events, epochs=20)
+    _, text = _draw(events, epochs=20)
     last = text.rstrip("\n").splitlines()[-1]
     assert "running" in last and "25%" in last
     assert "epoch 5/20" in last
@@ -52,7 +52,7 @@ def test_progress_never_moves_back_and_the_eta_ends_with_the_job():
 
 
 def test_without_a_total_or_progress_the_bar_says_what_it_knows():
-    bar, text = _draw([(0.0, Event("status", {"status": "queued", "progress": 0.0})),
+    _, text = _draw([(0.0, Event("status", {"status": "queued", "progress": 0.0})),
                        (1.0, Event("epoch", {"epoch": 3, "loss": 0.5}))], epochs=None)
     assert "epoch 3 " in text.splitlines()[-1] and "ETA --" in text.splitlines()[-1]
 

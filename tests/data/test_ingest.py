@@ -203,8 +203,7 @@ def test_csv_inspection_streams_in_bounded_memory(tmp_path):
     path = tmp_path / "big.csv"
     with open(path, "w") as fh:
         fh.write(",".join(f"c{i}" for i in range(8)) + "\n")
-        for _ in range(25):
-            fh.write(chunk.getvalue())
+        fh.writelines(chunk.getvalue() for _ in range(25))
     out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path)], cwd=ROOT, check=True,
                          capture_output=True, text=True, timeout=120).stdout
     got = json.loads(out)

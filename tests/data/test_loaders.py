@@ -18,8 +18,8 @@ from app.data.loaders import (
     FeatureError,
     check_features,
     instances_to_matrix,
-    load_column,
     left_out,
+    load_column,
     load_matrix,
     numeric_columns,
 )

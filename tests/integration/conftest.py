@@ -105,18 +105,19 @@ def _redis_available() -> str | None:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
         return None
-    except Exception as exc:
+    except redis.RedisError as exc:  # refused, timed out, auth: all "not reachable" here
         return f"Redis not reachable at {REDIS_URL}: {exc}"
 
 
 def _postgres_available() -> str | None:
     from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with create_engine(PG_ADMIN).connect() as c:
             c.execute(text("SELECT 1"))
         return None
-    except Exception as exc:
+    except (SQLAlchemyError, ImportError) as exc:  # unreachable, or no PostgreSQL driver
         return f"PostgreSQL not reachable at {PG_ADMIN}: {exc}"
 
 

@@ -101,7 +101,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_image_installs_torch_once_from_the_pin() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert base.startswith("python:") and "slim" in base, f"{base} may carry a torch of its own"
     assert not re.search(r"pip install[^\n]*\btorch", text), "torch comes from pyproject.toml"
     pins = re.findall(r'"torch==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
@@ -113,7 +113,7 @@ def test_the_installed_image_imports_from_its_own_copy(image_venv: Path, tmp_pat
         [str(image_venv / "bin" / "python"), "-c",
          "import app.cli, worker.celery_app, pretrainer_client; import app; print(app.__file__)"],
         capture_output=True, text=True, cwd=tmp_path,
-        env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path)))
+        env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path)), check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert Path(out.stdout.strip()).is_relative_to(image_venv), out.stdout
     assert not Path(out.stdout.strip()).is_relative_to(ROOT)
@@ -126,7 +126,8 @@ def test_a_context_without_the_client_fails_as_the_old_image_did(tmp_path: Path)
     out = subprocess.run(
         [sys._base_executable, "-c", "import app.cli"],  # type: ignore[attr-defined]
         capture_output=True, text=True, cwd=tmp_path / "context",
-        env=_clean_env(PYTHONPATH=f"{tmp_path / 'context'}:{sysconfig.get_path('purelib')}"))
+        env=_clean_env(PYTHONPATH=f"{tmp_path / 'context'}:{sysconfig.get_path('purelib')}"),
+        check=False)
     assert out.returncode != 0 and "No module named 'pretrainer_client'" in out.stderr
 
 
@@ -134,7 +135,7 @@ def test_the_image_migrates_starts_and_serves(image_venv: Path, tmp_path: Path) 
     pretrainer = str(image_venv / "bin" / "pretrainer")
     env = _clean_env(PRETRAINER_DATA_DIR=str(tmp_path / "data"), PRETRAINER_PORT=str(free_port()))
     migrate = subprocess.run([pretrainer, "migrate"], capture_output=True, text=True,
-                             cwd=tmp_path, env=env, timeout=300)
+                             cwd=tmp_path, env=env, timeout=300, check=False)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     assert (tmp_path / "data" / "pretrainer.db").exists()
     log = tmp_path / "up.log"
@@ -150,7 +151,7 @@ def test_the_image_migrates_starts_and_serves(image_venv: Path, tmp_path: Path) 
         deadline, ping = time.monotonic() + 120, None
         while time.monotonic() < deadline:
             ping = subprocess.run([pretrainer, "worker", "--ping"], capture_output=True,
-                                  text=True, cwd=tmp_path, env=env, timeout=60)
+                                  text=True, cwd=tmp_path, env=env, timeout=60, check=False)
             if ping.returncode == 0:
                 break
             time.sleep(2)
@@ -168,7 +169,7 @@ def test_the_image_migrates_starts_and_serves(image_venv: Path, tmp_path: Path) 
 def test_worker_ping_fails_when_no_worker_answers(image_venv: Path, tmp_path: Path) -> None:
     ping = subprocess.run([str(image_venv / "bin" / "pretrainer"), "worker", "--ping"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path / "data")))
+                          env=_clean_env(PRETRAINER_DATA_DIR=str(tmp_path / "data")), check=False)
     assert ping.returncode == 1, ping.stderr[-2000:]
 
 
@@ -207,7 +208,7 @@ def _compose_tool() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+                                                 capture_output=True, check=False).returncode == 0:
         return ["docker", "compose"]
     pytest.skip("neither `docker compose` nor docker-compose is installed "
                 "(.ci/run installs Debian's docker-compose when apt-get is there)")
@@ -220,10 +221,10 @@ def test_docker_compose_validates_the_files(profile: str, tmp_path: Path) -> Non
     env.pop("DOCKER_HOST", None)
     ok = subprocess.run([*tool, "-f", str(COMPOSE), "--project-directory", str(ROOT),
                          "--profile", profile, "config", "-q"],
-                        capture_output=True, text=True, cwd=tmp_path, env=env)
+                        capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert ok.returncode == 0, ok.stderr
     missing = {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"}
     refused = subprocess.run([*tool, "-f", str(COMPOSE), "--project-directory", str(tmp_path),
                               "config", "-q"], capture_output=True, text=True, cwd=tmp_path,
-                             env=missing)
+                             env=missing, check=False)
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr

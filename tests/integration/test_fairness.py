@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 

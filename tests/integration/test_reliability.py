@@ -305,7 +305,7 @@ def test_faults_lose_no_job(stack: Stack):
     for job_id in (child, whole):  # resumed, not restarted: no epoch repeated or skipped
         history = ends[job_id]["history"]
         assert [h["epoch"] for h in history] == list(range(1, DEEP["epochs"] + 1)), history
-        assert [h["epoch"] for h in history if h.get("resumed")][0] > 1
+        assert next(h["epoch"] for h in history if h.get("resumed")) > 1
         # (the Redis restart may interrupt the resumed one once more: Celery stops its child)
         attempts = ends[job_id]["attempts"]
         assert attempts == 2 if job_id == child else attempts >= 2, attempts

@@ -90,15 +90,15 @@ def test_pretrain_on_unlabelled_digits_then_transfer_to_ten_per_class(embedded, 
     labelled = r.json()
     assert labelled["n_rows"] == 100 and len(labelled["classes"]) == 10
     jobs = {}
-    for pretrained in (True, False):  # the from-scratch baseline shows what pretraining bought
+    for warm in (True, False):  # the from-scratch baseline shows what pretraining bought
         r = http.post("/v1/jobs", json={"dataset_id": labelled["id"], "algorithm": "transfer",
                                         "params": {"backbone": f"model:{pre['model_id']}",
-                                                   "pretrained": pretrained, "freeze": "none",
+                                                   "pretrained": warm, "freeze": "none",
                                                    "epochs": 30, "batch_size": 16,
                                                    "learning_rate": 0.003, "backbone_lr_mult": 0.3,
                                                    "validation_fraction": 0.2}})
         assert r.status_code == 202, r.text
-        jobs[pretrained] = wait_job(http, r.json()["id"], DONE, timeout=300)
+        jobs[warm] = wait_job(http, r.json()["id"], DONE, timeout=300)
     for job in jobs.values():
         assert job["status"] == "succeeded", job
         m = job["metrics"]

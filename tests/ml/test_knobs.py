@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from sklearn.datasets import make_classification
 
 from app.ml import registry
-from app.ml.base import NullReport
 from app.ml.deep.runtime import lr_scale, make_optimizer
 from tests.ml.test_deep import Recorder
 

@@ -79,10 +79,6 @@ class BackboneRef:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BackboneRef:
-        return cls(**data)
-
 
 def minilm_dir() -> Path | None:
     """The folder of the packaged all-MiniLM-L6-v2, or None when the package is absent."""

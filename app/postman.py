@@ -1,7 +1,7 @@
 """A Postman collection (v2.1) and environment generated from the service's OpenAPI document.
 
-    python -m pretrainer_client.postman                  # from the app in this checkout
-    python -m pretrainer_client.postman --openapi URL    # from a running service
+    pretrainer postman                  # from the app in this checkout
+    pretrainer postman --openapi URL    # from a running service
 
 writes postman/pretrainer.postman_collection.json and postman/pretrainer.postman_environment.json.
 The collection is a walk-through that `newman run` plays end to end with no edits: it uploads
@@ -12,12 +12,10 @@ its status and the shape of its body; ids are stored only from successful respon
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,8 +108,8 @@ STEPS: dict[str, Step] = {
         _keys("id", "name", "kind", "format", "n_rows", "columns", "sha256"),
         "pm.expect(body.n_rows).to.eql(60);",
         "pm.expect(body.columns.map(c => c.name)).to.eql(['a', 'b', 'c', 'd']);"),
-        after=("if (pm.response.code === 201) "
-               "pm.collectionVariables.set('dataset_id', body.id);",)),
+        after=(("if (pm.response.code === 201) "
+               "pm.collectionVariables.set('dataset_id', body.id);"),)),
     "GET /v1/datasets": Step("upload", 200, (PAGE,)),
     # Resumable (tus) uploads: the same CSV in one PATCH; the dataset it becomes is kept.
     "OPTIONS /v1/uploads": Step("upload", 204, (
@@ -120,8 +118,8 @@ STEPS: dict[str, Step] = {
     "POST /v1/uploads": Step("upload", 201, (
         "pm.expect(pm.response.headers.get('Location')).to.match(/\\/v1\\/uploads\\/\\w+$/);",
         "pm.expect(pm.response.headers.get('Tus-Resumable')).to.eql('1.0.0');"),
-        after=("if (pm.response.code === 201) pm.collectionVariables.set('upload_id', "
-               "pm.response.headers.get('Location').split('/').pop());",),
+        after=(("if (pm.response.code === 201) pm.collectionVariables.set('upload_id', "
+               "pm.response.headers.get('Location').split('/').pop());"),),
         headers=(("Tus-Resumable", TUS), ("Upload-Length", str(len(CSV.encode()))),
                  ("Upload-Metadata", "filename " + _b64("postman-tus.csv") + ",name "
                   + _b64("postman tus upload"))), rank=2),
@@ -157,10 +155,10 @@ STEPS: dict[str, Step] = {
             "  setTimeout(() => {}, 1000);  // poll again in a second",
             "  pm.execution.setNextRequest(pm.info.requestId);",
             "} else {",
-            "  pm.test('the job succeeded', () => pm.expect(body.status, JSON.stringify("
-            "body.error)).to.eql('succeeded'));",
-            "  if (body.status === 'succeeded') pm.collectionVariables.set('model_id', "
-            "body.model_id);",
+            ("  pm.test('the job succeeded', () => pm.expect(body.status, JSON.stringify("
+            "body.error)).to.eql('succeeded'));"),
+            ("  if (body.status === 'succeeded') pm.collectionVariables.set('model_id', "
+            "body.model_id);"),
             "}"),
         rank=-1),
     "GET /v1/jobs": Step("train", 200, (PAGE,)),
@@ -231,8 +229,8 @@ def _tests(step: Step, *, head: bool = False) -> list[str]:
                      "pm.expect(pm.response.code).to.be.below(500));")
     if (step.status >= 400 or not step.status) and not head:
         lines += ["if (pm.response.code >= 400) pm.test('a problem+json body', () => {",
-                  "  pm.expect(pm.response.headers.get('Content-Type')).to.include("
-                  "'application/problem+json');",
+                  ("  pm.expect(pm.response.headers.get('Content-Type')).to.include("
+                  "'application/problem+json');"),
                   "  pm.expect(body).to.include.all.keys('type', 'title', 'status', 'detail');",
                   "});"]
     if step.checks:
@@ -373,15 +371,19 @@ def environment(base_url: str = DEFAULT_URL) -> dict[str, Any]:
             "_postman_variable_scope": "environment"}
 
 
-def _openapi(source: str | None) -> dict[str, Any]:
+def openapi_document(source: str | None) -> dict[str, Any]:
+    """The OpenAPI document from a file or URL, or, without one, of the app in this checkout."""
+    document: dict[str, Any]
     if source and source.startswith(("http://", "https://")):
-        return httpx.get(source, timeout=30).raise_for_status().json()
+        document = httpx.get(source, timeout=30).raise_for_status().json()
+        return document
     if source:
-        return json.loads(Path(source).read_text())
+        document = json.loads(Path(source).read_text())
+        return document
     import tempfile
 
-    from app.config import Settings  # the server in this checkout (not needed with --openapi)
-    from app.main import create_app
+    from app.config import Settings
+    from app.main import create_app  # the whole server: only when no document is given
 
     with tempfile.TemporaryDirectory() as tmp:
         return create_app(Settings(data_dir=Path(tmp))).openapi()
@@ -392,18 +394,8 @@ def dump(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pretrainer_client.postman", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--openapi", default=None, help="a file or URL of the OpenAPI document; "
-                                                   "default: the app in this checkout")
-    p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / COLLECTION_FILE).write_text(dump(collection(_openapi(args.openapi))))
-    (args.out / ENVIRONMENT_FILE).write_text(dump(environment()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def write(out: Path = OUT, source: str | None = None) -> None:
+    """Write the collection and the environment into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / COLLECTION_FILE).write_text(dump(collection(openapi_document(source))))
+    (out / ENVIRONMENT_FILE).write_text(dump(environment()))

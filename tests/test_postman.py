@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from pretrainer_client import postman
+from app import postman
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "postman"
 
 
@@ -25,7 +25,7 @@ def test_the_committed_collection_is_up_to_date(client):
     generated = postman.dump(postman.collection(client.get("/openapi.json").json()))
     committed = (COMMITTED / postman.COLLECTION_FILE).read_text()
     assert committed == generated, ("postman/ is stale: run "
-                                    "`.venv/bin/python -m pretrainer_client.postman`")
+                                    "`.venv/bin/pretrainer postman`")
     environment = (COMMITTED / postman.ENVIRONMENT_FILE).read_text()
     assert environment == postman.dump(postman.environment())
 
