@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.data.formats import IngestError
 from app.errors import Problem, title_and_slug
 
 log = logging.getLogger("pretrainer.api")
@@ -114,6 +115,25 @@ async def _problem(_: Request, exc: Problem) -> JSONResponse:
                    headers=exc.headers, extensions=exc.extensions)
 
 
+# What each kind of refused upload answers.
+_INGEST_STATUS = {"invalid": 422, "too_large": 413, "unsupported": 415, "bad_request": 400}
+
+
+def domain_problem(exc: Exception) -> Problem | None:
+    """The problem a domain error answers, or None for an error that is a bug."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, IngestError):
+        return Problem(exc.reason, status=_INGEST_STATUS[exc.kind],
+                       errors=[{"field": exc.field, "message": exc.reason}])
+    return None
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    found = domain_problem(exc)
+    return await (_problem(request, found) if found is not None else _unexpected(request, exc))
+
+
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # FastAPI's answer to a JSON body that is not even text (e.g. not UTF-8): name the body.
@@ -135,5 +155,6 @@ def install(app: FastAPI) -> None:
     """Register the problem+json handlers."""
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(IngestError, _domain)
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

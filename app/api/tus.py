@@ -14,17 +14,16 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app import logs
-from app.api import datasets as datasets_api
 from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep, get_caller
-from app.api.errors import TYPE_BASE
+from app.api.errors import TYPE_BASE, domain_problem
 from app.config import Settings
-from app.db.session import session_scope
 from app.db.tables import Upload
 from app.errors import Conflict, Invalid, Problem, TooLarge, Unsupported
 from app.schemas import UploadOut
@@ -49,7 +48,8 @@ EXPOSE = ("Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Locati
 # How long a PATCH waits for the one before it (a client that reconnected faster than the
 # server saw its old connection drop) to let go of the upload's file.
 LOCK_WAIT_SECONDS = 5.0
-NOT_FOUND = {404: {"description": "no such upload in this project"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such upload in this project"}}
 # Inspections running in this process: a reference each, or asyncio may drop them.
 _inspecting: set[asyncio.Task[None]] = set()
 
@@ -173,7 +173,7 @@ async def append(upload_id: str, request: Request, session: SessionDep, settings
     algorithm, expected = _checksum(upload_checksum)
     row = await run_in_threadpool(_writable, session, settings, store, project, upload_id)
     path = store.resumable(row.id)
-    with open(path, "r+b") as fh:
+    with await anyio.to_thread.run_sync(open, path, "r+b") as fh:
         await _lock(fh, upload_id)
         start = os.fstat(fh.fileno()).st_size
         if upload_offset != start:
@@ -229,18 +229,17 @@ def _settled_size(path: Path, default: int) -> int:
     """The file's size once no PATCH writes it (waiting up to LOCK_WAIT_SECONDS): a client
     that lost its connection asks at once, while the server still writes what arrived."""
     try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
+        with open(path, "rb") as fh:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while fcntl is not None and time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.02)
+            return os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:  # only open() raises it: the upload's file is gone
         return default
-    with fh:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while fcntl is not None and time.monotonic() < deadline:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.02)
-        return os.fstat(fh.fileno()).st_size
 
 
 async def _lock(fh: BinaryIO, upload_id: str) -> None:
@@ -314,45 +313,17 @@ def _inspect_later(settings: Settings, store: BlobStore, upload_id: str) -> None
 
 
 def inspect(*, settings: Settings, store: BlobStore, upload_id: str) -> None:
-    """Make a completed upload a dataset, through the same inspection as POST /v1/datasets."""
-    url = settings.resolved_database_url
-    with session_scope(url) as session:
-        row = session.get(Upload, upload_id)
-        if row is None or row.status != uploads.INSPECTING:
-            return
-        source, project = store.resumable(row.id), row.project
-        try:
-            with store.staging_dir() as folder:
-                staged = folder / "data.upload"
-                os.replace(source, staged)
-                dataset = datasets_api.ingest(
-                    session=session, store=store, settings=settings, project=project,
-                    folder=folder, staged=staged, filename=row.filename, name=row.name,
-                    size=row.length, sha256=_sha256(staged))
-            uploads.finish(session=session, upload=row, dataset_id=dataset.id)
-            log.info("upload.ready", upload_id=upload_id, dataset_id=dataset.id)
-        except Problem as exc:
-            session.rollback()
-            row = session.get(Upload, upload_id)
-            assert row is not None
-            uploads.finish(session=session, upload=row, problem=_as_problem(exc))
-            log.info("upload.refused", upload_id=upload_id, status=exc.status)
-        except Exception:
-            log.exception("upload.inspect_failed", upload_id=upload_id)
-            session.rollback()
-            row = session.get(Upload, upload_id)
-            assert row is not None
-            uploads.finish(session=session, upload=row, problem={
-                "type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,
-                "detail": "the upload could not be inspected; it has been logged"})
+    """Make a completed upload a dataset; a refusal keeps the problem a request would get."""
+    uploads.make_dataset(settings=settings, store=store, upload_id=upload_id, describe=_describe)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+def _describe(exc: Exception) -> dict[str, Any]:
+    """The problem+json body of an error raised while inspecting (a bug: a 500)."""
+    problem = domain_problem(exc)
+    if problem is not None:
+        return _as_problem(problem)
+    return {"type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,
+            "detail": "the upload could not be inspected; it has been logged"}
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=GUARDED,

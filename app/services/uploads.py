@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.tables import Upload, new_id, utcnow
+from app import logs
+from app.config import Settings
+from app.db.session import session_scope
+from app.db.tables import Dataset, Upload, new_id, utcnow
 from app.errors import Conflict, Gone, NotFound
-from app.services import quotas
+from app.services import datasets, quotas
+from app.storage import BlobStore
 
 UPLOADING, INSPECTING, READY, FAILED, EXPIRED = "uploading", "inspecting", "ready", "failed", "expired"
 # Bytes still to become a dataset: they count against stored_bytes from the upload's creation.
 PENDING = (UPLOADING, INSPECTING)
+log = logs.get_logger("pretrainer.services.uploads")
 
 
 def reserved(*, session: Session, project: str, excluding: str | None = None) -> int:
@@ -121,3 +130,51 @@ def interrupted(*, session: Session, before: datetime) -> list[Upload]:
     """Uploads left inspecting since before (the API process that inspected them stopped)."""
     return list(session.scalars(select(Upload).where(Upload.status == INSPECTING,
                                                      Upload.updated_at < before)))
+
+
+def make_dataset(*, settings: Settings, store: BlobStore, upload_id: str,
+                 describe: Callable[[Exception], dict[str, Any]]) -> None:
+    """Make a completed upload a dataset, through the same inspection as POST /v1/datasets;
+    a refused one keeps the problem+json body that describe gives its error."""
+    with session_scope(settings.resolved_database_url) as session:
+        row = session.get(Upload, upload_id)
+        if row is None or row.status != INSPECTING:
+            return
+        try:
+            dataset = _ingest(session=session, settings=settings, store=store, upload=row)
+            finish(session=session, upload=row, dataset_id=dataset.id)
+            log.info("upload.ready", upload_id=upload_id, dataset_id=dataset.id)
+        # Whatever goes wrong, the upload must end failed with a problem: no request is
+        # waiting to be answered, and a client polls the upload's row for the outcome.
+        except Exception as exc:  # noqa: BLE001
+            session.rollback()
+            _refuse(session=session, upload_id=upload_id, problem=describe(exc))
+
+
+def _ingest(*, session: Session, settings: Settings, store: BlobStore,
+            upload: Upload) -> Dataset:
+    with store.staging_dir() as folder:
+        staged = folder / datasets.STAGED_NAME
+        os.replace(store.resumable(upload.id), staged)
+        received = datasets.Received(filename=upload.filename, name=upload.name,
+                                     size=upload.length, sha256=_sha256(staged))
+        return datasets.ingest(session=session, store=store, settings=settings,
+                               project=upload.project, folder=folder, received=received)
+
+
+def _refuse(*, session: Session, upload_id: str, problem: dict[str, Any]) -> None:
+    if problem["status"] >= 500:  # a bug, not the upload's fault: its traceback is logged
+        log.exception("upload.inspect_failed", upload_id=upload_id)
+    else:
+        log.info("upload.refused", upload_id=upload_id, status=problem["status"])
+    row = session.get(Upload, upload_id)
+    assert row is not None
+    finish(session=session, upload=row, problem=problem)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
