@@ -15,8 +15,6 @@ from app.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from app.data.export import csv_chunks
-from app.errors import Invalid
 from app.schemas import DatasetList, DatasetOut, Page
 from app.services import datasets
 
@@ -97,8 +95,8 @@ def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep, projec
 def download_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
                      project: ProjectDep) -> FileResponse:
     """The dataset's original file, streamed."""
-    row = datasets.get(session=session, project=project, dataset_id=dataset_id)
-    path = store.require(row.blob_key, what=f"dataset {row.id}", field="dataset_id")
+    row, path = datasets.stored_file(session=session, store=store, project=project,
+                                     dataset_id=dataset_id)
     return FileResponse(path, media_type="application/octet-stream",
                         filename=f"{row.id}.{row.format}")
 
@@ -113,12 +111,7 @@ def download_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
 def export_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
                    project: ProjectDep) -> StreamingResponse:
     """A tabular dataset's rows as CSV, safe to open in a spreadsheet."""
-    row = datasets.get(session=session, project=project, dataset_id=dataset_id)
-    if row.kind == "image":
-        raise Invalid(f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
-                      "returns its ZIP", errors=[{"field": "dataset_id", "message": "images"}])
-    names = [c["name"] for c in row.columns]
-    path = store.require(row.blob_key, what=f"dataset {row.id}", field="dataset_id")
-    return StreamingResponse(csv_chunks(path, row.format, names),
-                             media_type="text/csv; charset=utf-8", headers={
-                                 "Content-Disposition": f'attachment; filename="{row.id}.csv"'})
+    chunks = datasets.export_csv(session=session, store=store, project=project,
+                                 dataset_id=dataset_id)
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{dataset_id}.csv"'})

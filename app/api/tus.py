@@ -171,7 +171,9 @@ async def append(upload_id: str, request: Request, session: SessionDep, settings
         raise Unsupported(f"a PATCH sends the bytes as Content-Type {OFFSET_STREAM}",
                           errors=[{"field": "Content-Type", "message": f"{OFFSET_STREAM} expected"}])
     algorithm, expected = _checksum(upload_checksum)
-    row = await run_in_threadpool(_writable, session, settings, store, project, upload_id)
+    row = await run_in_threadpool(lambda: uploads.writable(
+        session=session, store=store, project=project, upload_id=upload_id,
+        defaults=settings.quota_defaults, describe=_describe))
     path = store.resumable(row.id)
     with await anyio.to_thread.run_sync(open, path, "r+b") as fh:
         await _lock(fh, upload_id)
@@ -203,26 +205,6 @@ def _checksum(header: str | None) -> tuple[str | None, bytes | None]:
     except binascii.Error:
         raise Problem("Upload-Checksum: the digest is not base64", status=400,
                       errors=[{"field": "Upload-Checksum", "message": "not base64"}])
-
-
-def _writable(session: Session, settings: Settings, store: BlobStore, project: str,
-              upload_id: str) -> Upload:
-    """The upload, still uploading and still within the project's quotas (else it is removed)."""
-    row = uploads.get_open(session=session, project=project, upload_id=upload_id)
-    if row.status != uploads.UPLOADING:
-        raise Conflict(f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
-                       f"{upload_id} says what became of it",
-                       errors=[{"field": "upload_id", "message": row.status}])
-    try:  # the quota may have been lowered, or other uploads finished, since its creation
-        uploads.check_room(session=session, project=project, defaults=settings.quota_defaults,
-                           length=row.length, upload_id=row.id)
-    except Problem as exc:
-        uploads.finish(session=session, upload=row, problem=_as_problem(exc))
-        session.commit()
-        store.resumable(row.id).unlink(missing_ok=True)
-        raise
-    session.commit()
-    return row
 
 
 def _settled_size(path: Path, default: int) -> int:

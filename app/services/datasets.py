@@ -3,7 +3,7 @@ bytes to a dataset (a multipart upload or a completed resumable one)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import Settings
+from app.data.export import csv_chunks
 from app.data.images import ZipLimits
 from app.data.inspect import inspect_file
 from app.db.tables import ACTIVE, Dataset, Job, new_id
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.services import idempotency, page, quotas
 from app.storage import BlobStore
 
@@ -56,6 +57,27 @@ def get(*, session: Session, project: str, dataset_id: str) -> Dataset:
     return row
 
 
+def stored_file(*, session: Session, store: BlobStore, project: str,
+                dataset_id: str) -> tuple[Dataset, Path]:
+    """A dataset and its file as uploaded, or Gone when the blob store lost it."""
+    row = get(session=session, project=project, dataset_id=dataset_id)
+    return row, _file(store, row)
+
+
+def export_csv(*, session: Session, store: BlobStore, project: str,
+               dataset_id: str) -> Iterator[bytes]:
+    """A tabular dataset's rows as CSV chunks; an image dataset has its ZIP to download."""
+    row = get(session=session, project=project, dataset_id=dataset_id)
+    if row.kind == "image":
+        raise Invalid(f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
+                      "returns its ZIP", errors=[{"field": "dataset_id", "message": "images"}])
+    return csv_chunks(_file(store, row), row.format, [c["name"] for c in row.columns])
+
+
+def _file(store: BlobStore, row: Dataset) -> Path:
+    return store.require(row.blob_key, what=f"dataset {row.id}", field="dataset_id")
+
+
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Dataset], int]:
     """A page of the project's datasets, newest first, and the total count."""
     return page(session, Dataset, [Dataset.project == project], limit=limit, offset=offset)
@@ -85,7 +107,7 @@ async def upload(*, session: Session, store: BlobStore, settings: Settings, proj
         load=lambda dataset_id: get(session=session, project=project, dataset_id=dataset_id),
         discard=lambda row: store.delete(storage.dataset_prefix(row.id)))
 
-    async def create() -> Dataset:
+    async def receive_and_ingest() -> Dataset:
         # Quotas first: a project at its datasets quota sends no bytes; stored_bytes is checked
         # while the bytes stream in, and both again (with the real size) before the row is
         # written. The upload and anything derived from it (image arrays) are staged in one
@@ -99,7 +121,7 @@ async def upload(*, session: Session, store: BlobStore, settings: Settings, proj
                 session=session, store=store, settings=settings, project=project,
                 folder=folder, received=got))
 
-    return (await idempotency.once_async(claim, create)).resource
+    return (await idempotency.once_async(claim, receive_and_ingest)).resource
 
 
 def ingest(*, session: Session, store: BlobStore, settings: Settings, project: str,

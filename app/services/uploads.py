@@ -16,7 +16,7 @@ from app import logs
 from app.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Dataset, Upload, new_id, utcnow
-from app.errors import Conflict, Gone, NotFound
+from app.errors import Conflict, Gone, NotFound, Problem
 from app.services import datasets, quotas
 from app.storage import BlobStore
 
@@ -77,6 +77,27 @@ def get_open(*, session: Session, project: str, upload_id: str) -> Upload:
     if row.status == EXPIRED or (row.status == FAILED and row.offset < row.length):
         raise Gone(f"upload {upload_id} is {row.status}: its bytes are gone; start a new upload",
                    errors=[{"field": "upload_id", "message": row.status}])
+    return row
+
+
+def writable(*, session: Session, store: BlobStore, project: str, upload_id: str,
+             defaults: dict[str, int], describe: Callable[[Exception], dict[str, Any]]) -> Upload:
+    """The upload (committed), still uploading and still within the project's quotas; one past
+    them is refused (failed with the problem describe gives, its bytes removed)."""
+    row = get_open(session=session, project=project, upload_id=upload_id)
+    if row.status != UPLOADING:
+        raise Conflict(f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
+                       f"{upload_id} says what became of it",
+                       errors=[{"field": "upload_id", "message": row.status}])
+    try:  # the quota may have been lowered, or other uploads finished, since its creation
+        check_room(session=session, project=project, defaults=defaults, length=row.length,
+                   upload_id=row.id)
+    except Problem as exc:
+        finish(session=session, upload=row, problem=describe(exc))
+        session.commit()
+        store.resumable(row.id).unlink(missing_ok=True)
+        raise
+    session.commit()
     return row
 
 
