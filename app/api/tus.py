@@ -116,14 +116,10 @@ def create_upload(request: Request, session: SessionDep, settings: SettingsDep,
                        f"{settings.max_upload_bytes} bytes (PRETRAINER_MAX_UPLOAD_BYTES)",
                        errors=[{"field": "Upload-Length", "message": "too large"}])
     meta = parse_metadata(upload_metadata)
-    uploads.check_room(session=session, project=project, defaults=settings.quota_defaults,
-                       length=upload_length)
-    row = uploads.create(session=session, project=project, length=upload_length,
-                         filename=(meta.get("filename") or "")[:255] or None,
-                         name=(meta.get("name") or "")[:255] or None,
-                         expiry_seconds=settings.upload_expiry_seconds)
-    session.commit()
-    store.resumable(row.id).touch()
+    row = uploads.start(session=session, store=store, project=project, length=upload_length,
+                        filename=meta.get("filename"), name=meta.get("name"),
+                        defaults=settings.quota_defaults,
+                        expiry_seconds=settings.upload_expiry_seconds)
     if row.status == uploads.INSPECTING:  # nothing to send: inspected (and refused) now
         inspect(settings=settings, store=store, upload_id=row.id)
     log.info("upload.created", upload_id=row.id, length=upload_length)

@@ -47,16 +47,21 @@ def check_room(*, session: Session, project: str, defaults: dict[str, int], leng
         raise quotas.exceeded("stored_bytes", limit=stored.limit, used=used, adding=length)
 
 
-def create(*, session: Session, project: str, length: int, filename: str | None,
-           name: str | None, expiry_seconds: float) -> Upload:
-    """Insert an upload that has received nothing yet."""
+def start(*, session: Session, store: BlobStore, project: str, length: int,
+          filename: str | None, name: str | None, defaults: dict[str, int],
+          expiry_seconds: float) -> Upload:
+    """Insert (and commit) an upload of length bytes that has received nothing yet, with an
+    empty file for its bytes, once the project's quotas have room for them."""
+    check_room(session=session, project=project, defaults=defaults, length=length)
     now = utcnow()
-    row = Upload(id=new_id("up"), project=project, length=length, offset=0, filename=filename,
-                 name=name, status=UPLOADING if length else INSPECTING,
+    row = Upload(id=new_id("up"), project=project, length=length, offset=0,
+                 filename=(filename or "")[:255] or None, name=(name or "")[:255] or None,
+                 status=UPLOADING if length else INSPECTING,
                  expires_at=now + timedelta(seconds=expiry_seconds), created_at=now,
                  updated_at=now)
     session.add(row)
-    session.flush()
+    session.commit()
+    store.resumable(row.id).touch()
     return row
 
 
