@@ -84,9 +84,10 @@ def parse_metadata(raw: str | None) -> dict[str, str]:
         key, _, value = pair.partition(" ")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError) as exc:
             raise Invalid(f"Upload-Metadata: the value of {key!r} is not base64 of UTF-8 text",
-                          errors=[{"field": f"Upload-Metadata.{key}", "message": "not base64"}])
+                          errors=[{"field": f"Upload-Metadata.{key}", "message": "not base64"}]
+                          ) from exc
     return out
 
 
@@ -198,9 +199,9 @@ def _checksum(header: str | None) -> tuple[str | None, bytes | None]:
                       errors=[{"field": "Upload-Checksum", "message": "unsupported algorithm"}])
     try:
         return name, base64.b64decode(value.strip(), validate=True)
-    except binascii.Error:
+    except binascii.Error as exc:
         raise Problem("Upload-Checksum: the digest is not base64", status=400,
-                      errors=[{"field": "Upload-Checksum", "message": "not base64"}])
+                      errors=[{"field": "Upload-Checksum", "message": "not base64"}]) from exc
 
 
 def _settled_size(path: Path, default: int) -> int:
@@ -229,11 +230,12 @@ async def _lock(fh: BinaryIO, upload_id: str) -> None:
         try:  # released when the file closes, whatever ends the request
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
-        except BlockingIOError:
+        except BlockingIOError as exc:
             if loop.time() > deadline:
                 raise Conflict(f"another PATCH is writing upload {upload_id}; HEAD it and "
                                "resume once that one ends",
-                               errors=[{"field": "upload_id", "message": "being written"}])
+                               errors=[{"field": "upload_id", "message": "being written"}]
+                               ) from exc
             await asyncio.sleep(0.05)
 
 

@@ -130,8 +130,8 @@ class _Receiver:
         elif self._name:
             try:
                 self.out.fields[self._name] = self._text.decode("utf-8")
-            except UnicodeDecodeError:
-                raise field_error(self._name, "is not UTF-8 text")
+            except UnicodeDecodeError as exc:
+                raise field_error(self._name, "is not UTF-8 text") from exc
 
     def close(self) -> None:
         if self.fh is not None:
@@ -170,7 +170,8 @@ async def receive(request: Request, staged: Path, limit: int,
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise Invalid(f"malformed multipart body: {exc}", errors=[{"field": "file", "message": "malformed"}])
+        raise Invalid(f"malformed multipart body: {exc}",
+                      errors=[{"field": "file", "message": "malformed"}]) from exc
     finally:
         receiver.close()
     got = receiver.out

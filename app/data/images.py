@@ -18,9 +18,10 @@ Safety: members are read one at a time into memory, never extracted, and only th
 are written (into a folder the caller gives), so no member name ever becomes a path. Even so a
 name that is absolute, has a ".." component, or is a symlink marks a malformed or hostile archive:
 refused naming it, before anything is written. Limits come from settings as `ZipLimits`:
-- members (PRETRAINER_MAX_ZIP_MEMBERS): too large, counted before zipfile parses the central directory;
-- bytes decompressed (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES): too large, counted over the bytes that
-  actually come out, since headers can lie and overlapping members reuse the same bytes;
+- members (PRETRAINER_MAX_ZIP_MEMBERS): too large, counted before zipfile parses the central
+  directory;
+- bytes decompressed (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES): too large, counted over the bytes
+  that actually come out, since headers can lie and overlapping members reuse the same bytes;
 - compression ratio of a member, or of the whole archive against its size on disk
   (PRETRAINER_MAX_ZIP_RATIO): too large; PNG and JPEG barely compress, so a high ratio is a bomb;
 - pixels per image (PRETRAINER_MAX_IMAGE_PIXELS): invalid, checked from the header before decoding.
