@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.data.loaders import load_images
 from app.db.migrate import upgrade
-from app.storage import OWNER_KEY
 from app.main import create_app
+from app.storage import OWNER_KEY
 from tests.api.test_datasets import assert_problem
 from tests.conftest import blobs, to_csv, upload
 from tests.data.test_images import (

@@ -232,7 +232,7 @@ def test_an_idle_upload_expires_and_the_sweep_removes_its_bytes(tmp_path):
 
 
 def test_an_empty_upload_is_refused_like_an_empty_file(tmp_path):
-    with api(tmp_path) as (c, s):
+    with api(tmp_path) as (c, _):
         r = _create(c, 0, filename="empty.csv")
         assert r.status_code == 201, r.text
         done = _settled(c, r.headers["location"])
