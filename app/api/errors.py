@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.data.images import ImageError
-from app.data.ingest import IngestError
+from app.data.formats import IngestError
 from app.data.loaders import FeatureError
 from app.errors import Problem, field_error, title_and_slug
 from app.logs import get_logger
@@ -146,7 +146,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 INGEST_STATUS = {"invalid": 422, "too_large": 413, "unsupported": 415, "bad_request": 400}
 
 
-def _message(exc: Exception, _: Request) -> str:
+def _message(exc: Exception, _: Request | None) -> str:
     return str(exc)
 
 
@@ -156,7 +156,7 @@ class Rule:
 
     status: Callable[[Any], int]
     field: Callable[[Any], str]
-    detail: Callable[[Any, Request], str] = _message
+    detail: Callable[[Any, Request | None], str] = _message
     title: str | None = None  # None: the status's own title
 
 
@@ -164,9 +164,9 @@ def _always(value: Any) -> Callable[[Any], Any]:
     return lambda _: value
 
 
-def _unsafe(exc: UnsafeArtifact, request: Request) -> str:
+def _unsafe(exc: UnsafeArtifact, request: Request | None) -> str:
     # The reason stays in the log: it names files and types, the client only needs the way out.
-    model_id = request.path_params.get("model_id", "?")
+    model_id = request.path_params.get("model_id", "?") if request is not None else "?"
     log.error("model.artifact_refused", model_id=model_id, reason=str(exc))
     return (f"model {model_id}'s stored files failed the safety check and were not loaded; "
             "it cannot answer until it is trained again")
@@ -176,7 +176,7 @@ def _unsafe(exc: UnsafeArtifact, request: Request) -> str:
 DOMAIN_ERRORS: dict[type[Exception], Rule] = {
     IngestError: Rule(lambda e: INGEST_STATUS[e.kind], lambda e: e.field, lambda e, _: e.reason),
     FeatureError: Rule(_always(422), _always("features"), lambda e, _: e.message),
-    ImageError: Rule(lambda e: e.status, _always("instances"), lambda e, _: e.message),
+    ImageError: Rule(lambda e: INGEST_STATUS[e.kind], _always("instances"), lambda e, _: e.message),
     InputError: Rule(_always(422), _always("instances")),  # rows the model cannot take
     CapabilityError: Rule(_always(422), _always("model")),  # e.g. embed new points with t-SNE
     UnsafeArtifact: Rule(_always(500), _always("model"), _unsafe, title="Model artifact refused"),
@@ -185,12 +185,20 @@ DOMAIN_ERRORS: dict[type[Exception], Rule] = {
 }
 
 
-def as_problem(exc: Exception, request: Request) -> Problem:
+def as_problem(exc: Exception, request: Request | None = None) -> Problem:
     """The problem a domain error (a class in DOMAIN_ERRORS, or a subclass of one) becomes."""
     rule = next(r for cls, r in DOMAIN_ERRORS.items() if isinstance(exc, cls))
     detail, field = rule.detail(exc, request), rule.field(exc)
     return Problem(detail, status=rule.status(exc), title=rule.title,
                    errors=[{"field": field, "message": detail}])
+
+
+def domain_problem(exc: Exception) -> Problem | None:
+    """The problem any error raised outside a request answers (an upload inspected in the
+    background keeps it), or None for an error that is a bug."""
+    if isinstance(exc, Problem):
+        return exc
+    return as_problem(exc) if isinstance(exc, tuple(DOMAIN_ERRORS)) else None
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:

@@ -14,17 +14,16 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app import logs
-from app.api import datasets as datasets_api
 from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep, get_caller
-from app.api.errors import TYPE_BASE
+from app.api.errors import TYPE_BASE, domain_problem
 from app.config import Settings
-from app.db.session import session_scope
 from app.db.tables import Upload
 from app.errors import Conflict, Invalid, Problem, TooLarge, Unsupported
 from app.schemas import UploadOut
@@ -49,7 +48,8 @@ EXPOSE = ("Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Locati
 # How long a PATCH waits for the one before it (a client that reconnected faster than the
 # server saw its old connection drop) to let go of the upload's file.
 LOCK_WAIT_SECONDS = 5.0
-NOT_FOUND = {404: {"description": "no such upload in this project"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such upload in this project"}}
 # Inspections running in this process: a reference each, or asyncio may drop them.
 _inspecting: set[asyncio.Task[None]] = set()
 
@@ -86,8 +86,8 @@ def parse_metadata(raw: str | None) -> dict[str, str]:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise Invalid(f"Upload-Metadata: the value of {key!r} is not base64 of UTF-8 text",
-                          errors=[{"field": f"Upload-Metadata.{key}",
-                                   "message": "not base64"}]) from exc
+                          errors=[{"field": f"Upload-Metadata.{key}", "message": "not base64"}]
+                          ) from exc
     return out
 
 
@@ -117,14 +117,10 @@ def create_upload(request: Request, session: SessionDep, settings: SettingsDep,
                        f"{settings.max_upload_bytes} bytes (PRETRAINER_MAX_UPLOAD_BYTES)",
                        errors=[{"field": "Upload-Length", "message": "too large"}])
     meta = parse_metadata(upload_metadata)
-    uploads.check_room(session=session, project=project, defaults=settings.quota_defaults,
-                       length=upload_length)
-    row = uploads.create(session=session, project=project, length=upload_length,
-                         filename=(meta.get("filename") or "")[:255] or None,
-                         name=(meta.get("name") or "")[:255] or None,
-                         expiry_seconds=settings.upload_expiry_seconds)
-    session.commit()
-    store.resumable(row.id).touch()
+    row = uploads.start(session=session, store=store, project=project, length=upload_length,
+                        filename=meta.get("filename"), name=meta.get("name"),
+                        defaults=settings.quota_defaults,
+                        expiry_seconds=settings.upload_expiry_seconds)
     if row.status == uploads.INSPECTING:  # nothing to send: inspected (and refused) now
         inspect(settings=settings, store=store, upload_id=row.id)
     log.info("upload.created", upload_id=row.id, length=upload_length)
@@ -172,9 +168,11 @@ async def append(upload_id: str, request: Request, session: SessionDep, settings
         raise Unsupported(f"a PATCH sends the bytes as Content-Type {OFFSET_STREAM}",
                           errors=[{"field": "Content-Type", "message": f"{OFFSET_STREAM} expected"}])
     algorithm, expected = _checksum(upload_checksum)
-    row = await run_in_threadpool(_writable, session, settings, store, project, upload_id)
+    row = await run_in_threadpool(lambda: uploads.writable(
+        session=session, store=store, project=project, upload_id=upload_id,
+        defaults=settings.quota_defaults, describe=_describe))
     path = store.resumable(row.id)
-    with open(path, "r+b") as fh:
+    with await anyio.to_thread.run_sync(open, path, "r+b") as fh:
         await _lock(fh, upload_id)
         start = os.fstat(fh.fileno()).st_size
         if upload_offset != start:
@@ -203,46 +201,24 @@ def _checksum(header: str | None) -> tuple[str | None, bytes | None]:
         return name, base64.b64decode(value.strip(), validate=True)
     except binascii.Error as exc:
         raise Problem("Upload-Checksum: the digest is not base64", status=400,
-                      errors=[{"field": "Upload-Checksum",
-                               "message": "not base64"}]) from exc
-
-
-def _writable(session: Session, settings: Settings, store: BlobStore, project: str,
-              upload_id: str) -> Upload:
-    """The upload, still uploading and still within the project's quotas (else it is removed)."""
-    row = uploads.get_open(session=session, project=project, upload_id=upload_id)
-    if row.status != uploads.UPLOADING:
-        raise Conflict(f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
-                       f"{upload_id} says what became of it",
-                       errors=[{"field": "upload_id", "message": row.status}])
-    try:  # the quota may have been lowered, or other uploads finished, since its creation
-        uploads.check_room(session=session, project=project, defaults=settings.quota_defaults,
-                           length=row.length, upload_id=row.id)
-    except Problem as exc:
-        uploads.finish(session=session, upload=row, problem=_as_problem(exc))
-        session.commit()
-        store.resumable(row.id).unlink(missing_ok=True)
-        raise
-    session.commit()
-    return row
+                      errors=[{"field": "Upload-Checksum", "message": "not base64"}]) from exc
 
 
 def _settled_size(path: Path, default: int) -> int:
     """The file's size once no PATCH writes it (waiting up to LOCK_WAIT_SECONDS): a client
     that lost its connection asks at once, while the server still writes what arrived."""
     try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
+        with open(path, "rb") as fh:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while fcntl is not None and time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.02)
+            return os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:  # only open() raises it: the upload's file is gone
         return default
-    with fh:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while fcntl is not None and time.monotonic() < deadline:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.02)
-        return os.fstat(fh.fileno()).st_size
 
 
 async def _lock(fh: BinaryIO, upload_id: str) -> None:
@@ -258,8 +234,8 @@ async def _lock(fh: BinaryIO, upload_id: str) -> None:
             if loop.time() > deadline:
                 raise Conflict(f"another PATCH is writing upload {upload_id}; HEAD it and "
                                "resume once that one ends",
-                               errors=[{"field": "upload_id",
-                                        "message": "being written"}]) from exc
+                               errors=[{"field": "upload_id", "message": "being written"}]
+                               ) from exc
             await asyncio.sleep(0.05)
 
 
@@ -317,45 +293,17 @@ def _inspect_later(settings: Settings, store: BlobStore, upload_id: str) -> None
 
 
 def inspect(*, settings: Settings, store: BlobStore, upload_id: str) -> None:
-    """Make a completed upload a dataset, through the same inspection as POST /v1/datasets."""
-    url = settings.resolved_database_url
-    with session_scope(url) as session:
-        row = session.get(Upload, upload_id)
-        if row is None or row.status != uploads.INSPECTING:
-            return
-        source, project = store.resumable(row.id), row.project
-        try:
-            with store.staging_dir() as folder:
-                staged = folder / "data.upload"
-                os.replace(source, staged)
-                dataset = datasets_api.ingest(
-                    session=session, store=store, settings=settings, project=project,
-                    folder=folder, staged=staged, filename=row.filename, name=row.name,
-                    size=row.length, sha256=_sha256(staged))
-            uploads.finish(session=session, upload=row, dataset_id=dataset.id)
-            log.info("upload.ready", upload_id=upload_id, dataset_id=dataset.id)
-        except Problem as exc:
-            session.rollback()
-            row = session.get(Upload, upload_id)
-            assert row is not None
-            uploads.finish(session=session, upload=row, problem=_as_problem(exc))
-            log.info("upload.refused", upload_id=upload_id, status=exc.status)
-        except Exception:
-            log.exception("upload.inspect_failed", upload_id=upload_id)
-            session.rollback()
-            row = session.get(Upload, upload_id)
-            assert row is not None
-            uploads.finish(session=session, upload=row, problem={
-                "type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,
-                "detail": "the upload could not be inspected; it has been logged"})
+    """Make a completed upload a dataset; a refusal keeps the problem a request would get."""
+    uploads.make_dataset(settings=settings, store=store, upload_id=upload_id, describe=_describe)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+def _describe(exc: Exception) -> dict[str, Any]:
+    """The problem+json body of an error raised while inspecting (a bug: a 500)."""
+    problem = domain_problem(exc)
+    if problem is not None:
+        return _as_problem(problem)
+    return {"type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,
+            "detail": "the upload could not be inspected; it has been logged"}
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=GUARDED,

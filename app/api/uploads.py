@@ -8,22 +8,23 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import Invalid, TooLarge, Unsupported, field_error
+from app.services.datasets import Received
 from app.services.quotas import Quota, exceeded
 
 MAX_TEXT_FIELD = 4096
 
 
 @dataclass
-class Received:
+class _Parts:
     """What the multipart body held: the staged file and the small text fields."""
 
     path: Path
     filename: str | None = None
     size: int = 0
-    sha256: str = ""
     fields: dict[str, str] = field(default_factory=dict)
     has_file: bool = False
 
@@ -45,7 +46,7 @@ class _Receiver:
 
     def __init__(self, staged: Path, limit: int, form: FormLimits,
                  quota: Quota | None = None) -> None:
-        self.out = Received(path=staged)
+        self.out = _Parts(path=staged)
         self.limit = limit
         self.form = form
         self.fields = 0
@@ -95,7 +96,8 @@ class _Receiver:
             self.out.has_file = True
             raw = options.get(b"filename")
             self.out.filename = raw.decode("utf-8", "replace") if raw is not None else None
-            self.fh = open(self.out.path, "wb")
+            # Open across parser callbacks, so no `with`: _end and close() close it.
+            self.fh = open(self.out.path, "wb")  # noqa: SIM115
             return
         self.fields += 1
         if self.fields > self.form.max_fields:
@@ -172,7 +174,8 @@ async def receive(request: Request, staged: Path, limit: int,
                       errors=[{"field": "file", "message": "malformed"}]) from exc
     finally:
         receiver.close()
-    if not receiver.out.has_file:
+    got = receiver.out
+    if not got.has_file:
         raise field_error("file", "missing: send the dataset as the multipart part named `file`")
-    receiver.out.sha256 = receiver.hash.hexdigest()
-    return receiver.out
+    return Received(filename=got.filename, name=got.fields.get("name"), size=got.size,
+                    sha256=receiver.hash.hexdigest())

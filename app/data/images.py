@@ -7,23 +7,24 @@ Layout (Keras' `flow_from_directory` convention):
 One folder holding everything is a wrapper, not a class: it is dropped once, so
 `digits/0/a.png, digits/1/b.png` has classes "0" and "1" and `cats/a.png, cats/b.png` is
 unlabelled. Images both at the top level and in folders (mixed), or nested deeper than one class
-folder, are refused with a 422 that says so. Rows are ordered by path (class folder, then name).
+folder, are refused with a reason that says so. Rows are ordered by path (class folder, then name).
 
 Members skipped without complaint: directory entries; everything under `__MACOSX/`; any path with
 a component starting with "." (.DS_Store, AppleDouble `._x.png`, `.git/`); Thumbs.db and
 desktop.ini; and README* / LICENSE* / LICENCE* files anywhere (notes shipped with a dataset).
-Any other member that is not .png/.jpg/.jpeg is refused (422, naming up to 10 of them).
+Any other member that is not .png/.jpg/.jpeg is refused (naming up to 10 of them).
 
 Safety: members are read one at a time into memory, never extracted, and only the derived arrays
 are written (into a folder the caller gives), so no member name ever becomes a path. Even so a
 name that is absolute, has a ".." component, or is a symlink marks a malformed or hostile archive:
-422 naming it, before anything is written. Limits come from settings as `ZipLimits`:
-- members (PRETRAINER_MAX_ZIP_MEMBERS): 413, counted before zipfile parses the central directory;
-- bytes decompressed (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES): 413, counted over the bytes that
-  actually come out, since headers can lie and overlapping members reuse the same bytes;
+refused naming it, before anything is written. Limits come from settings as `ZipLimits`:
+- members (PRETRAINER_MAX_ZIP_MEMBERS): too large, counted before zipfile parses the central
+  directory;
+- bytes decompressed (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES): too large, counted over the bytes
+  that actually come out, since headers can lie and overlapping members reuse the same bytes;
 - compression ratio of a member, or of the whole archive against its size on disk
-  (PRETRAINER_MAX_ZIP_RATIO): 413; PNG and JPEG barely compress, so a high ratio is a bomb;
-- pixels per image (PRETRAINER_MAX_IMAGE_PIXELS): 422, checked from the header before decoding.
+  (PRETRAINER_MAX_ZIP_RATIO): too large; PNG and JPEG barely compress, so a high ratio is a bomb;
+- pixels per image (PRETRAINER_MAX_IMAGE_PIXELS): invalid, checked from the header before decoding.
   Pillow's `Image.MAX_IMAGE_PIXELS` is process-wide (not ours to set per request); its own
   DecompressionBombError is reported the same way.
 
@@ -53,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from app.data.formats import Kind
 
 IMAGES_FILE = "images.npy"  # uint8 (n, height, width, channels)
 LABELS_FILE = "labels.npy"  # int64 (n,), class index or -1
@@ -85,12 +88,13 @@ _METADATA_ROOM = 1 << 20
 
 
 class ImageError(Exception):
-    """An image or archive that cannot be used: a message naming it, and an HTTP status."""
+    """An image or archive that cannot be used: a message naming it, and what is wrong with it
+    (invalid, or too large for a limit); the HTTP layer decides which status says so."""
 
-    def __init__(self, message: str, *, status: int = 422) -> None:
+    def __init__(self, message: str, *, kind: Kind = "invalid") -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.kind: Kind = kind
 
 
 class _Undecodable(ImageError):
@@ -173,7 +177,7 @@ def ingest_zip(path: Path, out_dir: Path, limits: ZipLimits | None = None) -> Im
 
 def _too_many(limits: ZipLimits) -> ImageError:
     return ImageError(f"the archive has more than {limits.max_members} members, the limit "
-                      "(PRETRAINER_MAX_ZIP_MEMBERS)", status=413)
+                      "(PRETRAINER_MAX_ZIP_MEMBERS)", kind="too_large")
 
 
 def _count_central_headers(path: Path, stop: int) -> int:
@@ -301,7 +305,7 @@ class _Reader:
         self.member_cap = limits.max_image_pixels * _BYTES_PER_PIXEL + _METADATA_ROOM
 
     def read(self, info: zipfile.ZipInfo) -> bytes:
-        """The member's bytes; ImageError (413) as soon as a limit is passed."""
+        """The member's bytes; ImageError (too large) as soon as a limit is passed."""
         # The header's compressed size can lie; the archive's size on disk cannot.
         packed = max(min(info.compress_size, self.archive_size), 1)
         chunks: list[bytes] = []
@@ -326,20 +330,20 @@ class _Reader:
         lim = self.limits
         if self.total > lim.max_uncompressed_bytes:
             raise ImageError(f"the archive decompresses to more than {lim.max_uncompressed_bytes}"
-                             " bytes, the limit (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES)", status=413)
+                             " bytes, the limit (PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES)", kind="too_large")
         if got > self.member_cap:
             raise ImageError(f"member {_quote(name)} decompresses to more than {self.member_cap} "
                              "bytes, more than an image within the pixel limit of "
                              f"{lim.max_image_pixels} (PRETRAINER_MAX_IMAGE_PIXELS) can take",
-                             status=413)
+                             kind="too_large")
         if got > _RATIO_FLOOR and got > lim.max_ratio * packed:
             raise ImageError(f"member {_quote(name)} is compressed more than {lim.max_ratio:g}:1, "
                              "the limit (PRETRAINER_MAX_ZIP_RATIO); PNG and JPEG images barely "
-                             "compress, so this looks like a zip bomb", status=413)
+                             "compress, so this looks like a zip bomb", kind="too_large")
         if self.total > _RATIO_FLOOR and self.total > lim.max_ratio * self.archive_size:
             raise ImageError(f"the archive decompresses to more than {lim.max_ratio:g} times its "
                              "size, the limit (PRETRAINER_MAX_ZIP_RATIO); overlapping members "
-                             "or a zip bomb", status=413)
+                             "or a zip bomb", kind="too_large")
 
 
 # ----------------------------------------------------------------------------------- decoding
@@ -352,7 +356,7 @@ def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{what} is larger than the limit of {max_pixels} pixels "
                          f"(PRETRAINER_MAX_IMAGE_PIXELS): {exc}") from exc
-    except Image.UnidentifiedImageError as exc:  # its message names only a BytesIO object
+    except UnidentifiedImageError as exc:  # its message names only a BytesIO object
         raise _Undecodable(f"{what} is not a PNG or JPEG image") from exc
     except MemoryError:
         raise
@@ -476,7 +480,7 @@ def _build(zf: zipfile.ZipFile, rows: list[_Row], classes: list[str], limits: Zi
 
 
 def _check_decoded(decoded: int, archive_size: int, limits: ZipLimits) -> None:
-    """Refuse (413) arrays past the absolute cap, or past the ratio to the upload's size.
+    """Refuse (too large) arrays past the absolute cap, or past the ratio to the upload's size.
 
     Checked from the headers, before anything is decoded or written: a few KB of 1-bit PNG
     decode to tens of MB each, so the archive's own limits (on what it decompresses to) do not
@@ -485,14 +489,14 @@ def _check_decoded(decoded: int, archive_size: int, limits: ZipLimits) -> None:
     if decoded > limits.max_decoded_bytes:
         raise ImageError(f"the images decode to {decoded} bytes (images x height x width x "
                          f"channels), more than the limit of {limits.max_decoded_bytes} "
-                         "(PRETRAINER_MAX_DATASET_DECODED_BYTES)", status=413)
+                         "(PRETRAINER_MAX_DATASET_DECODED_BYTES)", kind="too_large")
     allowed = max(limits.decoded_floor, limits.max_decoded_ratio * archive_size)
     if decoded > allowed:
         times = decoded / max(archive_size, 1)
         raise ImageError(f"the images decode to {decoded} bytes, {times:.0f} times the "
                          f"archive's {archive_size} bytes; past "
                          f"{limits.decoded_floor} bytes the limit is {limits.max_decoded_ratio:g} "
-                         "times (PRETRAINER_MAX_DATASET_DECODED_RATIO)", status=413)
+                         "times (PRETRAINER_MAX_DATASET_DECODED_RATIO)", kind="too_large")
 
 
 def _broken_error(rows: list[_Row], broken: dict[int, str]) -> ImageError:

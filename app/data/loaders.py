@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from app.data.formats import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, iter_jsonl
 from app.data.images import IMAGES_FILE, INDEX_FILE, LABELS_FILE
-from app.data.ingest import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, iter_jsonl
 
 NUMERIC_DTYPES = ("float64", "float32", "int64", "int32", "bool")  # bool counts as 0/1
 _ARROW_TYPES = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
@@ -24,7 +24,7 @@ _JSONL_BLOCK_ROWS = 1 << 16
 
 
 class FeatureError(Exception):
-    """Features that do not fit the data: the API answers 422 naming the column."""
+    """Features that do not fit the data: a message, and the column it is about."""
 
     def __init__(self, message: str, column: str | None = None) -> None:
         super().__init__(message)
@@ -185,7 +185,8 @@ def load_column(path: Path, format: str, name: str, *, dtype: str | None = None)
     if format == "csv":
         return _csv_column(path, name, dtype)
     if format == "parquet":
-        return pq.read_table(path, columns=[name]).column(0).to_numpy()
+        column: np.ndarray = pq.read_table(path, columns=[name]).column(0).to_numpy()
+        return column
     if format == "npy":
         arr = _npy_2d(path)
         index = int(name[1:]) if name[:1] == "x" and name[1:].isdigit() else -1
@@ -229,7 +230,8 @@ def _csv_column(path: Path, name: str, dtype: str | None) -> np.ndarray:
             table = _read_csv(path, [name], None)
         except pa.ArrowInvalid:  # the first block's type guess failed later on: keep the text
             table = _read_csv(path, [name], {name: pa.string()})
-    return table.column(0).to_numpy()
+    column: np.ndarray = table.column(0).to_numpy()
+    return column
 
 
 def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.ndarray:
@@ -246,7 +248,7 @@ def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.n
 
 
 def _npy_2d(path: Path) -> np.ndarray:
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
     return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 

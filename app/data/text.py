@@ -34,7 +34,7 @@ def text_column(columns: list[dict[str, Any]]) -> str | None:
 def is_text_job(columns: list[dict[str, Any]], features: list[str] | None) -> bool:
     """True when a job's features are one string column: the texts it trains on."""
     dtypes = {c["name"]: c["dtype"] for c in columns}
-    return bool(features) and len(features) == 1 and dtypes.get(features[0]) == "string"
+    return features is not None and len(features) == 1 and dtypes.get(features[0]) == "string"
 
 
 def label_column(columns: list[dict[str, Any]], text: str) -> str | None:

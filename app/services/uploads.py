@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.tables import Upload, new_id, utcnow
-from app.errors import Conflict, Gone, NotFound
-from app.services import quotas
+from app import logs
+from app.config import Settings
+from app.db.session import session_scope
+from app.db.tables import Dataset, Upload, new_id, utcnow
+from app.errors import Conflict, Gone, NotFound, Problem
+from app.services import datasets, quotas
+from app.storage import BlobStore
 
 UPLOADING, INSPECTING, READY, FAILED, EXPIRED = "uploading", "inspecting", "ready", "failed", "expired"
 # Bytes still to become a dataset: they count against stored_bytes from the upload's creation.
 PENDING = (UPLOADING, INSPECTING)
+log = logs.get_logger("pretrainer.services.uploads")
 
 
 def reserved(*, session: Session, project: str, excluding: str | None = None) -> int:
@@ -38,16 +47,21 @@ def check_room(*, session: Session, project: str, defaults: dict[str, int], leng
         raise quotas.exceeded("stored_bytes", limit=stored.limit, used=used, adding=length)
 
 
-def create(*, session: Session, project: str, length: int, filename: str | None,
-           name: str | None, expiry_seconds: float) -> Upload:
-    """Insert an upload that has received nothing yet."""
+def start(*, session: Session, store: BlobStore, project: str, length: int,
+          filename: str | None, name: str | None, defaults: dict[str, int],
+          expiry_seconds: float) -> Upload:
+    """Insert (and commit) an upload of length bytes that has received nothing yet, with an
+    empty file for its bytes, once the project's quotas have room for them."""
+    check_room(session=session, project=project, defaults=defaults, length=length)
     now = utcnow()
-    row = Upload(id=new_id("up"), project=project, length=length, offset=0, filename=filename,
-                 name=name, status=UPLOADING if length else INSPECTING,
+    row = Upload(id=new_id("up"), project=project, length=length, offset=0,
+                 filename=(filename or "")[:255] or None, name=(name or "")[:255] or None,
+                 status=UPLOADING if length else INSPECTING,
                  expires_at=now + timedelta(seconds=expiry_seconds), created_at=now,
                  updated_at=now)
     session.add(row)
-    session.flush()
+    session.commit()
+    store.resumable(row.id).touch()
     return row
 
 
@@ -68,6 +82,27 @@ def get_open(*, session: Session, project: str, upload_id: str) -> Upload:
     if row.status == EXPIRED or (row.status == FAILED and row.offset < row.length):
         raise Gone(f"upload {upload_id} is {row.status}: its bytes are gone; start a new upload",
                    errors=[{"field": "upload_id", "message": row.status}])
+    return row
+
+
+def writable(*, session: Session, store: BlobStore, project: str, upload_id: str,
+             defaults: dict[str, int], describe: Callable[[Exception], dict[str, Any]]) -> Upload:
+    """The upload (committed), still uploading and still within the project's quotas; one past
+    them is refused (failed with the problem describe gives, its bytes removed)."""
+    row = get_open(session=session, project=project, upload_id=upload_id)
+    if row.status != UPLOADING:
+        raise Conflict(f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
+                       f"{upload_id} says what became of it",
+                       errors=[{"field": "upload_id", "message": row.status}])
+    try:  # the quota may have been lowered, or other uploads finished, since its creation
+        check_room(session=session, project=project, defaults=defaults, length=row.length,
+                   upload_id=row.id)
+    except Problem as exc:
+        finish(session=session, upload=row, problem=describe(exc))
+        session.commit()
+        store.resumable(row.id).unlink(missing_ok=True)
+        raise
+    session.commit()
     return row
 
 
@@ -121,3 +156,51 @@ def interrupted(*, session: Session, before: datetime) -> list[Upload]:
     """Uploads left inspecting since before (the API process that inspected them stopped)."""
     return list(session.scalars(select(Upload).where(Upload.status == INSPECTING,
                                                      Upload.updated_at < before)))
+
+
+def make_dataset(*, settings: Settings, store: BlobStore, upload_id: str,
+                 describe: Callable[[Exception], dict[str, Any]]) -> None:
+    """Make a completed upload a dataset, through the same inspection as POST /v1/datasets;
+    a refused one keeps the problem+json body that describe gives its error."""
+    with session_scope(settings.resolved_database_url) as session:
+        row = session.get(Upload, upload_id)
+        if row is None or row.status != INSPECTING:
+            return
+        try:
+            dataset = _ingest(session=session, settings=settings, store=store, upload=row)
+            finish(session=session, upload=row, dataset_id=dataset.id)
+            log.info("upload.ready", upload_id=upload_id, dataset_id=dataset.id)
+        # Whatever goes wrong, the upload must end failed with a problem: no request is
+        # waiting to be answered, and a client polls the upload's row for the outcome.
+        except Exception as exc:  # noqa: BLE001
+            session.rollback()
+            _refuse(session=session, upload_id=upload_id, problem=describe(exc))
+
+
+def _ingest(*, session: Session, settings: Settings, store: BlobStore,
+            upload: Upload) -> Dataset:
+    with store.staging_dir() as folder:
+        staged = folder / datasets.STAGED_NAME
+        os.replace(store.resumable(upload.id), staged)
+        received = datasets.Received(filename=upload.filename, name=upload.name,
+                                     size=upload.length, sha256=_sha256(staged))
+        return datasets.ingest(session=session, store=store, settings=settings,
+                               project=upload.project, folder=folder, received=received)
+
+
+def _refuse(*, session: Session, upload_id: str, problem: dict[str, Any]) -> None:
+    if problem["status"] >= 500:  # a bug, not the upload's fault: its traceback is logged
+        log.exception("upload.inspect_failed", upload_id=upload_id)
+    else:
+        log.info("upload.refused", upload_id=upload_id, status=problem["status"])
+    row = session.get(Upload, upload_id)
+    assert row is not None
+    finish(session=session, upload=row, problem=problem)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()

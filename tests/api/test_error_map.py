@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.api import errors
 from app.data.images import ImageError
-from app.data.ingest import IngestError
+from app.data.formats import IngestError
 from app.data.loaders import FeatureError
 from app.errors import Conflict, Invalid, NotFound, field_error
 from app.ml.artifacts import UnsafeArtifact
@@ -18,10 +18,10 @@ from app.storage import StoreOwned
 
 CASES = [
     (IngestError("row 3 is ragged"), 422, "file", "row 3 is ragged"),
-    (IngestError("over the limit", status=413), 413, "file", "over the limit"),
-    (IngestError("not a format we read", status=415), 415, "file", "not a format we read"),
+    (IngestError("over the limit", kind="too_large"), 413, "file", "over the limit"),
+    (IngestError("not a format we read", kind="unsupported"), 415, "file", "not a format we read"),
     (FeatureError('unknown column "x"', column="x"), 422, "features", 'unknown column "x"'),
-    (ImageError("too many members", status=413), 413, "instances", "too many members"),
+    (ImageError("too many members", kind="too_large"), 413, "instances", "too many members"),
     (InputError("expected 4 values"), 422, "instances", "expected 4 values"),
     (CapabilityError("t-SNE cannot embed new points"), 422, "model", "t-SNE cannot"),
     (NoPlot("no epochs recorded"), 409, "kind", "no epochs recorded"),

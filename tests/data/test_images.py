@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from app.data.formats import IngestError
 from app.data.images import ImageError, ZipLimits, decode_b64, decode_image, ingest_zip
-from app.data.ingest import IngestError, detect_format, inspect_file
+from app.data.inspect import detect_format, inspect_file
 from app.data.loaders import load_images
 
 # ----------------------------------------------------------------------------------- helpers
@@ -87,14 +88,14 @@ def ingest(tmp_path: Path, data: bytes, limits: ZipLimits | None = None, name: s
     return inspect_file(path, name, derived_dir=out, zip_limits=limits), out
 
 
-def refused(tmp_path: Path, data: bytes, status: int, *words: str,
+def refused(tmp_path: Path, data: bytes, kind: str, *words: str,
             limits: ZipLimits | None = None) -> IngestError:
     with pytest.raises(IngestError) as caught:
         ingest(tmp_path, data, limits)
     exc = caught.value
-    assert exc.status == status, exc.detail
+    assert exc.kind == kind, exc.reason
     for word in words:
-        assert word in exc.detail, (word, exc.detail)
+        assert word in exc.reason, (word, exc.reason)
     assert list((tmp_path / "out").iterdir()) == [], "nothing may be left behind"
     return exc
 
@@ -241,31 +242,31 @@ def test_zip_is_detected_by_magic_and_needs_derived_dir(tmp_path):
 
 def test_mixed_layout_is_refused(tmp_path):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes({"a.png": img, "cats/b.png": img}), 422, "mixes", "a.png",
+    refused(tmp_path, zip_bytes({"a.png": img, "cats/b.png": img}), "invalid", "mixes", "a.png",
             "cats/b.png")
 
 
 def test_nesting_deeper_than_class_folders_is_refused(tmp_path):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes({"x/cats/small/a.png": img, "y/b.png": img}), 422,
+    refused(tmp_path, zip_bytes({"x/cats/small/a.png": img, "y/b.png": img}), "invalid",
             "x/cats/small/a.png", "deep")
 
 
 def test_non_image_members_are_named(tmp_path):
     img = png(digits()[0][0])
     exc = refused(tmp_path, zip_bytes({"a.png": img, "notes.txt": b"hi", "data.csv": b"a\n1\n"}),
-                  422, "notes.txt", "data.csv", "PNG and JPEG")
-    assert "a.png" not in exc.detail
+                  "invalid", "notes.txt", "data.csv", "PNG and JPEG")
+    assert "a.png" not in exc.reason
 
 
 def test_empty_archive_and_only_junk_are_refused(tmp_path):
-    refused(tmp_path, zip_bytes({}), 422, "no PNG or JPEG")
-    refused(tmp_path, zip_bytes({"README.md": b"x", "__MACOSX/._a.png": b"x"}), 422, "no PNG")
+    refused(tmp_path, zip_bytes({}), "invalid", "no PNG or JPEG")
+    refused(tmp_path, zip_bytes({"README.md": b"x", "__MACOSX/._a.png": b"x"}), "invalid", "no PNG")
 
 
 def test_not_a_zip_is_refused(tmp_path):
-    refused(tmp_path, b"this is not a zip at all", 422, "not a valid ZIP")
-    refused(tmp_path, flat_digits_zip()[:5000], 422, "ZIP")  # truncated: no central directory
+    refused(tmp_path, b"this is not a zip at all", "invalid", "not a valid ZIP")
+    refused(tmp_path, flat_digits_zip()[:5000], "invalid", "ZIP")  # truncated: no central directory
 
 
 # -------------------------------------------------------------------------------- unsafe names
@@ -275,33 +276,33 @@ def test_not_a_zip_is_refused(tmp_path):
                                   "C:/x.png", "..\\evil.png"])
 def test_escaping_names_are_refused(tmp_path, name):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes([("ok.png", img), (name, img)]), 422, json.dumps(name)[1:-1])
+    refused(tmp_path, zip_bytes([("ok.png", img), (name, img)]), "invalid", json.dumps(name)[1:-1])
 
 
 def test_symlink_member_is_refused(tmp_path):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes([("ok.png", img), symlink_member()]), 422, "link.png",
+    refused(tmp_path, zip_bytes([("ok.png", img), symlink_member()]), "invalid", "link.png",
             "symbolic link")
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_duplicate_members_are_refused(tmp_path):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes([("a.png", img), ("a.png", img)]), 422, "a.png", "twice")
+    refused(tmp_path, zip_bytes([("a.png", img), ("a.png", img)]), "invalid", "a.png", "twice")
 
 
 # ------------------------------------------------------------------------------------- limits
 
 
 def test_zip_bomb_is_stopped_by_the_ratio(tmp_path):
-    exc = refused(tmp_path, bomb_zip(), 413, "bomb.png", "PRETRAINER_MAX_ZIP_RATIO")
-    assert "200:1" in exc.detail
+    exc = refused(tmp_path, bomb_zip(), "too_large", "bomb.png", "PRETRAINER_MAX_ZIP_RATIO")
+    assert "200:1" in exc.reason
 
 
 def test_total_uncompressed_bytes_are_capped(tmp_path):
     img = png(digits()[0][0])
     limits = ZipLimits(max_uncompressed_bytes=len(img) * 3)
-    refused(tmp_path, zip_bytes({f"{i}.png": img for i in range(5)}), 413,
+    refused(tmp_path, zip_bytes({f"{i}.png": img for i in range(5)}), "too_large",
             "PRETRAINER_MAX_ZIP_UNCOMPRESSED_BYTES", str(len(img) * 3), limits=limits)
 
 
@@ -313,16 +314,16 @@ def test_lying_header_sizes_do_not_get_past(tmp_path):
     data = bytearray(zip_bytes([(info, bytes(5 << 20))]))
     central = data.index(b"PK\x01\x02")
     data[central + 24:central + 28] = struct.pack("<I", 100)
-    refused(tmp_path, bytes(data), 422, "big.png")
+    refused(tmp_path, bytes(data), "invalid", "big.png")
 
 
 def test_member_count_is_capped(tmp_path):
     img = png(digits()[0][0])
-    refused(tmp_path, zip_bytes({f"{i}.png": img for i in range(6)}), 413,
+    refused(tmp_path, zip_bytes({f"{i}.png": img for i in range(6)}), "too_large",
             "PRETRAINER_MAX_ZIP_MEMBERS", "5", limits=ZipLimits(max_members=5))
     # Directory entries and junk count too: they are all parsed.
     refused(tmp_path, zip_bytes({"a/": b"", "a/1.png": img, ".DS_Store": b"", "b/2.png": img}),
-            413, "PRETRAINER_MAX_ZIP_MEMBERS", limits=ZipLimits(max_members=3))
+            "too_large", "PRETRAINER_MAX_ZIP_MEMBERS", limits=ZipLimits(max_members=3))
 
 
 def test_member_count_is_checked_before_zipfile_parses_the_directory(tmp_path, monkeypatch):
@@ -339,16 +340,16 @@ def test_member_count_is_checked_before_zipfile_parses_the_directory(tmp_path, m
         raise AssertionError("zipfile must not parse an archive over the member limit")
 
     monkeypatch.setattr(images.zipfile, "ZipFile", parse)
-    refused(tmp_path, bytes(data), 413, "PRETRAINER_MAX_ZIP_MEMBERS", limits=ZipLimits(max_members=5))
+    refused(tmp_path, bytes(data), "too_large", "PRETRAINER_MAX_ZIP_MEMBERS", limits=ZipLimits(max_members=5))
 
 
 def test_image_over_the_pixel_limit_is_422(tmp_path):
-    refused(tmp_path, zip_bytes({"a.png": png(digits()[0][0])}), 422, "a.png", "8x8",
+    refused(tmp_path, zip_bytes({"a.png": png(digits()[0][0])}), "invalid", "a.png", "8x8",
             "PRETRAINER_MAX_IMAGE_PIXELS", limits=ZipLimits(max_image_pixels=50))
 
 
 def test_pillow_decompression_bomb_is_a_pixel_limit_error(tmp_path):
-    refused(tmp_path, zip_bytes({"huge.png": _huge_header_png()}), 422, "huge.png",
+    refused(tmp_path, zip_bytes({"huge.png": _huge_header_png()}), "invalid", "huge.png",
             "PRETRAINER_MAX_IMAGE_PIXELS")
 
 
@@ -376,15 +377,15 @@ def test_undecodable_images_are_named(tmp_path):
     truncated = noise_png()[:600]  # header intact, pixel data cut: fails only when decoded
     exc = refused(tmp_path, zip_bytes({"a.png": img, "broken.png": b"\x89PNG\r\n\x1a\nnope",
                                        "cut.png": truncated, "gif.png": _gif()}),
-                  422, "broken.png", "cut.png", "gif.png", "3 image(s)")
-    assert '"a.png"' not in exc.detail
+                  "invalid", "broken.png", "cut.png", "gif.png", "3 image(s)")
+    assert '"a.png"' not in exc.reason
 
 
 def test_many_undecodable_images_are_listed_up_to_ten(tmp_path):
     members = {f"{i:02d}.png": b"junk" for i in range(13)}
     members["ok.png"] = png(digits()[0][0])
-    exc = refused(tmp_path, zip_bytes(members), 422, "00.png", "09.png", "and 3 more")
-    assert "10.png" not in exc.detail
+    exc = refused(tmp_path, zip_bytes(members), "invalid", "00.png", "09.png", "and 3 more")
+    assert "10.png" not in exc.reason
 
 
 def _gif() -> bytes:

@@ -1,4 +1,4 @@
-"""app.data.ingest: every format's happy path and every way an upload can be refused."""
+"""app.data.inspect: every format's happy path and every way an upload can be refused."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.data import ingest
-from app.data.ingest import DatasetInfo, IngestError, detect_format, inspect_file
+from app.data.formats import IngestError
+from app.data.inspect import detect_format, inspect_file
+from app.data.inspect import npy as npy_inspect
+from app.data.schema import DatasetInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,14 +32,14 @@ def schema(info: DatasetInfo) -> list[tuple[str, str, int]]:
     return [(c.name, c.dtype, c.nulls) for c in info.columns]
 
 
-def refused(tmp_path: Path, name: str, data: bytes, status: int = 422, **kw: int) -> str:
+def refused(tmp_path: Path, name: str, data: bytes, kind: str = "invalid", **kw: int) -> str:
     """Inspect bytes that must be refused; return the detail (lower case) after checking it."""
     with pytest.raises(IngestError) as info:
         inspect_file(put(tmp_path, name, data), name, **kw)
     err = info.value
-    assert err.status == status, err.detail
-    assert err.errors() == [{"field": "file", "message": err.detail}]
-    return err.detail.lower()
+    assert err.kind == kind, err.reason
+    assert err.field == "file"
+    return err.reason.lower()
 
 
 def npy_bytes(arr: np.ndarray, **kw: bool) -> bytes:
@@ -73,8 +75,8 @@ def test_format_by_magic_bytes_when_the_name_says_nothing(tmp_path):
 def test_unknown_format_is_415_listing_the_accepted_ones(tmp_path, filename):
     with pytest.raises(IngestError) as info:
         detect_format(put(tmp_path, "f", b"%PDF-1.4"), filename)
-    assert info.value.status == 415
-    assert "csv" in info.value.detail.lower() and "parquet" in info.value.detail.lower()
+    assert info.value.kind == "unsupported"
+    assert "csv" in info.value.reason.lower() and "parquet" in info.value.reason.lower()
 
 
 @pytest.mark.parametrize("data", [b"", b"   \n\n\t \r\n"])
@@ -134,9 +136,9 @@ def test_ragged_row_is_named(tmp_path, data, row, line, found):
     with pytest.raises(IngestError) as info:
         inspect_file(put(tmp_path, "d.csv", data), "d.csv")
     err = info.value
-    assert err.status == 422 and err.row == row
-    assert err.detail.startswith(f"row {row} (line {line} of the file")
-    assert f"has {found} fields; the header has 2" in err.detail
+    assert err.kind == "invalid" and err.row == row
+    assert err.reason.startswith(f"row {row} (line {line} of the file")
+    assert f"has {found} fields; the header has 2" in err.reason
 
 
 def test_ragged_row_in_a_late_block_is_named(tmp_path):
@@ -161,13 +163,13 @@ def test_undecodable_header_is_422(tmp_path):
     assert "utf-8" in refused(tmp_path, "d.csv", b"caf\xe9,b\n1,2\n")
 
 
-@pytest.mark.parametrize("data, status", [
-    (bytes(range(256)) * 50, 415),
-    (b"a,b\n1,2\x00\n", 415),
-    ("a,b\n1,2\n".encode("utf-16"), 422),
+@pytest.mark.parametrize("data, kind", [
+    (bytes(range(256)) * 50, "unsupported"),
+    (b"a,b\n1,2\x00\n", "unsupported"),
+    ("a,b\n1,2\n".encode("utf-16"), "invalid"),
 ])
-def test_binary_junk_is_not_a_csv(tmp_path, data, status):
-    detail = refused(tmp_path, "junk.csv", data, status=status)
+def test_binary_junk_is_not_a_csv(tmp_path, data, kind):
+    detail = refused(tmp_path, "junk.csv", data, kind=kind)
     assert "not a csv" in detail or "utf-16" in detail
 
 
@@ -219,7 +221,7 @@ def test_csv_inspection_streams_in_bounded_memory(tmp_path):
 _MEMORY_PROBE = """
 import json, sys, tracemalloc
 import pyarrow as pa
-from app.data.ingest import inspect_file
+from app.data.inspect import inspect_file
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -286,7 +288,7 @@ def test_parquet_refusals(tmp_path, data, words):
 
 
 def test_npy_2d_float32_keeps_dtype_and_counts_nans(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "_NPY_CHUNK_BYTES", 40)  # NaN counting across many chunks
+    monkeypatch.setattr(npy_inspect, "_NPY_CHUNK_BYTES", 40)  # NaN counting across many chunks
     x = np.arange(60, dtype=np.float32).reshape(20, 3)
     x[[0, 5, 19], 1] = np.nan
     x[7, 2] = np.nan
@@ -404,14 +406,14 @@ def test_random_bytes_give_info_or_ingest_error(tmp_path, name, good):
         try:
             info = inspect_file(path, name, block_size=64)
         except IngestError as exc:
-            assert exc.status in (415, 422) and exc.detail, data
+            assert exc.kind in ("unsupported", "invalid") and exc.reason, data
         else:
             assert isinstance(info, DatasetInfo) and info.n_rows > 0, data
 
 
 def test_ingest_imports_no_web_queue_or_torch_code():
     """House rule: app.data is pure Python data handling (and the API starts fast)."""
-    script = ("import sys, app.data.ingest, app.data.loaders\n"
+    script = ("import sys, app.data.inspect, app.data.loaders\n"
               "print(sorted({m.split('.')[0] for m in sys.modules}\n"
               "             & {'fastapi', 'starlette', 'celery', 'torch', 'pandas'}))")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True,

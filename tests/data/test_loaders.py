@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.data.ingest import IngestError, inspect_file
+from app.data.formats import IngestError
+from app.data.inspect import inspect_file
 from app.data.loaders import (
     FeatureError,
     check_features,
@@ -297,7 +298,7 @@ def test_every_numeric_column_inspection_reports_loads_with_its_null_count(tmp_p
         try:
             info = inspect_file(path, "d.csv", block_size=rng.choice([64, 256, 1 << 20]))
         except IngestError as exc:  # "inf" in a column that is numbers otherwise
-            assert "infinite number" in exc.detail
+            assert "infinite number" in exc.reason
             continue
         cols = [asdict(c) for c in info.columns]
         names = numeric_columns(cols)
@@ -321,7 +322,7 @@ def stored_with_block(path: Path, block_size: int) -> list[dict]:
 
 
 def test_csv_numeric_cache_gives_the_same_matrix_and_survives_damage(tmp_path):
-    from app.data.ingest import inspect_file
+    from app.data.inspect import inspect_file
     from app.data.loaders import CSV_CACHE
 
     rng = np.random.default_rng(1)
