@@ -19,7 +19,7 @@ from app.services import leases
 from app.services.leases import Lease
 from app.storage import BlobStore
 
-log = logs.get_logger("pretrainer.runner")
+log = logs.get_logger("pretrainer.runner")  # the runner's lines, wherever they are written
 
 
 class LeaseLost(Exception):

@@ -21,7 +21,7 @@ from app.job_report import JobReport, JobTimeout, LeaseLost
 from app.ml.base import Cancelled
 from app.services.leases import Lease
 
-log = logs.get_logger("pretrainer.runner")
+log = logs.get_logger("pretrainer.runner")  # the runner's lines, wherever they are written
 
 
 class AttemptLost(Exception):

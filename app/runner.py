@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -58,11 +59,7 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     """Train job_id if this delivery should; every outcome ends in the job row."""
     url = settings.resolved_database_url
     try:
-        with session_scope(url) as s:
-            lease = leases.claim(session=s, job_id=job_id, worker=worker,
-                               stale_after=settings.heartbeat_seconds * 3,
-                               max_attempts=settings.max_attempts, holder_dead=holder_dead,
-                               quota_defaults=settings.quota_defaults)
+        lease = _claim(settings, job_id, worker, holder_dead, quota=True)
     except QuotaExceeded as exc:
         _later(settings, job_id, exc)
         return
@@ -77,10 +74,8 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
                 train_try(settings, lease, report, store)
         except AttemptLost as exc:  # like a killed worker: the next try resumes
             log.warning("job.attempt_lost", job_id=job_id, reason=str(exc))
-            with session_scope(url) as s:  # this process held the lease and is done with it
-                lease = leases.claim(session=s, job_id=job_id, worker=worker,
-                                   stale_after=settings.heartbeat_seconds * 3,
-                                   max_attempts=settings.max_attempts, holder_dead=lambda _: True)
+            # This process held the lease and is done with it: the next try may start now.
+            lease = _claim(settings, job_id, worker, lambda _: True, quota=False)
             continue
         except Cancelled:
             _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
@@ -91,6 +86,17 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
             kind = exc.kind if isinstance(exc, RankFailed) else type(exc).__name__
             _end(url, lease, FAILED, (kind, _message(exc)), store)
         return
+
+
+def _claim(settings: Settings, job_id: str, worker: str, dead: Callable[[str], bool], *,
+           quota: bool) -> Lease | None:
+    """Take the job's lease (see leases.claim); quota: hold a job over its project's running
+    quota back (QuotaExceeded)."""
+    with session_scope(settings.resolved_database_url) as s:
+        return leases.claim(session=s, job_id=job_id, worker=worker,
+                            stale_after=settings.heartbeat_seconds * 3,
+                            max_attempts=settings.max_attempts, holder_dead=dead,
+                            quota_defaults=settings.quota_defaults if quota else None)
 
 
 def _later(settings: Settings, job_id: str, exc: QuotaExceeded) -> None:
