@@ -111,7 +111,8 @@ def decide(dataset: DatasetRow, *, features: list[str] | None, target: str | Non
         return text
     names = [c["name"] for c in dataset.columns]
     if target and target not in names:
-        raise JobDataError("target", f'unknown column "{target}"; available: {", ".join(names)}')
+        message = f'unknown column "{target}"; available: {", ".join(names)}'
+        raise JobDataError("target", message, detail=message)
     try:
         chosen = check_features(dataset.columns, features, exclude=[target] if target else [])
     except FeatureError as exc:
