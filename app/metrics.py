@@ -8,7 +8,6 @@ queue depth comes from the broker (Redis LLEN, or the filesystem broker's messag
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,12 +16,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from app import logs
 from app.config import Settings
 from app.db.session import session_scope
 from app.queue import QUEUES
 from app.services import jobs
 
-log = logging.getLogger("pretrainer.metrics")
+log = logs.get_logger("pretrainer.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600)

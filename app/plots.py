@@ -82,7 +82,7 @@ def to_2d(points: np.ndarray) -> np.ndarray:
         return np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
     centred = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    return np.asarray(centred @ vt[:2].T)
 
 
 def sample_rows(n: int, size: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarray:

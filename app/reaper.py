@@ -4,33 +4,33 @@ the sweep (and every write) to the store of this database."""
 
 from __future__ import annotations
 
-import logging
 import threading
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.engine import make_url
 
+from app import logs
 from app.config import Settings
 from app.db.session import session_scope
-from app.queue import enqueue_train
 from app.db.tables import utcnow
-from app.services import identity, jobs, orphans, uploads
+from app.queue import enqueue_train
+from app.services import identity, leases, orphans, uploads
 from app.storage import BlobStore, S3BlobStore, StoreOwned
 
-log = logging.getLogger("pretrainer.reaper")
+log = logs.get_logger("pretrainer.reaper")
 
 
 def reap_once(settings: Settings) -> list[str]:
     """One sweep; returns the ids of the jobs sent (back) to their queue."""
     with session_scope(settings.resolved_database_url) as s:
-        requeued = jobs.reap(session=s, stale_after=settings.heartbeat_seconds * 3,
-                             max_attempts=settings.max_attempts)
-        requeued += jobs.resend_queued(session=s, older_than=settings.requeue_seconds)
+        requeued = leases.reap(session=s, stale_after=settings.heartbeat_seconds * 3,
+                               max_attempts=settings.max_attempts)
+        requeued += leases.resend_queued(session=s, older_than=settings.requeue_seconds)
         targets = [(j.id, j.queue) for j in requeued]
     for job_id, queue in targets:  # after commit, as every enqueue
         enqueue_train(settings, job_id, queue)
-        log.warning("job.requeued_by_reaper job_id=%s", job_id)
+        log.warning("job.requeued_by_reaper", job_id=job_id)
     return [job_id for job_id, _ in targets]
 
 
@@ -75,12 +75,12 @@ def sweep_orphans(settings: Settings, store: BlobStore) -> list[str]:
     try:
         claim_store(settings, store)
     except StoreOwned as exc:
-        log.error("sweep.refused %s", exc)
+        log.error("sweep.refused", reason=str(exc))
         return []
     with session_scope(settings.resolved_database_url) as s:
         removed = orphans.sweep(session=s, store=store, grace_seconds=settings.orphan_grace_seconds)
     for key in removed:
-        log.warning("blob.orphan_removed key=%s", key)
+        log.warning("blob.orphan_removed", key=key)
     return removed
 
 
@@ -103,7 +103,7 @@ def sweep_uploads(settings: Settings, store: BlobStore) -> list[str]:
                or (name not in pending and age > settings.orphan_grace_seconds)]
     for name in removed:
         store.resumable(name).unlink(missing_ok=True)
-        log.warning("upload.removed upload_id=%s expired=%s", name, name in expired)
+        log.warning("upload.removed", upload_id=name, expired=name in expired)
     return removed
 
 
@@ -113,7 +113,7 @@ def _every(seconds: float, what: str, fn: Callable[[], object], stop: threading.
             try:
                 fn()
             except Exception:  # a DB blip must not kill the loop; the next round retries
-                log.warning("%s.failed", what, exc_info=True)
+                log.warning(f"{what}.failed", exc_info=True)
 
     threading.Thread(target=loop, daemon=True, name=what).start()
 
@@ -128,7 +128,7 @@ def start(settings: Settings, store: BlobStore) -> threading.Event:
     if settings.reaper_seconds > 0:
         _every(settings.reaper_seconds, "reaper", lambda: reap_once(settings), stop)
     if isinstance(store, S3BlobStore):
-        log.info("sweep.off reason=the orphan sweep does not list S3 stores")
+        log.info("sweep.off", reason="the orphan sweep does not list S3 stores")
     elif settings.orphan_sweep_seconds > 0:
         _every(settings.orphan_sweep_seconds, "sweep", lambda: sweep_orphans(settings, store), stop)
     if settings.orphan_sweep_seconds > 0:  # on this machine's disk, whatever the store's kind

@@ -18,7 +18,7 @@ celery = make_celery(settings)
 warm_artifacts()
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]  # celery ships no types
 def _fresh_engines(**_: object) -> None:
     # Forked children must not share the parent's database connections.
     from app.db.session import get_engine, get_sessionmaker
@@ -30,7 +30,7 @@ def _fresh_engines(**_: object) -> None:
     warm_loaders()
 
 
-@celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
+@celery.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def train(job_id: str, request_id: str | None = None) -> None:
     """Train one job, identified by id; the job row says what to do.
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
-from app import logs
 from app.api import events
 from app.api.deps import (
     IdempotencyHeader,
@@ -20,14 +19,13 @@ from app.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from app.queue import enqueue_train
+from app.db.tables import Job
 from app.schemas import JobCreate, JobList, JobOut, Page
 from app.services import idempotency, jobs
-from app.services.jobs import JobSpec
+from app.services.job_checks import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-log = logs.get_logger("pretrainer.api.jobs")
-NOT_FOUND = {404: {"description": "no such job"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job"}}
 Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
 
@@ -50,28 +48,20 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, stor
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first))
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
-    job = jobs.create(session=session, project=project, spec=spec,
-                      quota_defaults=settings.quota_defaults,
-                      weights_dir=settings.resolved_weights_dir,
-                      max_devices=settings.max_devices)
-    for need in jobs.needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
-        store.require(need.key, what=need.what, field=need.field)
-    try:
+
+    def remember(job: Job) -> None:
         if key:
             idempotency.remember(session=session, project=project, route="jobs", key=key,
                                  fingerprint=fingerprint, resource_id=job.id)
-        session.commit()  # the row is the truth: it exists before any worker can see the message
+
+    try:
+        job = jobs.submit(session=session, project=project, spec=spec, settings=settings,
+                          store=store, before_commit=remember)
     except IntegrityError:  # the same key raced in from another request: it won
         session.rollback()
         first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
                                  fingerprint=fingerprint)
         return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
-    try:
-        enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
-    except Exception:  # the broker is down: the row is committed, the reaper sends it later
-        log.warning("job.enqueue_failed", job_id=job.id, exc_info=True)
-        return JobOut.from_row(job)
-    log.info("job.enqueued", job_id=job.id, queue=job.queue, algorithm=job.algorithm)
     return JobOut.from_row(job)
 
 

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Response
 
 from app import plots
 from app.api.deps import CacheDep, ProjectDep, SessionDep, StoreDep
-from app.db.tables import Dataset, Job, Model
+from app.data import training
+from app.data.training import Loaded
+from app.db.tables import Job, Model
 from app.errors import Conflict
 from app.services import jobs, models
 
 router = APIRouter(tags=["plots"])
-PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
              "description": "a PNG image"}}
 
 
@@ -29,7 +31,7 @@ def job_loss_plot(job_id: str, session: SessionDep, project: ProjectDep) -> Resp
     """The job's loss per epoch (val_loss, and the GAN's d_loss / g_loss when present)."""
     job = jobs.get(session=session, project=project, job_id=job_id)
     if not job.history:
-        why = (f"a {job.algorithm} job is not trained in epochs" if job.family == "unsupervised"
+        why = (f"a {job.algorithm} job is not trained in epochs" if _not_trained_in_epochs(job)
                else f"the job is {job.status} and no epoch has finished yet")
         raise Conflict(f"no loss curve for job {job_id}: {why}",
                        errors=[{"field": "job", "message": why}])
@@ -75,21 +77,17 @@ def _confusion(row: Model) -> bytes:
 
 
 def _embedding(row: Model, session: Any, store: Any, cache: Any) -> bytes:
-    from app.runner import load_training_data  # the data loaders: only on this path
-
-    job, dataset = session.get(Job, row.job_id), session.get(Dataset, row.dataset_id)
-    if dataset is None or job is None:
+    data = models.training_data(session=session, model=row)
+    if data is None:
         raise _refuse(row, f"its training dataset {row.dataset_id} was deleted; there are no "
                            "rows to embed")
-    spec = {"kind": dataset.kind, "format": dataset.format, "columns": dataset.columns,
-            "blob_key": dataset.blob_key, "features": job.features, "target": job.target}
-    store.require(dataset.blob_key, what=f"dataset {dataset.id}", field="dataset_id")
-    data = load_training_data(store, spec)
-    idx = plots.sample_rows(len(data.x))
-    x = np.asarray(data.x[idx])
+    store.require(data.blob_key, what=f"dataset {data.dataset_id}", field="dataset_id")
+    loaded = training.load(data, store.path)
+    idx = plots.sample_rows(len(loaded.x))
+    x = np.asarray(loaded.x[idx])
     trained = cache.load(row).trained
     points, what = _points(row, trained, x, idx)
-    labels, legend = _labels(row, trained, x, idx, data)
+    labels, legend = _labels(row, trained, x, idx, loaded)
     title = f"{row.algorithm}: {what} of {len(idx)} training rows"
     return plots.scatter_png(points, labels, title, legend)
 
@@ -104,9 +102,19 @@ def _points(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray) -> tuple[A
 
 
 def _labels(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray,
-            data: Any) -> tuple[list[str] | None, str]:
-    if data.labels is not None:  # class folders, or the job's target column
-        return [str(v) for v in np.asarray(data.labels)[idx]], "label"
-    if row.family == "unsupervised" and row.algorithm != "pca" and "predict" in row.capabilities:
+            loaded: Loaded) -> tuple[list[str] | None, str]:
+    if loaded.labels is not None:  # class folders, or the job's target column
+        return [str(v) for v in np.asarray(loaded.labels)[idx]], "label"
+    if _assigns_clusters(row):
         return [str(v) for v in np.asarray(trained.predict(x)["predictions"])], "cluster"
     return None, ""
+
+
+def _assigns_clusters(row: Model) -> bool:
+    """Whether the model's predictions are cluster labels to colour the points by."""
+    return row.family == "unsupervised" and row.algorithm != "pca" and "predict" in row.capabilities
+
+
+def _not_trained_in_epochs(job: Job) -> bool:
+    """Whether the job's algorithm fits in one go, with no per-epoch loss to draw."""
+    return job.family == "unsupervised"

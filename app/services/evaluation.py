@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.data import training
 from app.data.loaders import FeatureError
 from app.db.tables import Job, Model
 from app.errors import Invalid, TooLarge, field_error
-from app.runner import load_training_data
 from app.services import datasets
 from app.storage import BlobStore
 
@@ -63,10 +63,9 @@ def load(*, session: Session, project: str, model: Model, dataset_id: str,
     elif target is None:
         trained_on = default_target(session=session, model=model)
         target = trained_on if trained_on in names else None
-    spec = {"kind": ds.kind, "blob_key": ds.blob_key, "format": ds.format, "target": target,
-            "columns": ds.columns, "features": features}
+    test_data = training.of_job(ds, features=features, target=target)
     try:
-        data = load_training_data(store, spec)
+        data = training.load(test_data, store.path)
     except FeatureError as exc:
         raise Invalid(exc.message, errors=[{"field": "dataset_id", "message": exc.message}]) \
             from exc

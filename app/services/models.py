@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.tables import ACTIVE, Job, Model
+from app import storage
+from app.data import training
+from app.data.training import JobData
+from app.db.tables import ACTIVE, Dataset, Job, Model, new_id
 from app.errors import Conflict, NotFound
-from app.ml.transfer.backbones import MODEL_PREFIX
-from app.services import page
+from app.ml.base import Algorithm, Trained
+from app.ml.transfer.backbones import MODEL_PREFIX, BackboneRef
+from app.services import backbones, page
+from app.storage import BlobStore
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a trained model comes from: its job, the job's project, dataset and params."""
+
+    project: str
+    job_id: str
+    dataset_id: str
+    params: dict[str, Any]
+
+
+def publish(*, store: BlobStore, algo: Algorithm, trained: Trained, origin: Origin,
+            input_schema: dict[str, Any], timing: dict[str, float],
+            backbone: BackboneRef | None) -> Model:
+    """Store a trained model's artifact under a new model id and build its row; the caller
+    records the row (or deletes the artifact when it may not)."""
+    model_id = new_id("mdl")
+    key = storage.model_key(model_id)
+    with store.staging_dir() as staged:
+        trained.save(staged)
+        store.publish(staged, key)
+    metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
+    lineage = backbones.lineage(backbone, model_id=model_id, job_id=origin.job_id,
+                                dataset_id=origin.dataset_id) if backbone is not None else {}
+    return Model(
+        id=model_id, project=origin.project, algorithm=algo.name, family=algo.family,
+        job_id=origin.job_id, dataset_id=origin.dataset_id, params=origin.params,
+        input_schema=_answer_schema(input_schema, trained), capabilities=list(algo.capabilities),
+        metrics=metrics, artifact_key=key, lineage=lineage,
+        backbone_model_id=backbone.name if backbone is not None and backbone.source == "model"
+        else None,
+    )
+
+
+def _answer_schema(schema: dict[str, Any], trained: Trained) -> dict[str, Any]:
+    """The input schema a model answers by: a transfer model answers with its own classes
+    (or values), not the training data's."""
+    task = getattr(trained, "task", None)  # the name check a trained-model flag replaces
+    if task is None:
+        return dict(schema)
+    return {**schema, "classes": task.get("classes") or [], "head": task["head"]}
 
 
 def get(*, session: Session, project: str, model_id: str) -> Model:
@@ -22,6 +73,14 @@ def get(*, session: Session, project: str, model_id: str) -> Model:
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Model], int]:
     """A page of the project's models, newest first, and the total count."""
     return page(session, Model, [Model.project == project], limit=limit, offset=offset)
+
+
+def training_data(*, session: Session, model: Model) -> JobData | None:
+    """What the model's job trained on, or None when its job or dataset was deleted."""
+    job, dataset = session.get(Job, model.job_id), session.get(Dataset, model.dataset_id)
+    if job is None or dataset is None:
+        return None
+    return training.of_job(dataset, features=job.features, target=job.target)
 
 
 def dependants(*, session: Session, project: str, model_id: str) -> list[str]:

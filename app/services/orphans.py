@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,10 +47,12 @@ def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[s
     files), a checkpoint of a job that has ended or is gone.
     """
     removed: list[str] = []
-    for prefix, keep in ((DATASETS, lambda ids: _live_ids(session, Dataset, ids)),
-                         (MODELS, lambda ids: _live_ids(session, Model, ids)),
-                         (JOBS, lambda ids: _resumable_jobs(session, ids)),
-                         (STAGING, lambda ids: set())):
+    kept_by: tuple[tuple[str, Callable[[list[str]], set[str]]], ...] = (
+        (DATASETS, lambda ids: _live_ids(session, Dataset, ids)),
+        (MODELS, lambda ids: _live_ids(session, Model, ids)),
+        (JOBS, lambda ids: _resumable_jobs(session, ids)),
+        (STAGING, lambda ids: set()))
+    for prefix, keep in kept_by:
         old = [(key, key.rsplit("/", 1)[1]) for key, age in store.children(prefix)
                if age > grace_seconds]
         alive = keep([name for _, name in old])

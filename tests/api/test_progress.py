@@ -16,7 +16,7 @@ from app.db.session import session_scope
 from app.db.tables import Job, utcnow
 from app.main import create_app
 from app.reaper import reap_once
-from app.services import jobs
+from app.services import leases
 from tests.conftest import upload
 
 
@@ -41,16 +41,16 @@ def wiring(request, tmp_path: Path) -> Iterator[tuple[Settings, TestClient]]:
         next(urls, None)  # drops the PostgreSQL database
 
 
-def _claim(settings, job_id: str, worker: str) -> jobs.Lease:
+def _claim(settings, job_id: str, worker: str) -> leases.Lease:
     with session_scope(settings.resolved_database_url) as s:
-        lease = jobs.claim(session=s, job_id=job_id, worker=worker, stale_after=30, max_attempts=5)
+        lease = leases.claim(session=s, job_id=job_id, worker=worker, stale_after=30, max_attempts=5)
     assert lease is not None
     return lease
 
 
-def _beat(settings, lease: jobs.Lease, progress: float) -> None:
+def _beat(settings, lease: leases.Lease, progress: float) -> None:
     with session_scope(settings.resolved_database_url) as s:
-        owned, _ = jobs.heartbeat(session=s, lease=lease, progress=progress)
+        owned, _ = leases.heartbeat(session=s, lease=lease, progress=progress)
     assert owned
 
 

@@ -228,7 +228,7 @@ def test_quotas_cli_sets_and_clears_a_projects_quota(tmp_path, monkeypatch, caps
 
 def test_running_jobs_quota_edges_at_claim(tmp_path):
     from app.errors import QuotaExceeded
-    from app.services import jobs
+    from app.services import leases
 
     with api(tmp_path, quota_running_jobs=2) as (c, s):
         ds = _upload(c, A).json()["id"]
@@ -237,8 +237,8 @@ def test_running_jobs_quota_edges_at_claim(tmp_path):
 
         def claim(job_id: str):
             with session_scope(s.resolved_database_url) as session:
-                return jobs.claim(session=session, job_id=job_id, worker="w", stale_after=60,
-                                  max_attempts=3, quota_defaults=s.quota_defaults)
+                return leases.claim(session=session, job_id=job_id, worker="w", stale_after=60,
+                                    max_attempts=3, quota_defaults=s.quota_defaults)
 
         assert claim(ids[0]) is not None  # limit - 1
         assert claim(ids[1]) is not None  # limit
@@ -252,8 +252,8 @@ def test_running_jobs_quota_edges_at_claim(tmp_path):
         assert me["running_jobs"]["used"] == 2 and me["queued_jobs"]["used"] == 1
         c.post(f"/v1/jobs/{ids[0]}/cancel", headers=A)  # flagged; its worker ends it
         with session_scope(s.resolved_database_url) as session:
-            lease = jobs.Lease(ids[0], 1, "w")
-            assert jobs.end(session=session, lease=lease, status="cancelled", error=None)
+            lease = leases.Lease(ids[0], 1, "w")
+            assert leases.end(session=session, lease=lease, status="cancelled", error=None)
         assert claim(ids[2]) is not None  # a place came free
 
 

@@ -58,10 +58,10 @@ def _ranks_left(tmp: Path, *entries: dict) -> Path:
     (({"rank": 0, "type": "Cancelled", "message": "", "lost": False},), "Cancelled"),
 ])
 def test_what_the_ranks_left_decides_between_failing_and_resuming(tmp_path, entries, expect):
-    from app.runner import _rank_outcome
+    from app.ranks import rank_outcome
 
     with pytest.raises(Exception) as info:
-        _rank_outcome(_ranks_left(tmp_path, *entries), 1)
+        rank_outcome(_ranks_left(tmp_path, *entries), 1)
     assert type(info.value).__name__ == expect
     if expect == "RankFailed":
         assert info.value.kind == "ValueError" and "diverged" in str(info.value)
