@@ -29,7 +29,7 @@ from app.db.session import session_scope
 from app.db.tables import CANCELLED, FAILED, QUEUED, Dataset, Model, new_id, utcnow
 from app.errors import QuotaExceeded
 from app.ml import registry
-from app.ml.base import Cancelled
+from app.ml.base import Cancelled, FitInput
 from app.queue import enqueue_train
 from app.services import backbones, jobs
 from app.services.jobs import Lease
@@ -320,23 +320,21 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
     data = load_training_data(store, spec)
     report.check()
     t1 = time.perf_counter()
-    kwargs: dict[str, Any] = {}
-    if algo.uses_labels:
-        kwargs["y"] = data.labels if algo.raw_labels else data.y
     ref = None
-    if algo.uses_backbone:
+    if (wanted := algo.backbone_of(params)) is not None:
         with session_scope(url) as s:
-            ref = backbones.resolve(session=s, project=spec["project"], spec=params.backbone,
-                                    pretrained=params.pretrained,
+            ref = backbones.resolve(session=s, project=spec["project"], spec=wanted[0],
+                                    pretrained=wanted[1],
                                     weights_dir=settings.resolved_weights_dir,
                                     blob_path=store.path)
-        kwargs["backbone"] = ref
     checkpoint = store.path(storage.checkpoint_key(lease.job_id))
-    if algo.resumable and checkpoint.is_file():
-        kwargs["resume_from"] = checkpoint  # an earlier try was lost: continue, don't restart
-        report.resuming = True
+    # Only fits that train in epochs write a checkpoint, so only they ever find one.
+    resume_from = checkpoint if checkpoint.is_file() else None
+    if resume_from is not None:
+        report.resuming = True  # an earlier try was lost: continue, don't restart
         log.info("job.resuming", job_id=lease.job_id, attempt=spec["attempts"])
-    trained = algo.fit(data.x, params, report, **kwargs)
+    trained = algo.fit(FitInput(data.x, y=data.y, labels=data.labels, backbone=ref,
+                                resume_from=resume_from), params, report)
     if rank:
         return  # rank 0 records the model
     report.check()
@@ -348,7 +346,7 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
         store.publish(staged, key)
     metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
     schema = dict(data.input_schema)
-    task = getattr(trained, "task", None)
+    task = trained.task
     if task is not None:  # a transfer model answers with its own classes (or values)
         schema["classes"] = task.get("classes") or []
         schema["head"] = task["head"]

@@ -11,6 +11,7 @@ from app import plots
 from app.api.deps import CacheDep, ProjectDep, SessionDep, StoreDep
 from app.db.tables import Dataset, Job, Model
 from app.errors import Conflict
+from app.ml import registry
 from app.services import jobs, models
 
 router = APIRouter(tags=["plots"])
@@ -29,8 +30,9 @@ def job_loss_plot(job_id: str, session: SessionDep, project: ProjectDep) -> Resp
     """The job's loss per epoch (val_loss, and the GAN's d_loss / g_loss when present)."""
     job = jobs.get(session=session, project=project, job_id=job_id)
     if not job.history:
-        why = (f"a {job.algorithm} job is not trained in epochs" if job.family == "unsupervised"
-               else f"the job is {job.status} and no epoch has finished yet")
+        epochs = registry.get(job.algorithm).trained_cls.trains_in_epochs
+        why = (f"the job is {job.status} and no epoch has finished yet" if epochs
+               else f"a {job.algorithm} job is not trained in epochs")
         raise Conflict(f"no loss curve for job {job_id}: {why}",
                        errors=[{"field": "job", "message": why}])
     try:
@@ -107,6 +109,6 @@ def _labels(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray,
             data: Any) -> tuple[list[str] | None, str]:
     if data.labels is not None:  # class folders, or the job's target column
         return [str(v) for v in np.asarray(data.labels)[idx]], "label"
-    if row.family == "unsupervised" and row.algorithm != "pca" and "predict" in row.capabilities:
+    if trained.predicts_clusters and "predict" in row.capabilities:
         return [str(v) for v in np.asarray(trained.predict(x)["predictions"])], "cluster"
     return None, ""

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 from app.db.tables import Model
 from app.errors import Invalid
+from app.ml.base import BackboneRef
 from app.ml.transfer.backbones import (
     ARCHITECTURES,
     ENCODER_ALGORITHMS,
     MODEL_PREFIX,
-    BackboneRef,
     architectures,
     resolve_named,
 )

@@ -91,7 +91,7 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
                       f"dataset {ds.id} is {ds.kind}",
                       errors=[{"field": "dataset_id", "message": f"{ds.kind} data does not fit {algo.name}"}])
     target = spec.target
-    if algo.uses_backbone:
+    if algo.backbone_of(params) is not None:
         features, n_features, target = _transfer_fit(session, project, ds, spec, params,
                                                      weights_dir or Path("weights"))
     else:

@@ -181,6 +181,51 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+Blocks = list[tuple[nn.Module, ...]]
+
+
+def parameterized(module: nn.Module) -> Blocks:
+    """The module's layers that hold weights, input to output: the blocks of a small encoder."""
+    return [(m,) for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+class EncoderBackbone(nn.Module):
+    """The encoder of a model trained here, as a transfer backbone: what its embed() computes.
+
+    Its one submodule is `module`, so a transfer model's backbone weights are named
+    backbone.module.* whichever model it started from (stored transfer models rely on it).
+    """
+
+    def __init__(self, module: nn.Module, features_dim: int) -> None:
+        super().__init__()
+        self.module, self.features_dim = module, features_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.module(x)
+        return out
+
+    def blocks(self) -> Blocks:
+        return parameterized(self.module)
+
+
+class PosteriorMean(EncoderBackbone):
+    """A VAE's encoder as a backbone: the first half of its output, the posterior mean."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.module(x)
+        return out[:, : self.features_dim]
+
+
+class TrunkFeatures(EncoderBackbone):
+    """A GAN's discriminator as a backbone: its penultimate features."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        trunk = self.module.trunk
+        assert isinstance(trunk, nn.Module)
+        out: Tensor = trunk(x)
+        return out
+
+
 def projection_head(in_dim: int, out_dim: int) -> nn.Sequential:
     """SimCLR's projection head: Linear, ReLU, Linear."""
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from app.ml.deep.nets import Decoder, Encoder, flat_per_row

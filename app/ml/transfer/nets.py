@@ -1,8 +1,10 @@
-"""Backbones as torch modules, the image input stage, and the transfer network.
+"""Named backbones as torch modules, the image input stage, and the transfer network.
 
 A backbone is rebuilt from a plain JSON spec (recorded in the model's config.json), so a saved
 transfer model needs neither the weights file nor the model it started from: its own
-safetensors hold every weight. Pretrained weights are read only when a job starts.
+safetensors hold every weight. Pretrained weights are read only when a job starts. A backbone
+taken from a model trained here is that model class's encoder (deep.nets.EncoderBackbone, or
+a transfer network's backbone).
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.ml.deep.nets import Blocks, parameterized
 from app.ml.deep.runtime import Runtime
-from app.ml.transfer.backbones import ARCHITECTURES, BackboneRef
+from app.ml.transfer.backbones import ARCHITECTURES
 from app.ml.transfer.params import TransferParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R BT.601 luma: RGB images into a single-channel backbone.
 LUMA = (0.299, 0.587, 0.114)
-
-Blocks = list[tuple[nn.Module, ...]]
 
 
 # ---------------------------------------------------------------------------- image input
@@ -60,7 +61,7 @@ class Augment:
 
     def __call__(self, x: Tensor) -> Tensor:
         p, rt, n = self.p, self.rt, x.shape[0]
-        sym = lambda scale: scale * (2 * rt.rand(n) - 1)  # noqa: E731 - uniform in [-s, s]
+        sym = lambda scale: scale * (2 * rt.rand(n) - 1)
         angle = sym(math.radians(p.rotation_range))
         zoom = 1 + sym(p.zoom_range)
         sx = zoom * torch.where(rt.rand(n) < 0.5, -1.0, 1.0) if p.horizontal_flip else zoom
@@ -113,11 +114,6 @@ class ImageInput(nn.Module):
 
 
 # ------------------------------------------------------------------------------ backbones
-
-
-def parameterized(module: nn.Module) -> Blocks:
-    """The module's layers that hold weights, input to output: the blocks of a small encoder."""
-    return [(m,) for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
 
 
 class TorchvisionBackbone(nn.Module):
@@ -186,37 +182,6 @@ class MiniLMBackbone(nn.Module):
 
     def blocks(self) -> Blocks:
         return [(self.bert.embeddings,), *((layer,) for layer in self.bert.encoder.layer)]
-
-
-class EncoderBackbone(nn.Module):
-    """The encoder of a model trained here: what its embed() computes."""
-
-    def __init__(self, module: nn.Module, kind: str, features_dim: int) -> None:
-        super().__init__()
-        self.module, self.kind, self.features_dim = module, kind, features_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "posterior_mean":  # a VAE: the first half of the encoder's output
-            return self.module(x)[:, : self.features_dim]
-        if self.kind == "trunk":  # a GAN: the discriminator's penultimate features
-            return self.module.trunk(x)  # type: ignore[no-any-return]
-        return self.module(x)  # type: ignore[no-any-return]
-
-    def blocks(self) -> Blocks:
-        return parameterized(self.module)
-
-
-def encoder_of(algorithm: str, net: nn.Module) -> nn.Module:
-    """The backbone inside a trained network of this service."""
-    if algorithm in ("autoencoder", "contrastive"):
-        return EncoderBackbone(net.encoder, "encoder", int(net.encoder.out.out_features))
-    if algorithm == "vae":
-        return EncoderBackbone(net.encoder, "posterior_mean", int(net.latent_dim))
-    if algorithm == "gan":
-        return EncoderBackbone(net.discriminator, "trunk", int(net.discriminator.features_dim))
-    if algorithm == "transfer":
-        return net.backbone  # type: ignore[no-any-return]
-    raise ValueError(f"a {algorithm} model has no encoder to transfer from")
 
 
 # ------------------------------------------------------------------------- the network
@@ -293,8 +258,9 @@ class TransferNet(nn.Module):
 # -------------------------------------------------------------------- building from specs
 
 
-def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
-    """A backbone (random weights) and its image input stage from a recorded spec."""
+def named_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
+    """A torchvision or MiniLM backbone (random weights) and its image input stage from a
+    recorded spec."""
     source = spec["source"]
     if source == "torchvision":
         # spec.get: specs recorded before feature_layer existed use the architecture's default.
@@ -302,38 +268,17 @@ def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
                 ImageInput(spec["image"]))
     if source == "minilm":
         return MiniLMBackbone(spec["bert"]), None
-    if source == "model":
-        inner = spec["model_config"]
-        net = build_network(inner)
-        image = ImageInput(spec["image"]) if spec.get("image") else None
-        return encoder_of(inner["algorithm"], net), image
     raise ValueError(f"unknown backbone source {source!r}")
 
 
-def build_network(config: dict[str, Any]) -> nn.Module:
-    """A fresh network of a saved model's config (any PyTorch algorithm of this service)."""
-    if config["algorithm"] == "transfer":
-        backbone, image = build_backbone(config["backbone"])
-        return TransferNet(backbone, image, config["head"])
-    from app.ml import registry
-
-    return registry.get(config["algorithm"]).trained_cls.build_net(config)  # type: ignore[attr-defined, no-any-return]
-
-
-def pretrained_backbone(ref: BackboneRef, spec: dict[str, Any]) -> nn.Module:
-    """The backbone of spec with the pretrained weights ref points at (read-only, safe loads)."""
-    source = spec["source"]
-    if source == "torchvision":
-        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))),
+def pretrained_named(spec: dict[str, Any], path: Path) -> nn.Module:
+    """A torchvision or MiniLM backbone with the pretrained weights at path (safe loads)."""
+    if spec["source"] == "torchvision":
+        return TorchvisionBackbone(spec["name"], read_weights(path),
                                    feature_layer=spec.get("feature_layer"))
-    if source == "minilm":
-        from safetensors.torch import load_file
+    from safetensors.torch import load_file
 
-        return MiniLMBackbone(spec["bert"], load_file(str(Path(str(ref.path)) / "model.safetensors")))
-    from app.ml import registry
-
-    trained = registry.load_trained(spec["model_config"]["algorithm"], Path(str(ref.path)))
-    return encoder_of(spec["model_config"]["algorithm"], trained.net)  # type: ignore[attr-defined]
+    return MiniLMBackbone(spec["bert"], load_file(str(path / "model.safetensors")))
 
 
 def read_weights(path: Path) -> dict[str, Tensor]:
