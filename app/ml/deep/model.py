@@ -150,8 +150,10 @@ class DeepModel(Trained):
     def _samples(self, values: np.ndarray) -> list[Any]:
         """Model-space outputs as the service answers them: rows, or uint8 HxWxC images."""
         if self.prep.kind == TABULAR:
-            return unstandardize_rows(values, self.prep).tolist()  # type: ignore[no-any-return]
-        return model_space_to_uint8(values, self.prep).tolist()  # type: ignore[no-any-return]
+            rows: list[Any] = unstandardize_rows(values, self.prep).tolist()
+            return rows
+        images: list[Any] = model_space_to_uint8(values, self.prep).tolist()
+        return images
 
     def _generate(self, n: int, seed: int | None) -> list[Any]:
         torch = _torch()

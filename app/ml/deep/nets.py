@@ -76,6 +76,9 @@ def conv_widths(base: int, n_sizes: int) -> list[int]:
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std on NCHW; the stats come from config, not the weights file."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, prep: Prep) -> None:
         super().__init__()
         c = len(prep.mean)
@@ -94,7 +97,8 @@ class Normalize(nn.Module):
 
 def images_to_model_space(batch: Tensor, norm: Normalize) -> Tensor:
     """uint8 NCHW (any device) to float model space: /255 then per-channel normalisation."""
-    return norm(batch.float().div_(255.0))
+    out: Tensor = norm(batch.float().div_(255.0))
+    return out
 
 
 class Crop(nn.Module):
@@ -136,7 +140,8 @@ class Encoder(nn.Module):
         self.features_dim = hidden[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.trunk(x))
+        out: Tensor = self.out(self.trunk(x))
+        return out
 
 
 class Decoder(nn.Module):
@@ -178,7 +183,8 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 Blocks = list[tuple[nn.Module, ...]]

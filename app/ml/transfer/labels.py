@@ -37,16 +37,16 @@ def targets(y: np.ndarray, p: TransferParams, n: int) -> tuple[dict[str, Any], n
         raise ValueError(f"classification needs at least 2 classes; the labels hold {len(classes)}")
     index = {c: i for i, c in enumerate(classes)}
     # predict answers with the labels as they were (1, not "1"); names key the metrics.
-    values = {}
+    as_given: dict[str, Any] = {}
     for name, v in zip(names.tolist(), y.tolist(), strict=True):
-        values.setdefault(name, v.item() if isinstance(v, np.generic) else v)
+        as_given.setdefault(name, v.item() if isinstance(v, np.generic) else v)
     if isinstance(p.class_weight, dict):
         unknown = sorted(set(p.class_weight) - set(classes))
         if unknown:
             raise ValueError(f"class_weight names classes the labels do not have: "
                              f"{', '.join(unknown)} (classes: {', '.join(classes)})")
     return ({"head": "classification", "classes": classes,
-             "class_values": [values[c] for c in classes]},
+             "class_values": [as_given[c] for c in classes]},
             np.array([index[c] for c in names], dtype=np.int64))
 
 

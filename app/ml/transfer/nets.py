@@ -61,7 +61,11 @@ class Augment:
 
     def __call__(self, x: Tensor) -> Tensor:
         p, rt, n = self.p, self.rt, x.shape[0]
-        sym = lambda scale: scale * (2 * rt.rand(n) - 1)
+
+        def sym(scale: float) -> Tensor:
+            """Uniform draws in [-scale, scale], one per image."""
+            return scale * (2 * rt.rand(n) - 1)
+
         angle = sym(math.radians(p.rotation_range))
         zoom = 1 + sym(p.zoom_range)
         sx = zoom * torch.where(rt.rand(n) < 0.5, -1.0, 1.0) if p.horizontal_flip else zoom
@@ -92,6 +96,9 @@ class Augment:
 class ImageInput(nn.Module):
     """uint8 NCHW images as stored → the backbone's model space: channels adapted, resized,
     augmented while training, normalised with the backbone's mean and std."""
+
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
 
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
@@ -147,7 +154,8 @@ class TorchvisionBackbone(nn.Module):
         self.features_dim = arch.dim(layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        out: Tensor = self.net(x)
+        return out
 
     def blocks(self) -> Blocks:
         n = self.net
@@ -203,9 +211,11 @@ def head(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float) -> nn
 class TransferNet(nn.Module):
     """input stage (images) → backbone → head. `frozen` modules stay in eval mode."""
 
-    def __init__(self, backbone: nn.Module, image_input: ImageInput | None,
+    def __init__(self, backbone: Any, image_input: ImageInput | None,
                  head_spec: dict[str, Any]) -> None:
         super().__init__()
+        # A backbone module: a named one, or the encoder of a model trained here; each has
+        # features_dim and blocks().
         self.backbone = backbone
         self.image_input = image_input
         self.head = head(int(backbone.features_dim), head_spec["hidden_dims"],
@@ -216,10 +226,12 @@ class TransferNet(nn.Module):
         """Backbone features of stored inputs (augmented when given an Augment)."""
         if self.image_input is not None:
             x = self.image_input(x, augment)
-        return self.backbone(x)  # type: ignore[no-any-return]
+        out: Tensor = self.backbone(x)
+        return out
 
     def forward(self, x: Tensor, augment: Augment | None = None) -> Tensor:
-        return self.head(self.features(x, augment))  # type: ignore[no-any-return]
+        out: Tensor = self.head(self.features(x, augment))
+        return out
 
     def embed(self, x: Tensor) -> Tensor:
         return self.features(x)

@@ -3,6 +3,8 @@ L2-SP penalty, with the head and the backbone's trainable blocks at their own le
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 import numpy as np
@@ -25,10 +27,12 @@ class TransferObjective(Objective):
         self.module, self.net, self.rt, self.p = net, net, rt, p
         self.cached = cached
         self.augment = Augment(p, rt) if augment and not cached else None
+        lr = p.learning_rate
+        assert lr is not None  # params.resolve filled in every null (auto) param
         groups: list[dict[str, Any]] = [{"params": list(net.head.parameters()),
-                                         "lr": p.learning_rate, "weight_decay": p.weight_decay}]
+                                         "lr": lr, "weight_decay": p.weight_decay}]
         if moving:
-            groups.append({"params": moving, "lr": p.learning_rate * p.backbone_lr_mult,
+            groups.append({"params": moving, "lr": lr * p.backbone_lr_mult,
                            "weight_decay": 0.0 if p.l2sp else p.weight_decay})
         self.optimizer = make_optimizer(groups, p)
         self.optimizers = {"model": self.optimizer}
@@ -39,8 +43,10 @@ class TransferObjective(Objective):
 
     def _out(self, xb: Tensor, *, training: bool) -> Tensor:
         if self.cached:
-            return self.net.head(xb)  # type: ignore[no-any-return]
-        return self.net(xb, self.augment if training else None)  # type: ignore[no-any-return]
+            head: Tensor = self.net.head(xb)
+            return head
+        out: Tensor = self.net(xb, self.augment if training else None)
+        return out
 
     def _loss(self, out: Tensor, yb: Tensor) -> Tensor:
         if self.regression:
@@ -49,8 +55,10 @@ class TransferObjective(Objective):
 
     def penalty(self) -> Tensor:
         """lambda * sum ||theta - theta_0||^2 over the trainable backbone weights."""
-        total = sum(((q - q0) ** 2).sum() for q, q0 in self.anchors)
-        return self.p.l2sp * total  # type: ignore[return-value]
+        # Added in order, as sum() would, without its leading integer 0.
+        total = functools.reduce(operator.add, [((q - q0) ** 2).sum() for q, q0 in self.anchors])
+        penalty: Tensor = self.p.l2sp * total
+        return penalty
 
     def train_step(self, xb: Any) -> dict[str, Tensor]:
         inputs, yb = xb
@@ -64,7 +72,7 @@ class TransferObjective(Objective):
             pen = self.penalty()
             total = loss + pen
             losses["l2sp_penalty"] = pen.detach()
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         self.rt.average_gradients(self.net)
         self.optimizer.step()
         return losses
@@ -85,5 +93,5 @@ def _class_weights(p: TransferParams, task: dict[str, Any], counts: np.ndarray |
         safe = np.maximum(counts, 1)
         w = counts.sum() / (len(classes) * safe)
     else:
-        w = np.array([float(p.class_weight.get(c, 1.0)) for c in classes])  # type: ignore[union-attr]
+        w = np.array([float(p.class_weight.get(c, 1.0)) for c in classes])
     return torch.tensor(w, dtype=torch.float32, device=device)

@@ -42,7 +42,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     torch.manual_seed(p.seed)  # the head's (and a from-scratch backbone's) initial weights
     backbone = starting_backbone(ref, spec)
     image_input = ImageInput(spec["image"]) if kind == IMAGE else None
-    head_spec = {"hidden_dims": list(p.head_hidden_dims), "dropout": p.dropout,
+    head_spec: dict[str, Any] = {"hidden_dims": list(p.head_hidden_dims), "dropout": p.dropout,
                  "n_out": len(task.get("classes") or [None])}
     net = TransferNet(backbone, image_input, head_spec)
     moving = net.set_freeze(p.freeze)
@@ -56,9 +56,11 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     report.check()
     t = torch.from_numpy(targets)
     min_batch = 2 if moving else 1  # batch norm cannot train on a batch of one
-    train = Batches(inputs[train_idx], rt, p.batch_size, shuffle=True, targets=t[train_idx],
+    batch_size = p.batch_size
+    assert batch_size is not None  # params.resolve filled in every null (auto) param
+    train = Batches(inputs[train_idx], rt, batch_size, shuffle=True, targets=t[train_idx],
                     min_batch=min_batch, shard=True)
-    val = (Batches(inputs[val_idx], rt, p.batch_size, shuffle=False, targets=t[val_idx])
+    val = (Batches(inputs[val_idx], rt, batch_size, shuffle=False, targets=t[val_idx])
            if len(val_idx) else None)
     objective = TransferObjective(net, rt, p, task, moving, cached=cached,
                                   augment=kind == IMAGE and p.augments,
