@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from app.ml.base import BackboneRef
-from app.ml.transfer.model import ENCODER_SOURCES
 
 MODEL_PREFIX = "model:"
 MINILM = "minilm"
-# Models trained here that have an encoder a head can sit on.
-ENCODER_ALGORITHMS = tuple(cls.algorithm for cls in ENCODER_SOURCES)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 

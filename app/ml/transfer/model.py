@@ -223,6 +223,8 @@ class TransferModel(Trained):
 # The models trained here that a transfer job can take an encoder from, each rebuilding its
 # own network and knowing its own encoder.
 ENCODER_SOURCES: tuple[type[DeepModel | TransferModel], ...] = (*MODELS, TransferModel)
+# Their algorithms: the models a `model:<id>` backbone may name.
+ENCODER_ALGORITHMS = tuple(cls.algorithm for cls in ENCODER_SOURCES)
 
 
 def source_class(algorithm: str) -> type[DeepModel | TransferModel]:
