@@ -13,13 +13,20 @@ from app.ml.base import BackboneRef
 from app.ml.deep.model import read_config
 from app.ml.deep.preprocess import IMAGE, TABULAR, Prep
 from app.ml.transfer.backbones import ARCHITECTURES
-from app.ml.transfer.model import TEXT, TOKENIZER_FILE, Tokens, fresh_backbone, source_class
+from app.ml.transfer.model import (
+    TEXT,
+    TOKENIZER_FILE,
+    Tokens,
+    TransferModel,
+    fresh_backbone,
+    source_class,
+)
 from app.ml.transfer.nets import IMAGENET_MEAN, IMAGENET_STD, pretrained_named
 from app.ml.transfer.params import TransferParams
 
 
 def backbone_spec(ref: BackboneRef, p: TransferParams, kind: str, data: Any
-          ) -> tuple[dict[str, Any], dict[str, Any], Tokens | None]:
+                  ) -> tuple[dict[str, Any], dict[str, Any], Tokens | None]:
     """The backbone spec (what config.json records to rebuild it), the input config, and the
     tokenizer of text models."""
     if ref.source == "torchvision":
@@ -39,7 +46,7 @@ def backbone_spec(ref: BackboneRef, p: TransferParams, kind: str, data: Any
     source.pop("metrics", None)  # the spec rebuilds the network; the scores stay with the model
     spec: dict[str, Any] = {"source": "model", "name": ref.name, "model_config": source,
                             "image": None}
-    if source["algorithm"] == "transfer":
+    if source["algorithm"] == TransferModel.algorithm:  # a transfer source: its input carries over
         inner_input = source["input"]
         if kind == TEXT:
             return spec, {"kind": TEXT, "max_length": p.max_length}, Tokens(

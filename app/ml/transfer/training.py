@@ -43,7 +43,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
     backbone = starting_backbone(ref, spec)
     image_input = ImageInput(spec["image"]) if kind == IMAGE else None
     head_spec: dict[str, Any] = {"hidden_dims": list(p.head_hidden_dims), "dropout": p.dropout,
-                 "n_out": len(task.get("classes") or [None])}
+                                 "n_out": len(task.get("classes") or [None])}
     net = TransferNet(backbone, image_input, head_spec)
     moving = net.set_freeze(p.freeze)
     net.to(device)
@@ -71,7 +71,7 @@ def fit_transfer(x: Any, y: np.ndarray, p: TransferParams, report: Report, ref: 
                         resume_from=resume_from)
     del train, val
     report.check()
-    config = {"algorithm": "transfer", "params": p.model_dump(mode="json"), "task": task,
+    config = {"algorithm": TransferModel.algorithm, "params": p.model_dump(mode="json"), "task": task,
               "input": input_cfg, "backbone": spec, "head": head_spec, "metrics": {}}
     net.eval()
     model = TransferModel(config=config, net=net, tokens=tokens)
