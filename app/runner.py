@@ -25,8 +25,7 @@ from app.db.tables import CANCELLED, FAILED, QUEUED, Dataset
 from app.errors import QuotaExceeded
 from app.job_report import JobReport, LeaseLost
 from app.ml import registry
-from app.ml.base import Algorithm, Cancelled, Params, Trained
-from app.ml.transfer.backbones import BackboneRef
+from app.ml.base import Algorithm, BackboneRef, Cancelled, FitInput, Trained
 from app.queue import enqueue_train
 from app.ranks import AttemptLost, RankFailed, job_devices, run_ranks
 from app.services import backbones, leases, models
@@ -148,8 +147,10 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
     data = training.load(facts.data, store.path)
     report.check()
     t1 = time.perf_counter()
-    ref = _backbone(settings, facts, params, store) if algo.uses_backbone else None
-    trained = _fit(algo, data, params, report, ref, _resume_from(algo, lease, report, store, facts))
+    ref = _backbone(settings, facts, wanted, store) if (wanted := algo.backbone_of(params)) else None
+    trained = algo.fit(FitInput(data.x, y=data.y, labels=data.labels, backbone=ref,
+                                resume_from=_resume_from(lease, report, store, facts)),
+                       params, report)
     if rank:
         return  # rank 0 records the model
     report.check()
@@ -169,35 +170,23 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> JobFacts:
         return JobFacts(job.algorithm, job.params, job.project, job.attempts, data)
 
 
-def _backbone(settings: Settings, facts: JobFacts, params: Any, store: BlobStore) -> BackboneRef:
+def _backbone(settings: Settings, facts: JobFacts, wanted: tuple[str, bool],
+              store: BlobStore) -> BackboneRef:
     with session_scope(settings.resolved_database_url) as s:
-        return backbones.resolve(session=s, project=facts.project, spec=params.backbone,
-                                 pretrained=params.pretrained,
+        return backbones.resolve(session=s, project=facts.project, spec=wanted[0],
+                                 pretrained=wanted[1],
                                  weights_dir=settings.resolved_weights_dir, blob_path=store.path)
 
 
-def _resume_from(algo: Algorithm, lease: Lease, report: Any, store: BlobStore,
-                 facts: JobFacts) -> Path | None:
-    """The checkpoint of an earlier, lost try: continue from it, don't restart."""
+def _resume_from(lease: Lease, report: Any, store: BlobStore, facts: JobFacts) -> Path | None:
+    """The checkpoint of an earlier, lost try: continue from it, don't restart (only fits that
+    train in epochs write one, so only they ever find one)."""
     checkpoint = store.path(storage.checkpoint_key(lease.job_id))
-    if not (algo.resumable and checkpoint.is_file()):
+    if not checkpoint.is_file():
         return None
     report.resuming = True
     log.info("job.resuming", job_id=lease.job_id, attempt=facts.attempts)
     return checkpoint
-
-
-def _fit(algo: Algorithm, data: Loaded, params: Params, report: Any, backbone: BackboneRef | None,
-         resume_from: Path | None) -> Trained:
-    """Call the algorithm's fit with what it takes besides the rows."""
-    kwargs: dict[str, Any] = {}
-    if algo.uses_labels:
-        kwargs["y"] = data.labels if algo.raw_labels else data.y
-    if backbone is not None:
-        kwargs["backbone"] = backbone
-    if resume_from is not None:
-        kwargs["resume_from"] = resume_from
-    return algo.fit(data.x, params, report, **kwargs)
 
 
 def _record(settings: Settings, lease: Lease, report: Any, store: BlobStore, algo: Algorithm,

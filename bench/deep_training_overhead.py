@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.ml.base import FitInput
 from app.ml.deep import AutoencoderParams
 from app.ml.deep import autoencoder as ae
 from app.ml.deep.algorithms import AutoencoderAlgorithm
@@ -72,7 +73,7 @@ def run() -> dict:
     def service() -> float:
         report = RecordingReport()
         t0 = time.perf_counter()
-        AutoencoderAlgorithm().fit(x, params, report)
+        AutoencoderAlgorithm().fit(FitInput(x), params, report)
         took = time.perf_counter() - t0
         assert len(report.epochs) == 1 and report.fraction == 1.0
         return took

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from app.ml import registry
-from app.ml.base import NullReport
+from app.ml.base import BackboneRef, FitInput, NullReport
 from app.ml.deep.contrastive import ContrastiveObjective
 from app.ml.deep.nets import Normalize, images_to_model_space
 from app.ml.deep.preprocess import IMAGE, fit_prep, to_nchw
@@ -42,7 +42,6 @@ from app.ml.deep.runtime import (
     init_distributed,
     train_loop,
 )
-from app.ml.transfer.backbones import BackboneRef
 
 ROOT = Path(__file__).resolve().parents[1]
 # Data-centre GPU goal for SimCLR on 32x32 (published ResNet-18 runs: ~1,900-4,200 images/s).
@@ -178,7 +177,7 @@ def transfer_seconds(device: torch.device, size: Size, *, cached: bool) -> float
     ref = BackboneRef(spec="resnet18", source="torchvision", name="resnet18",
                       data_kind="image", pretrained=False)
     t0 = time.perf_counter()
-    algo.fit(x, params, NullReport(), y=y, backbone=ref)
+    algo.fit(FitInput(x, labels=y, backbone=ref), params, NullReport())
     return time.perf_counter() - t0
 
 
@@ -190,7 +189,7 @@ def embed_rates(device: torch.device, size: Size) -> tuple[float, float]:
     x = np.random.default_rng(2).normal(size=(512, 64)).astype(np.float32)
     algo = registry.get("autoencoder")
     width = size.embed_width
-    model = algo.fit(x, algo.params_model.model_validate(
+    model = algo.fit(FitInput(x), algo.params_model.model_validate(
         {"epochs": 1, "hidden_dims": [width, width], "latent_dim": 32, "device": device.type}),
         NullReport())
     model.to(device.type)

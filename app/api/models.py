@@ -156,7 +156,7 @@ def _can(entry: Loaded, capability: str) -> None:
     if capability not in entry.capabilities:
         can = ", ".join(entry.capabilities) or "nothing over HTTP"
         extra = (" The embedding of its training rows is at GET /v1/models/{id}/embedding."
-                 .replace("{id}", entry.model_id) if entry.algorithm == "tsne" else "")
+                 .replace("{id}", entry.model_id) if entry.trained.has_training_embedding else "")
         raise Invalid(f"a {entry.algorithm} model cannot {capability}; it can: {can}.{extra}",
                       errors=[{"field": "model", "message": f"{capability} is not supported by {entry.algorithm}"}])
 
@@ -281,7 +281,7 @@ async def _compute(cache: ModelCache, entry: Loaded, op: str, x: np.ndarray,
     """Run predict/embed: micro-batched for torch models, and for scikit-learn ones whose answer
     a batch does not change (see MicroBatcher: calls that arrive together share one estimator
     call, at the cost of one turn of the loop for a call alone)."""
-    if settings.batching and (entry.family != "unsupervised" or (
+    if settings.batching and (entry.trained.batchable or (
             settings.sklearn_batching and op in entry.trained.row_exact)):
         try:
             return await cache.batcher(entry, op).submit(x)

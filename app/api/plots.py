@@ -13,6 +13,7 @@ from app.data import training
 from app.data.training import Loaded
 from app.db.tables import Job, Model
 from app.errors import Conflict
+from app.ml import registry
 from app.services import jobs, models
 
 router = APIRouter(tags=["plots"])
@@ -31,8 +32,9 @@ def job_loss_plot(job_id: str, session: SessionDep, project: ProjectDep) -> Resp
     """The job's loss per epoch (val_loss, and the GAN's d_loss / g_loss when present)."""
     job = jobs.get(session=session, project=project, job_id=job_id)
     if not job.history:
-        why = (f"a {job.algorithm} job is not trained in epochs" if _not_trained_in_epochs(job)
-               else f"the job is {job.status} and no epoch has finished yet")
+        epochs = registry.get(job.algorithm).trained_cls.trains_in_epochs
+        why = (f"the job is {job.status} and no epoch has finished yet" if epochs
+               else f"a {job.algorithm} job is not trained in epochs")
         raise Conflict(f"no loss curve for job {job_id}: {why}",
                        errors=[{"field": "job", "message": why}])
     try:
@@ -105,16 +107,7 @@ def _labels(row: Model, trained: Any, x: np.ndarray, idx: np.ndarray,
             loaded: Loaded) -> tuple[list[str] | None, str]:
     if loaded.labels is not None:  # class folders, or the job's target column
         return [str(v) for v in np.asarray(loaded.labels)[idx]], "label"
-    if _assigns_clusters(row):
+    if trained.predicts_clusters and "predict" in row.capabilities:
         return [str(v) for v in np.asarray(trained.predict(x)["predictions"])], "cluster"
     return None, ""
 
-
-def _assigns_clusters(row: Model) -> bool:
-    """Whether the model's predictions are cluster labels to colour the points by."""
-    return row.family == "unsupervised" and row.algorithm != "pca" and "predict" in row.capabilities
-
-
-def _not_trained_in_epochs(job: Job) -> bool:
-    """Whether the job's algorithm fits in one go, with no per-epoch loss to draw."""
-    return job.family == "unsupervised"

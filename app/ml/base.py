@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -57,6 +58,50 @@ class NullReport:
         return False
 
 
+@dataclass(frozen=True)
+class BackboneRef:
+    """A resolved transfer backbone: where its weights are and what the model record keeps."""
+
+    spec: str  # as the job asked: "model:mdl_…", "resnet18", "minilm"
+    source: str  # "model", "torchvision" or "minilm"
+    name: str  # model id or architecture name
+    data_kind: str  # what it reads: image, tabular or text
+    pretrained: bool = True
+    path: str | None = None  # artifact folder, weights file or model folder
+    sha256: str | None = None
+    model_algorithm: str | None = None
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackboneRef:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """Everything a job hands to fit(); each algorithm reads the fields it needs.
+
+    One type for every algorithm, so whoever runs a job fills it in the same way whatever it
+    trains: no per-algorithm switch on which arguments to pass.
+    """
+
+    # Rows (n_samples × n_features), uint8 images (n, height, width[, channels]), or texts.
+    x: Any
+    # The labels as class indices (0..k-1), or None when the dataset has no labels.
+    y: np.ndarray | None = None
+    # The labels themselves (class names, or a regression target's values), or None.
+    labels: np.ndarray | None = None
+    # The backbone the job's `backbone` param resolved to (transfer), if any.
+    backbone: BackboneRef | None = None
+    # A checkpoint this service wrote for an earlier try of the same job: algorithms that
+    # train in epochs continue after its epoch; the others never write one.
+    resume_from: Path | None = None
+
+
 class Params(BaseModel):
     """Base of every algorithm's params: unknown keys are an error, and types are strict.
 
@@ -76,6 +121,22 @@ class Trained(ABC):
     # from an argmin): these may be batched across callers without changing any answer. Float
     # outputs are not listed: BLAS sums a row differently in a bigger matrix (last-bit changes).
     row_exact: ClassVar[frozenset[str]] = frozenset()
+    # Capabilities the service asks about instead of testing algorithm names:
+    # True: a call has a high fixed cost (a network), so every operation is worth batching
+    # across callers, with a short wait for company; False: only the row_exact ones, no wait.
+    batchable: ClassVar[bool] = False
+    # True: training runs in epochs and records a loss per epoch (a loss curve exists).
+    trains_in_epochs: ClassVar[bool] = False
+    # True: predict() answers cluster ids (the plots colour the training rows by them).
+    predicts_clusters: ClassVar[bool] = False
+    # True: the model keeps the embedding of its training rows (training_embedding) but
+    # cannot embed new rows (t-SNE); GET /v1/models/{id}/embedding serves it.
+    has_training_embedding: ClassVar[bool] = False
+
+    @property
+    def task(self) -> dict[str, Any] | None:
+        """A supervised head's task ({"head", "classes" | target scale}); None for the rest."""
+        return None
 
     def predict(self, x: np.ndarray) -> dict[str, Any]:
         """Return {"predictions": [...], optional "probabilities", ...} for the rows of x."""
@@ -115,14 +176,6 @@ class Algorithm(ABC):
     params_model: ClassVar[type[Params]]
     trained_cls: ClassVar[type[Trained]]
     queue: ClassVar[str] = "cpu"
-    # True when fit() takes labels (y=…) to evaluate the representation it learns.
-    uses_labels: ClassVar[bool] = False
-    # True when fit() takes `resume_from=<checkpoint path>` and continues from that epoch.
-    resumable: ClassVar[bool] = False
-    # True when y= holds the labels themselves (class names, or values) rather than indices.
-    raw_labels: ClassVar[bool] = False
-    # True when fit() takes `backbone=<BackboneRef>` resolved from its `backbone` param.
-    uses_backbone: ClassVar[bool] = False
 
     def own(self, params: Params | dict[str, Any]) -> Any:
         """params as this algorithm's Params model (a dict is validated)."""
@@ -136,10 +189,12 @@ class Algorithm(ABC):
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
         return []
 
-    @abstractmethod
-    def fit(self, x: np.ndarray, params: Params, report: Report) -> Trained:
-        """Train on the rows of x (n_samples × n_features) and return the trained model.
+    def backbone_of(self, params: Params) -> tuple[str, bool] | None:
+        """(backbone spec, pretrained) that fit() needs resolved into FitInput.backbone; None
+        when the algorithm trains without one."""
+        return None
 
-        Image data arrives as uint8 (n, height, width, channels). Algorithms with uses_labels
-        also take `y=` (int class indices, or None when the dataset has no labels).
-        """
+    @abstractmethod
+    def fit(self, data: FitInput, params: Params, report: Report) -> Trained:
+        """Train on data.x (and whichever labels, backbone or checkpoint it reads) and return
+        the trained model."""

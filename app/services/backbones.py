@@ -10,14 +10,9 @@ from sqlalchemy.orm import Session
 
 from app.db.tables import Model
 from app.errors import field_error
-from app.ml.transfer.backbones import (
-    ARCHITECTURES,
-    ENCODER_ALGORITHMS,
-    MODEL_PREFIX,
-    BackboneRef,
-    architectures,
-    resolve_named,
-)
+from app.ml.base import BackboneRef
+from app.ml.transfer.backbones import ARCHITECTURES, MODEL_PREFIX, architectures, resolve_named
+from app.ml.transfer.model import ENCODER_ALGORITHMS
 
 
 def usable_models(*, session: Session, project: str) -> list[Model]:

@@ -47,8 +47,9 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     params = _params(algo, spec.params)
     _check_devices(params, max_devices)
     ds = _dataset(session, project, spec.dataset_id, algo)
-    data = _job_data(ds, spec, labelled=algo.uses_backbone)
-    if algo.uses_backbone:
+    wanted = algo.backbone_of(params)  # a transfer job's (backbone, pretrained)
+    data = _job_data(ds, spec, labelled=wanted is not None)
+    if wanted is not None:
         _check_backbone(session, project, data, params, weights_dir or Path("weights"))
     _check_fit(algo, params, ds, data)
     return {

@@ -56,7 +56,7 @@ def publish(*, store: BlobStore, algo: Algorithm, trained: Trained, origin: Orig
 def _answer_schema(schema: dict[str, Any], trained: Trained) -> dict[str, Any]:
     """The input schema a model answers by: a transfer model answers with its own classes
     (or values), not the training data's."""
-    task = getattr(trained, "task", None)  # the name check a trained-model flag replaces
+    task = trained.task
     if task is None:
         return dict(schema)
     return {**schema, "classes": task.get("classes") or [], "head": task["head"]}

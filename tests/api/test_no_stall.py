@@ -29,7 +29,7 @@ from app.db.migrate import upgrade
 from app.errors import TooLarge
 from app.main import create_app
 from app.ml import registry
-from app.ml.base import NullReport, Trained
+from app.ml.base import FitInput, NullReport, Trained
 from app.runner import run_job
 from app.serving import MicroBatcher, ServingPool
 from app.storage import OWNER_KEY
@@ -237,7 +237,7 @@ def test_a_very_wide_array_is_413_and_wide_schemas_are_cut_in_lists(tmp_path):
 
 def _model(algorithm: str, x: np.ndarray, **params: object) -> Trained:
     algo = registry.get(algorithm)
-    return algo.fit(x, algo.own(params), NullReport())
+    return algo.fit(FitInput(x), algo.own(params), NullReport())
 
 
 @pytest.mark.parametrize(("algorithm", "params"), [

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.ml import registry
-from app.ml.base import NullReport
+from app.ml.base import FitInput, NullReport
 from app.ml.deep.runtime import distributed, init_distributed
 
 
@@ -38,7 +38,7 @@ def fit(algorithm: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The history of one fit of algorithm on data() (in this process's group, if any)."""
     report = History()
     algo = registry.get(algorithm)
-    algo.fit(data(), algo.params_model.model_validate(params), report)
+    algo.fit(FitInput(data()), algo.params_model.model_validate(params), report)
     return report.entries
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 FORBIDDEN = ("fastapi", "starlette", "celery", "torch")
 
@@ -27,3 +29,34 @@ def test_the_ml_registry_and_unsupervised_family_load_no_web_queue_or_torch():
 
 def test_the_check_itself_sees_a_forbidden_import():
     assert loaded_after_import("json", "celery") == ["celery"]
+
+
+ML = Path(__file__).resolve().parents[2] / "app" / "ml"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file names in an import statement, at any depth (lazy ones too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_nothing_under_app_ml_imports_the_registry():
+    """The catalogue is for callers outside app.ml; a family reaching it would close a loop."""
+    found = [str(p.relative_to(ML)) for p in sorted(ML.rglob("*.py"))
+             if "app.ml.registry" in _imports(p)]
+    assert found == []
+
+
+def test_app_ml_imports_no_web_queue_database_or_service_code():
+    banned = ("fastapi", "starlette", "celery", "sqlalchemy", "app.api", "app.services",
+              "app.db", "app.runner", "app.serving")
+    found = {str(p.relative_to(ML)): sorted(n for n in _imports(p)
+                                             if n.split(".")[0] in banned or n.startswith(banned))
+             for p in sorted(ML.rglob("*.py"))}
+    assert {k: v for k, v in found.items() if v} == {}

@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 from app.ml import registry
 from app.ml.artifacts import UnsafeArtifact
-from app.ml.base import Cancelled, CapabilityError, InputError, NullReport, Trained
+from app.ml.base import Cancelled, CapabilityError, FitInput, InputError, NullReport, Trained
 from app.ml.deep import autoencoder as ae_torch
 from app.ml.deep.params import AutoencoderParams
 from app.ml.deep.preprocess import fit_prep, standardize_rows
@@ -91,7 +91,7 @@ def params(name: str, **extra: Any) -> Any:
 
 def fit(name: str, x: np.ndarray, report: Any = None, y: np.ndarray | None = None,
         **extra: Any) -> Any:
-    return registry.get(name).fit(x, params(name, **extra), report or NullReport(), y=y)
+    return registry.get(name).fit(FitInput(x, y=y), params(name, **extra), report or NullReport())
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_catalogue_lists_the_family_with_schemas():
         assert items[name]["family"] == "self_supervised"
         assert items[name]["data_kinds"] == ["tabular", "image"]
         assert items[name]["queue"] == "gpu" and items[name]["capabilities"] == caps[name]
-        assert registry.get(name).uses_labels
+        assert registry.get(name).trained_cls.trains_in_epochs
         schema = items[name]["params_schema"]
         assert schema["additionalProperties"] is False
         props = schema["properties"]

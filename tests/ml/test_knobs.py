@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.datasets import make_classification
 
 from app.ml import registry
+from app.ml.base import FitInput
 from app.ml.deep.runtime import lr_scale, make_optimizer
 from tests.ml.test_deep import Recorder
 
@@ -28,7 +29,7 @@ def table(n: int = 96) -> np.ndarray:
 def fit_ae(**params):
     rec = Recorder()
     p = {"epochs": 4, "hidden_dims": [8], "latent_dim": 3, "validation_fraction": 0, **params}
-    return AE.fit(table(), AE.own(p), rec), rec
+    return AE.fit(FitInput(table()), AE.own(p), rec), rec
 
 
 # ---- learning-rate schedule and optimizer ------------------------------------------------
@@ -214,13 +215,13 @@ def test_vgg_pool_features_are_the_averaged_last_convolution():
 def test_mobilenet_feature_layers_against_torchvision(layer, dim):
     import torchvision.models as tvm
 
-    from app.ml.transfer.nets import build_backbone
+    from app.ml.transfer.nets import named_backbone
 
     spec = {"source": "torchvision", "name": "mobilenet_v3_small",
             "image": {"size": [64, 64], "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}}
     if layer is not None:  # without the key: a model saved before feature_layer existed
         spec["feature_layer"] = layer
-    backbone, _ = build_backbone(spec)
+    backbone, _ = named_backbone(spec)
     ref = tvm.mobilenet_v3_small(weights=None)
     ref.load_state_dict(backbone.net.state_dict(), strict=False)
     ref.eval(), backbone.eval()

@@ -12,10 +12,10 @@ from sklearn import metrics as skm
 from sklearn.datasets import load_digits, make_classification
 
 from app.ml import registry
-from app.ml.base import NullReport
-from app.ml.transfer.backbones import BackboneRef, resolve_named
+from app.ml.base import BackboneRef, FitInput, NullReport
+from app.ml.transfer.backbones import resolve_named
 from app.ml.transfer.params import resolve
-from app.ml.transfer.training import split
+from app.ml.transfer.split import split
 from tests.ml.test_deep import Recorder
 
 TRANSFER = registry.get("transfer")
@@ -33,8 +33,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> BackboneRef:
     """An autoencoder trained on the rows, saved as the service saves models."""
     x, _ = rows()
     algo = registry.get("autoencoder")
-    model = algo.fit(x, algo.own({"epochs": 5, "hidden_dims": [32, 16], "latent_dim": 8}),
-                     NullReport())
+    model = algo.fit(FitInput(x), algo.own({"epochs": 5, "hidden_dims": [32, 16],
+                                             "latent_dim": 8}), NullReport())
     folder = tmp_path_factory.mktemp("source")
     model.save(folder)
     return BackboneRef(spec="model:src", source="model", name="src", data_kind="tabular",
@@ -45,9 +45,15 @@ def encoder_state(ref: BackboneRef) -> dict[str, torch.Tensor]:
     return registry.load_trained("autoencoder", Path(str(ref.path))).net.encoder.state_dict()
 
 
+def transfer_fit(x, params, report, *, y, backbone, resume_from=None):
+    """TRANSFER.fit on x with the labels y and a resolved backbone."""
+    return TRANSFER.fit(FitInput(x, labels=y, backbone=backbone, resume_from=resume_from),
+                        params, report)
+
+
 def fit(ref: BackboneRef, x, y, **params):
     p = {"backbone": ref.spec, "epochs": 15, "batch_size": 32, "learning_rate": 0.01, **params}
-    return TRANSFER.fit(x, TRANSFER.own(p), NullReport(), y=y, backbone=ref)
+    return transfer_fit(x, TRANSFER.own(p), NullReport(), y=y, backbone=ref)
 
 
 def moved(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
@@ -87,7 +93,7 @@ def test_l2sp_keeps_weights_near_the_pretrained_ones(source):
 def test_l2sp_penalty_is_in_the_history(source):
     x, y = rows()
     rec = Recorder()
-    TRANSFER.fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "freeze": "none",
+    transfer_fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "freeze": "none",
                                   "l2sp": 1.0}), rec, y=y, backbone=source)
     assert len(rec.history) == 3 and all(e["l2sp_penalty"] >= 0 for e in rec.history)
     assert rec.history[-1]["l2sp_penalty"] > 0
@@ -96,7 +102,7 @@ def test_l2sp_penalty_is_in_the_history(source):
 def test_warmup_ramps_the_learning_rate(source):
     x, y = rows()
     rec = Recorder()
-    TRANSFER.fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "warmup_epochs": 2,
+    transfer_fit(x, TRANSFER.own({"backbone": "model:src", "epochs": 3, "warmup_epochs": 2,
                                   "learning_rate": 0.01}), rec, y=y, backbone=source)
     lrs = [e["lr"] for e in rec.history]
     assert lrs[0] == pytest.approx(0.005, rel=0.2) and lrs[1] == lrs[2] == pytest.approx(0.01)
@@ -105,11 +111,11 @@ def test_warmup_ramps_the_learning_rate(source):
 def test_resume_from_a_checkpoint_equals_an_unbroken_run(source, tmp_path):
     x, y = rows()
     p = {"backbone": "model:src", "freeze": 1, "warmup_epochs": 3, "batch_size": 32}
-    whole = TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 4}), NullReport(), y=y, backbone=source)
+    whole = transfer_fit(x, TRANSFER.own({**p, "epochs": 4}), NullReport(), y=y, backbone=source)
     rec = Recorder(tmp_path)
-    TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 2}), rec, y=y, backbone=source)
+    transfer_fit(x, TRANSFER.own({**p, "epochs": 2}), rec, y=y, backbone=source)
     again = Recorder()
-    resumed = TRANSFER.fit(x, TRANSFER.own({**p, "epochs": 4}), again, y=y, backbone=source,
+    resumed = transfer_fit(x, TRANSFER.own({**p, "epochs": 4}), again, y=y, backbone=source,
                            resume_from=rec.checkpoints[-1])
     assert [e["epoch"] for e in again.history] == [3, 4]
     for k, v in whole.net.state_dict().items():
@@ -203,7 +209,7 @@ def test_a_torchvision_pth_file_is_read_with_weights_only(tmp_path):
     assert ref.sha256 and ref.path.endswith(".pth")
     digits = load_digits()
     images = (digits.images[:60] * 255 / 16).astype(np.uint8)[..., None]
-    model = TRANSFER.fit(images, TRANSFER.own({
+    model = transfer_fit(images, TRANSFER.own({
         "backbone": "mobilenet_v3_small", "epochs": 2, "image_size": 32, "horizontal_flip": True,
         "freeze": "backbone"}), NullReport(), y=digits.target[:60], backbone=ref)
     got = model.net.backbone.net.state_dict()
@@ -222,7 +228,7 @@ def test_a_weights_file_for_another_architecture_fails_clearly(tmp_path):
     ref = resolve_named("resnet18", weights_dir=tmp_path, pretrained=True)
     images = np.zeros((6, 8, 8, 1), dtype=np.uint8)
     with pytest.raises(ValueError, match="does not fit resnet18"):
-        TRANSFER.fit(images, TRANSFER.own({"backbone": "resnet18", "image_size": 32}),
+        transfer_fit(images, TRANSFER.own({"backbone": "resnet18", "image_size": 32}),
                      NullReport(), y=np.array([0, 1] * 3), backbone=ref)
 
 
@@ -255,7 +261,7 @@ def test_minilm_features_equal_sentence_transformers():
     ref = resolve_named("minilm", weights_dir=Path("."), pretrained=True)
     texts = WEATHER + FOOD
     labels = np.array(["weather"] * 12 + ["food"] * 12)
-    model = TRANSFER.fit(np.array(texts, dtype=object), TRANSFER.own({
+    model = transfer_fit(np.array(texts, dtype=object), TRANSFER.own({
         "backbone": "minilm", "epochs": 60, "learning_rate": 0.05, "seed": 3,
         "validation_fraction": 0.2}),
         NullReport(), y=labels, backbone=ref)
@@ -282,7 +288,7 @@ def test_minilm_with_only_the_backbone_given_scores_ninety_percent_on_unseen_tex
     topics = {"weather": WEATHER, "food": FOOD, "sport": SPORT, "tech": TECH}
     train = [(t, k) for k, texts in topics.items() for t in texts[:7]]
     test = [(t, k) for k, texts in topics.items() for t in texts[7:]]
-    model = TRANSFER.fit(np.array([t for t, _ in train], dtype=object),
+    model = transfer_fit(np.array([t for t, _ in train], dtype=object),
                          TRANSFER.own({"backbone": "minilm"}), NullReport(),
                          y=np.array([k for _, k in train]), backbone=ref)
     # 7 labels a topic: every one trains, in batches of 7, 300 steps at the probe's rate.

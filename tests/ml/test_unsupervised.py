@@ -25,7 +25,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.ml import artifacts, registry
-from app.ml.base import EMBED, PREDICT, Cancelled, CapabilityError, InputError, NullReport, Trained
+from app.ml.base import (
+    EMBED,
+    PREDICT,
+    Cancelled,
+    CapabilityError,
+    FitInput,
+    InputError,
+    NullReport,
+    Trained,
+)
 from app.ml.unsupervised import _common, agglomerative
 
 NAMES = ["kmeans", "minibatch_kmeans", "dbscan", "agglomerative", "gmm", "pca", "tsne"]
@@ -54,7 +63,7 @@ def digits() -> np.ndarray:
 
 def fit(name: str, x: np.ndarray, **params: Any) -> Trained:
     algo = registry.get(name)
-    return algo.fit(x, algo.params_model.model_validate(params), NullReport())
+    return algo.fit(FitInput(x), algo.params_model.model_validate(params), NullReport())
 
 
 def reload(trained: Trained, name: str, directory: Path) -> Trained:
@@ -421,7 +430,7 @@ class Recorder(NullReport):
 @pytest.mark.parametrize("name", NAMES)
 def test_fit_reports_progress_and_checks_between_phases(name, x):
     algo, report = registry.get(name), Recorder()
-    algo.fit(x, algo.params_model.model_validate(QUICK[name]), report)
+    algo.fit(FitInput(x), algo.params_model.model_validate(QUICK[name]), report)
     assert report.checks >= 3
     assert report.fractions == sorted(report.fractions) and report.fractions[-1] == 1.0
 
@@ -430,7 +439,7 @@ def test_fit_reports_progress_and_checks_between_phases(name, x):
 def test_cancelled_propagates_out_of_fit(cancel_after, x):
     algo, report = registry.get("kmeans"), Recorder(cancel_after=cancel_after)
     with pytest.raises(Cancelled):
-        algo.fit(x, algo.params_model.model_validate({"n_clusters": 3}), report)
+        algo.fit(FitInput(x), algo.params_model.model_validate({"n_clusters": 3}), report)
     assert 1.0 not in report.fractions
 
 

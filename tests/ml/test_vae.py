@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from app.ml import registry
-from app.ml.base import NullReport
+from app.ml.base import FitInput, NullReport
 from app.ml.deep import vae
 from app.ml.deep.preprocess import fit_prep
 
@@ -110,7 +110,7 @@ def test_warmup_weighs_the_kl_of_each_epoch_and_val_loss_uses_full_beta():
 def test_a_vae_saved_without_the_new_params_loads_and_answers_as_the_unit_gaussian(tmp_path):
     algo = registry.get("vae")
     x = images(128)
-    model = algo.fit(x, algo.own({**QUICK, "likelihood": "gaussian"}), NullReport())
+    model = algo.fit(FitInput(x), algo.own({**QUICK, "likelihood": "gaussian"}), NullReport())
     model.save(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     del config["architecture"]["likelihood"]  # what models saved before the param hold

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.ml import registry
-from app.ml.base import CapabilityError, InputError, NullReport
+from app.ml.base import CapabilityError, FitInput, InputError, NullReport
 from app.ml.deep.evaluate import HELD_OUT, probe_metrics
 from app.ml.scores import label_agreement, purity
 
@@ -29,7 +29,8 @@ def wine() -> tuple[np.ndarray, np.ndarray]:
 
 def fit(name: str, x, params: dict, y=None):
     algo = registry.get(name)
-    return algo.fit(x, algo.own(params), NullReport(), y=y)
+    # y in both slots: each family reads its own (indices for probes, labels for agreement).
+    return algo.fit(FitInput(x, y=y, labels=y), algo.own(params), NullReport())
 
 
 def test_purity_is_the_majority_label_share_of_each_cluster():
@@ -159,7 +160,7 @@ def test_evaluate_gives_reconstruction_error_where_defined_and_refuses_elsewhere
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     """An autoencoder trained on unlabelled rows, saved as the service saves models."""
-    from app.ml.transfer.backbones import BackboneRef
+    from app.ml.base import BackboneRef
 
     x, _ = wine()
     model = fit("autoencoder", x, {"epochs": 3, "hidden_dims": [16], "latent_dim": 4})
@@ -172,11 +173,11 @@ def backbone(tmp_path_factory):
 def fit_transfer(ref, x, y, **params):
     algo = registry.get("transfer")
     p = algo.own({"backbone": ref.spec, "epochs": 5, "batch_size": 32, **params})
-    return algo.fit(x, p, NullReport(), y=y, backbone=ref), p
+    return algo.fit(FitInput(x, labels=y, backbone=ref), p, NullReport()), p
 
 
 def test_transfer_reports_the_raw_logistic_regression_baseline_on_its_split(backbone):
-    from app.ml.transfer.training import split
+    from app.ml.transfer.split import split
 
     x, y = wine()
     model, p = fit_transfer(backbone, x, y, validation_fraction=0.3)

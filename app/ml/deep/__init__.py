@@ -26,9 +26,13 @@ from app.ml.deep.params import (
     VAEParams,
 )
 
+# The family's trained-model classes: what a transfer job may take an encoder from.
+MODELS: tuple[type[DeepModel], ...] = tuple(algo.trained_cls for algo in ALGORITHMS)
+
 __all__ = [
     "ALGORITHMS",
     "FAMILY",
+    "MODELS",
     "AutoencoderAlgorithm",
     "AutoencoderModel",
     "AutoencoderParams",

@@ -5,12 +5,11 @@ fit() imports the torch side (app.ml.deep.training) only when a job actually tra
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from app.ml.base import EMBED, GENERATE, PREDICT, Algorithm, Params, Report
+from app.ml.base import EMBED, GENERATE, PREDICT, Algorithm, FitInput, Params, Report
 from app.ml.deep.model import (
     AutoencoderModel,
     ContrastiveModel,
@@ -25,6 +24,7 @@ from app.ml.deep.params import (
     VAEParams,
     validation_rows,
 )
+from app.ml.deep.preprocess import training_data
 
 FAMILY = "self_supervised"
 # check_fit names this for problems of the data itself rather than of one param.
@@ -37,8 +37,6 @@ class DeepAlgorithm(Algorithm):
     family: ClassVar[str] = FAMILY
     data_kinds: ClassVar[tuple[str, ...]] = ("tabular", "image")
     queue: ClassVar[str] = "gpu"
-    resumable: ClassVar[bool] = True
-    uses_labels: ClassVar[bool] = True  # labels only score the embedding; training ignores them
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[DeepModel]]
     validates: ClassVar[bool] = True  # False: no validation split, val_loss or early stopping
@@ -64,18 +62,24 @@ class DeepAlgorithm(Algorithm):
                 "validation_fraction or set the patience to 0")))
         return found
 
-    def fit(self, x: np.ndarray, params: Params, report: Report,
-            y: np.ndarray | None = None, resume_from: Path | None = None) -> DeepModel:
-        """Train on rows (n, d) or uint8 images (n, h, w, c); y only scores the embedding.
+    def fit(self, data: FitInput, params: Params, report: Report) -> DeepModel:
+        """Train on rows (n, d) or uint8 images (n, h, w, c); data.y (class indices) only
+        scores the embedding, training ignores it.
 
-        resume_from: a checkpoint this service wrote for the same job; training continues
+        data.resume_from: a checkpoint this service wrote for the same job; training continues
         after its epoch with its weights, optimizer and RNG state.
         """
         from app.ml.deep.runtime import load_checkpoint
         from app.ml.deep.training import fit_model
 
-        state = load_checkpoint(resume_from) if resume_from is not None else None
-        return fit_model(self, x, self.own(params), report, y=y, resume_from=state)
+        p = self.own(params)
+        kind, arr = training_data(data.x)
+        problems = self.check_fit(p, n_rows=len(arr), n_features=int(np.prod(arr.shape[1:])))
+        if problems:
+            raise ValueError("; ".join(reason for _, reason in problems))
+        state = load_checkpoint(data.resume_from) if data.resume_from is not None else None
+        return fit_model(self.trained_cls, kind, arr, p, report, validates=self.validates,
+                         y=data.y, resume_from=state)
 
 
 class AutoencoderAlgorithm(DeepAlgorithm):

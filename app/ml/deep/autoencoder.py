@@ -28,11 +28,13 @@ class AutoencoderNet(nn.Module):
         self.decoder = Decoder(arch, prep, int(arch["latent_dim"]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+        out: Tensor = self.decoder(self.encoder(x))
+        return out
 
     def embed(self, x: Tensor) -> Tensor:
         """The code of each row."""
-        return self.encoder(x)
+        out: Tensor = self.encoder(x)
+        return out
 
     def predict(self, x: Tensor) -> dict[str, Tensor]:
         """Reconstruction (model space) and per-row MSE in model space."""

@@ -39,11 +39,13 @@ class ContrastiveNet(nn.Module):
         self.head = projection_head(int(arch["embedding_dim"]), int(arch["projection_dim"]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encoder(x))
+        out: Tensor = self.head(self.encoder(x))
+        return out
 
     def embed(self, x: Tensor) -> Tensor:
         """The encoder output of each row."""
-        return self.encoder(x)
+        out: Tensor = self.encoder(x)
+        return out
 
 
 def build(arch: dict[str, Any], prep: Prep) -> ContrastiveNet:
@@ -82,7 +84,8 @@ class ImageViews:
             out = ((out - mean) * contrast + mean + brightness).clamp(0, 1)
         if p.view_noise:
             out = out + p.view_noise * rt.randn(*out.shape)
-        return self.norm(out)
+        views: Tensor = self.norm(out)
+        return views
 
     def _affine(self, n: int) -> Tensor:
         # One 2x3 matrix per view: zoom into a random crop of the given area and aspect,

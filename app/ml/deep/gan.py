@@ -38,11 +38,13 @@ class GANNet(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """The discriminator's penultimate features of each row."""
-        return self.discriminator.trunk(x)
+        out: Tensor = self.discriminator.trunk(x)
+        return out
 
     def sample(self, z: Tensor) -> Tensor:
         """Generate model-space samples from noise."""
-        return self.generator(z)
+        out: Tensor = self.generator(z)
+        return out
 
 
 def build(arch: dict[str, Any], prep: Prep) -> GANNet:
@@ -69,7 +71,7 @@ class GANObjective(Objective):
             fake = g(self.rt.randn(n, self.net.latent_dim)).detach()
             # BCE(D(x), 1) + BCE(D(G(z)), 0), written with softplus for stability
             d_loss = (F.softplus(-d(xb).float()) + F.softplus(d(fake).float())).mean()
-        d_loss.backward()
+        d_loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         self.rt.average_gradients(d)
         self.d_opt.step()
         self.g_opt.zero_grad(set_to_none=True)
@@ -77,7 +79,7 @@ class GANObjective(Objective):
         try:
             with self.rt.autocast():
                 g_loss = F.softplus(-d(g(self.rt.randn(n, self.net.latent_dim))).float()).mean()
-            g_loss.backward()
+            g_loss.backward()  # type: ignore[no-untyped-call]  # Tensor.backward is unannotated
         finally:
             d.requires_grad_(True)
         self.rt.average_gradients(g)

@@ -56,6 +56,8 @@ class DeepModel(Trained):
 
     net_module: ClassVar[str]  # the torch module with build(arch, prep)
     scored: ClassVar[tuple[str, ...]] = ()  # per-row outputs of predict that evaluate averages
+    batchable: ClassVar[bool] = True
+    trains_in_epochs: ClassVar[bool] = True
 
     def __init__(self, *, config: dict[str, Any], net: Any) -> None:
         self.config = config
@@ -148,8 +150,10 @@ class DeepModel(Trained):
     def _samples(self, values: np.ndarray) -> list[Any]:
         """Model-space outputs as the service answers them: rows, or uint8 HxWxC images."""
         if self.prep.kind == TABULAR:
-            return unstandardize_rows(values, self.prep).tolist()  # type: ignore[no-any-return]
-        return model_space_to_uint8(values, self.prep).tolist()  # type: ignore[no-any-return]
+            rows: list[Any] = unstandardize_rows(values, self.prep).tolist()
+            return rows
+        images: list[Any] = model_space_to_uint8(values, self.prep).tolist()
+        return images
 
     def _generate(self, n: int, seed: int | None) -> list[Any]:
         torch = _torch()
@@ -184,6 +188,20 @@ class DeepModel(Trained):
         """A fresh (untrained) network of the recorded architecture."""
         module = importlib.import_module(cls.net_module)
         return module.build(config["architecture"], Prep.from_json(config["preprocessing"]))
+
+    # ---- as a transfer backbone ------------------------------------------------------------
+
+    @classmethod
+    def encoder_of(cls, net: Any) -> Any:
+        """The part of a network of this class that embed() runs, as a transfer backbone (a
+        torch module with features_dim and blocks()); by default the network's encoder."""
+        from app.ml.deep.nets import EncoderBackbone
+
+        return EncoderBackbone(net.encoder, int(net.encoder.out.out_features))
+
+    def encoder(self) -> Any:
+        """This model's encoder, with its trained weights, as a transfer backbone."""
+        return self.encoder_of(self.net)
 
 
 def write_network(directory: Path, config: dict[str, Any], algorithm: str,
@@ -280,6 +298,13 @@ class VAEModel(DeepModel):
         """n samples of the prior, decoded: rows as lists, or images as {"b64": PNG}."""
         return self._generate(n, seed)
 
+    @classmethod
+    def encoder_of(cls, net: Any) -> Any:
+        """The posterior mean, as embed() gives it."""
+        from app.ml.deep.nets import PosteriorMean
+
+        return PosteriorMean(net.encoder, int(net.latent_dim))
+
 
 class ContrastiveModel(DeepModel):
     """A trained contrastive encoder: embed only."""
@@ -305,3 +330,10 @@ class GANModel(DeepModel):
     def generate(self, n: int, seed: int | None) -> list[Any]:
         """n generated samples: rows as lists, or images as {"b64": PNG}."""
         return self._generate(n, seed)
+
+    @classmethod
+    def encoder_of(cls, net: Any) -> Any:
+        """The discriminator's penultimate features, as embed() gives them."""
+        from app.ml.deep.nets import TrunkFeatures
+
+        return TrunkFeatures(net.discriminator, int(net.discriminator.features_dim))

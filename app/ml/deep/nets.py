@@ -76,6 +76,9 @@ def conv_widths(base: int, n_sizes: int) -> list[int]:
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std on NCHW; the stats come from config, not the weights file."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, prep: Prep) -> None:
         super().__init__()
         c = len(prep.mean)
@@ -94,7 +97,8 @@ class Normalize(nn.Module):
 
 def images_to_model_space(batch: Tensor, norm: Normalize) -> Tensor:
     """uint8 NCHW (any device) to float model space: /255 then per-channel normalisation."""
-    return norm(batch.float().div_(255.0))
+    out: Tensor = norm(batch.float().div_(255.0))
+    return out
 
 
 class Crop(nn.Module):
@@ -136,7 +140,8 @@ class Encoder(nn.Module):
         self.features_dim = hidden[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.trunk(x))
+        out: Tensor = self.out(self.trunk(x))
+        return out
 
 
 class Decoder(nn.Module):
@@ -178,7 +183,53 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
+
+
+Blocks = list[tuple[nn.Module, ...]]
+
+
+def parameterized(module: nn.Module) -> Blocks:
+    """The module's layers that hold weights, input to output: the blocks of a small encoder."""
+    return [(m,) for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+class EncoderBackbone(nn.Module):
+    """The encoder of a model trained here, as a transfer backbone: what its embed() computes.
+
+    Its one submodule is `module`, so a transfer model's backbone weights are named
+    backbone.module.* whichever model it started from (stored transfer models rely on it).
+    """
+
+    def __init__(self, module: nn.Module, features_dim: int) -> None:
+        super().__init__()
+        self.module, self.features_dim = module, features_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.module(x)
+        return out
+
+    def blocks(self) -> Blocks:
+        return parameterized(self.module)
+
+
+class PosteriorMean(EncoderBackbone):
+    """A VAE's encoder as a backbone: the first half of its output, the posterior mean."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.module(x)
+        return out[:, : self.features_dim]
+
+
+class TrunkFeatures(EncoderBackbone):
+    """A GAN's discriminator as a backbone: its penultimate features."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        trunk = self.module.trunk
+        assert isinstance(trunk, nn.Module)
+        out: Tensor = trunk(x)
+        return out
 
 
 def projection_head(in_dim: int, out_dim: int) -> nn.Sequential:

@@ -106,7 +106,7 @@ class MLPParams(Params):
 def hidden_dims_field(default: list[int]) -> list[int]:
     """The hidden_dims param: one list of widths, shared by the tabular MLP and the image head."""
     # A plain (copied per instance by pydantic) default, so the JSON Schema shows it.
-    return Field(  # type: ignore[no-any-return]
+    return Field(
         list(default), min_length=1, max_length=8,
         description="Widths of the hidden fully connected layers, first to last. Tabular: the "
         "MLP encoder (the decoder/generator mirrors it). Images: the layers between the "

@@ -126,7 +126,7 @@ def standardize_rows(rows: np.ndarray, prep: Prep) -> np.ndarray:
     else in float64, then cast.
     """
     work = np.float32 if rows.dtype == np.float32 else np.float64
-    out = rows.astype(work, copy=True)
+    out: np.ndarray[Any, np.dtype[np.floating[Any]]] = rows.astype(work, copy=True)
     out -= np.asarray(prep.mean, dtype=work)
     out /= np.asarray(prep.std, dtype=work)
     return out.astype(np.float32, copy=False)
@@ -134,7 +134,8 @@ def standardize_rows(rows: np.ndarray, prep: Prep) -> np.ndarray:
 
 def unstandardize_rows(values: np.ndarray, prep: Prep) -> np.ndarray:
     """Model-space rows back in the training data's units (float64)."""
-    return values.astype(np.float64) * np.asarray(prep.std) + np.asarray(prep.mean)
+    rows: np.ndarray = values.astype(np.float64) * np.asarray(prep.std) + np.asarray(prep.mean)
+    return rows
 
 
 def model_space_to_uint8(values: np.ndarray, prep: Prep) -> np.ndarray:
@@ -143,7 +144,8 @@ def model_space_to_uint8(values: np.ndarray, prep: Prep) -> np.ndarray:
     mean = np.asarray(prep.mean).reshape(1, c, 1, 1)
     std = np.asarray(prep.std).reshape(1, c, 1, 1)
     pixels = (values.astype(np.float64) * std + mean) * 255.0
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    images: np.ndarray = np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return images
 
 
 def to_nchw(images: np.ndarray) -> np.ndarray:

@@ -223,7 +223,7 @@ class SingleLossObjective(Objective):
         self.optimizer.zero_grad(set_to_none=True)
         with self.rt.autocast():
             loss = self.loss(xb, training=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         self.rt.average_gradients(self.module)
         self.optimizer.step()
         return {"loss": loss.detach()}
@@ -242,7 +242,7 @@ class _Rows(Dataset[Any]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, idx: Tensor) -> Any:  # type: ignore[override]
+    def __getitem__(self, idx: Tensor) -> Any:
         if self.targets is None:
             return self.data.index_select(0, idx)
         return self.data.index_select(0, idx), self.targets.index_select(0, idx)
@@ -441,18 +441,19 @@ def train_loop(objective: Objective, train: Batches, val: Batches | None, config
                               reduce=train.world > 1)
         step += len(train)
         seconds_train = time.perf_counter() - t0
-        val_loss = _validate(objective, val) if validate else None
+        val_loss = _validate(objective, val) if validate and val is not None else None
         _refuse_divergence(epoch, losses, val_loss)
-        entry = {"epoch": epoch, "loss": losses.pop("loss"), "val_loss": val_loss,
-                 "lr": float(next(iter(objective.optimizers.values())).param_groups[0]["lr"]),
-                 "samples_per_s": train.rows_per_epoch / max(seconds_train, 1e-9),
-                 "seconds": time.perf_counter() - t0, **losses}
+        entry: dict[str, Any] = {
+            "epoch": epoch, "loss": losses.pop("loss"), "val_loss": val_loss,
+            "lr": float(next(iter(objective.optimizers.values())).param_groups[0]["lr"]),
+            "samples_per_s": train.rows_per_epoch / max(seconds_train, 1e-9),
+            "seconds": time.perf_counter() - t0, **losses}
         result.history.append(entry)
         report.progress(step / total_steps)
         report.epoch(entry)
         report.checkpoint(_writer(objective, epoch))
-        score = val_loss if validate else entry["loss"]
-        if result.best_val_loss is None or score < result.best_val_loss:  # type: ignore[operator]
+        score: float = entry["loss"] if val_loss is None else val_loss  # val_loss iff validate
+        if result.best_val_loss is None or score < result.best_val_loss:
             result.best_val_loss, result.best_epoch, bad = score, epoch, 0
             if patience:
                 best_state = _copy_state(objective.module)

@@ -1,27 +1,25 @@
-"""fit() of the family: check the data, split, normalise, build, train, score, package."""
+"""fit() of the family: split, normalise, build, train, score, package.
+
+It knows the algorithm only through its trained-model class (the network module, the name
+recorded in the config, whether predict reconstructs): the algorithm checks the data and
+params first, then hands over.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from app.ml.base import PREDICT, Report
+from app.ml.base import Report
 from app.ml.deep.evaluate import probe_metrics
 from app.ml.deep.model import DeepModel
 from app.ml.deep.nets import Normalize, images_to_model_space
 from app.ml.deep.params import TrainParams
-from app.ml.deep.preprocess import (
-    IMAGE,
-    Prep,
-    fit_prep,
-    standardize_rows,
-    to_nchw,
-    training_data,
-)
+from app.ml.deep.preprocess import IMAGE, Prep, fit_prep, standardize_rows, to_nchw
 from app.ml.deep.runtime import (
     Batches,
     LoopConfig,
@@ -35,32 +33,29 @@ from app.ml.deep.runtime import (
 # Without validation rows, val_reconstruction_error is measured on at most this many
 # (seeded) training rows.
 METRIC_SAMPLE = 10_000
+RECONSTRUCTION_ERROR = "reconstruction_error"
 # kNN and the linear probe are scored on at most this many (seeded) labelled rows.
 PROBE_SAMPLE = 20_000
 
-if TYPE_CHECKING:
-    from app.ml.deep.algorithms import DeepAlgorithm
 
+def fit_model(model_cls: type[DeepModel], kind: str, arr: np.ndarray, p: TrainParams,
+              report: Report, *, validates: bool = True, y: Any = None,
+              resume_from: dict[str, Any] | None = None) -> DeepModel:
+    """Train a network of model_cls on arr (checked rows or uint8 images of `kind`, as
+    preprocess.training_data gives them) and return the trained model, on CPU.
 
-def fit_model(algo: DeepAlgorithm, x: Any, p: TrainParams, report: Report, *,
-              y: Any = None, resume_from: dict[str, Any] | None = None) -> DeepModel:
-    """Train algo on x (rows or uint8 images) and return the trained model, on CPU.
-
+    validates: False trains with no validation split, val_loss or early stopping (a GAN).
     resume_from: a checkpoint of an earlier run of the same job (same data, params and seed,
     so the same split and preprocessing), as runtime.load_checkpoint returns it.
     """
-    kind, arr = training_data(x)
     labels = _labels(y, len(arr))
-    problems = algo.check_fit(p, n_rows=len(arr), n_features=int(np.prod(arr.shape[1:])))
-    if problems:
-        raise ValueError("; ".join(reason for _, reason in problems))
     device = resolve_device(p.device)
     report.check()
-    fraction = p.validation_fraction if algo.validates else 0.0
+    fraction = p.validation_fraction if validates else 0.0
     train_idx, val_idx = split_indices(len(arr), fraction, p.seed)
     train_rows = arr[train_idx] if len(val_idx) else arr
     prep = fit_prep(kind, train_rows, p.standardize)
-    module = importlib.import_module(algo.trained_cls.net_module)
+    module = importlib.import_module(model_cls.net_module)
     arch = module.architecture(p)
     torch.manual_seed(p.seed)  # weight init
     net = module.build(arch, prep).to(device)
@@ -72,15 +67,15 @@ def fit_model(algo: DeepAlgorithm, x: Any, p: TrainParams, report: Report, *,
     val = (Batches(_stored(arr[val_idx], prep), rt, p.batch_size, shuffle=False,
                    to_model=to_model, min_batch=objective.min_batch) if len(val_idx) else None)
     config = LoopConfig.from_params(p)
-    if not algo.validates:
+    if not validates:
         config = dataclasses.replace(config, patience=0)
     result = train_loop(objective, train, val, config, report, resume_from=resume_from)
     del train, val, objective
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the optimizer state and batches are gone; give memory back
     report.check()
-    model = algo.trained_cls(config=_config(algo, p, prep, arch), net=net)
-    model.metrics = _metrics(algo, model, result, arr, val_idx, labels, p, device)
+    model = model_cls(config=_config(model_cls.algorithm, p, prep, arch), net=net)
+    model.metrics = _metrics(model, result, arr, val_idx, labels, p, device)
     model.to("cpu")
     report.progress(1.0)
     return model
@@ -124,9 +119,9 @@ def _to_model(prep: Prep, device: torch.device) -> Any:
     return lambda batch: images_to_model_space(batch, norm)
 
 
-def _config(algo: DeepAlgorithm, p: TrainParams, prep: Prep,
+def _config(algorithm: str, p: TrainParams, prep: Prep,
             arch: dict[str, Any]) -> dict[str, Any]:
-    return {"algorithm": algo.name, "params": p.model_dump(mode="json"),
+    return {"algorithm": algorithm, "params": p.model_dump(mode="json"),
             "data": {"kind": prep.kind, "input_shape": list(prep.shape),
                      "n_features_in": prep.n_features,
                      "dtype": "float32" if prep.kind != IMAGE else "uint8"},
@@ -134,7 +129,7 @@ def _config(algo: DeepAlgorithm, p: TrainParams, prep: Prep,
             "architecture": arch, "metrics": {}}
 
 
-def _metrics(algo: DeepAlgorithm, model: DeepModel, result: LoopResult, arr: np.ndarray,
+def _metrics(model: DeepModel, result: LoopResult, arr: np.ndarray,
              val_idx: np.ndarray, labels: np.ndarray | None, p: TrainParams,
              device: torch.device) -> dict[str, Any]:
     final = result.final
@@ -145,11 +140,11 @@ def _metrics(algo: DeepAlgorithm, model: DeepModel, result: LoopResult, arr: np.
         "val_rows": len(val_idx), "device": device.type,
     }
     metrics.update({f"final_{k}": v for k, v in final.items() if k in ("d_loss", "g_loss")})
-    if PREDICT in algo.capabilities:
+    if RECONSTRUCTION_ERROR in model.scored:  # a model that predicts reconstructions
         # Held-out rows when there are any; else a seeded sample of the training rows, and the
         # name says so.
         rows = arr[val_idx] if len(val_idx) else arr[_sample(len(arr), p.seed, METRIC_SAMPLE)]
-        errors = model.outputs(rows, ("reconstruction_error",))["reconstruction_error"]
+        errors = model.outputs(rows, (RECONSTRUCTION_ERROR,))[RECONSTRUCTION_ERROR]
         split = "val" if len(val_idx) else "train"
         metrics[f"{split}_reconstruction_error"] = float(errors.mean())
     if labels is not None:

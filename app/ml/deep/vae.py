@@ -13,10 +13,10 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from app.ml.deep.nets import Decoder, Encoder, flat_per_row
+from app.ml.deep.nets import Decoder, Encoder, Normalize, flat_per_row
 from app.ml.deep.params import VAEParams
 from app.ml.deep.preprocess import IMAGE, Prep
 from app.ml.deep.runtime import Runtime, SingleLossObjective
@@ -98,14 +98,20 @@ class VAENet(nn.Module):
 
     def _pixel_logits(self, z: Tensor) -> Tensor:
         # The image decoder ends Sigmoid, Normalize: everything before them gives the logits.
-        return self.decoder.net[:-2](z).float()  # type: ignore[index]
+        layers = self.decoder.net
+        assert isinstance(layers, nn.Sequential)
+        logits: Tensor = layers[:-2](z).float()
+        return logits
 
     def reconstruct(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per row: the decoder's mean (model space) and -log p(x|z) (Gaussians: without the
         constant D/2 log 2π)."""
         if self.likelihood == BERNOULLI:
             logits = self._pixel_logits(z)
-            norm = self.decoder.net[-1]  # type: ignore[index]
+            layers = self.decoder.net
+            assert isinstance(layers, nn.Sequential)
+            norm = layers[-1]
+            assert isinstance(norm, Normalize)
             recon = norm(torch.sigmoid(logits))
             pixels = norm.inverse(x.float()).clamp(0.0, 1.0)
             bce = F.binary_cross_entropy_with_logits(logits, pixels, reduction="none")
@@ -144,7 +150,8 @@ class VAENet(nn.Module):
 
     def sample(self, z: Tensor) -> Tensor:
         """Decode latent draws to model space (the mean of p(x|z))."""
-        return self.decoder(z)
+        out: Tensor = self.decoder(z)
+        return out
 
 
 def build(arch: dict[str, Any], prep: Prep) -> VAENet:

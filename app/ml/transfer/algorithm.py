@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from app.ml.base import EMBED, PREDICT, Algorithm, Params, Report
+from app.ml.base import EMBED, PREDICT, Algorithm, FitInput, Params, Report
 from app.ml.deep.params import validation_rows
-from app.ml.transfer.backbones import ARCHITECTURES, Architecture, BackboneRef
+from app.ml.transfer.backbones import ARCHITECTURES, Architecture
 from app.ml.transfer.model import TransferModel
 from app.ml.transfer.params import TransferParams
 
@@ -38,12 +37,6 @@ class TransferAlgorithm(Algorithm):
     params_model: ClassVar[type[TransferParams]] = TransferParams
     trained_cls: ClassVar[type[TransferModel]] = TransferModel
     queue: ClassVar[str] = "gpu"
-    uses_labels: ClassVar[bool] = True
-    resumable: ClassVar[bool] = True
-    # fit() takes y as the labels themselves (class names, or numbers for regression).
-    raw_labels: ClassVar[bool] = True
-    # fit() takes backbone=<BackboneRef> that the service resolved.
-    uses_backbone: ClassVar[bool] = True
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
@@ -56,14 +49,15 @@ class TransferAlgorithm(Algorithm):
         elif n_rows - n_val < 1:
             found.append(("validation_fraction", "leaves no rows to train on; lower it"))
         if p.l2sp and not p.pretrained:
-            found.append(("l2sp", "L2-SP pulls weights toward pretrained ones; with "
-                          "pretrained=false there are none (use weight_decay)"))
+            found.append(("l2sp", ("L2-SP pulls weights toward pretrained ones; with "
+                                   "pretrained=false there are none (use weight_decay)")))
         if p.l2sp and p.freeze in ("backbone", 0):
-            found.append(("l2sp", "has no effect while the backbone is frozen; set freeze to "
-                          "'none' or a number of blocks"))
+            found.append(("l2sp", ("has no effect while the backbone is frozen; set freeze to "
+                                   "'none' or a number of blocks")))
         if p.early_stopping_patience and p.validation_fraction is not None and n_val == 0:
-            found.append(("early_stopping_patience", "early stopping needs held-out rows; "
-                          "raise validation_fraction or set the patience to 0"))
+            found.append(("early_stopping_patience", (
+                "early stopping needs held-out rows; raise validation_fraction or set the "
+                "patience to 0")))
         if p.feature_layer and ARCHITECTURES.get(p.backbone, NO_ARCH).source != "torchvision":
             found.append(("feature_layer", "applies to torchvision backbones only ("
                           + ", ".join(a.name for a in ARCHITECTURES.values()
@@ -72,17 +66,21 @@ class TransferAlgorithm(Algorithm):
             found.append(("class_weight", "applies to classification heads only"))
         return found
 
-    def fit(self, x: Any, params: Params, report: Report, y: Any = None,
-            resume_from: Path | None = None, backbone: BackboneRef | None = None
-            ) -> TransferModel:
-        """Train a head (and as much of the backbone as freeze allows) on labelled x."""
+    def backbone_of(self, params: Params) -> tuple[str, bool] | None:
+        """The backbone the job asked for: (spec, pretrained)."""
+        p = self.own(params)
+        return p.backbone, p.pretrained
+
+    def fit(self, data: FitInput, params: Params, report: Report) -> TransferModel:
+        """Train a head (and as much of the backbone as freeze allows) on data.x with
+        data.labels (class names, or numbers for regression) on the resolved data.backbone."""
         from app.ml.deep.runtime import load_checkpoint
         from app.ml.transfer.training import fit_transfer
 
-        if backbone is None:
+        if data.backbone is None:
             raise ValueError("transfer needs a resolved backbone")
-        if y is None:
+        if data.labels is None:
             raise ValueError("transfer needs labels: class folders (images) or a target column")
-        state = load_checkpoint(resume_from) if resume_from is not None else None
-        return fit_transfer(x, np.asarray(y), self.own(params), report, backbone,
-                            resume_from=state)
+        state = load_checkpoint(data.resume_from) if data.resume_from is not None else None
+        return fit_transfer(data.x, np.asarray(data.labels), self.own(params), report,
+                            data.backbone, resume_from=state)

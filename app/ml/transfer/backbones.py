@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.ml.base import BackboneRef
+
 MODEL_PREFIX = "model:"
 MINILM = "minilm"
-# Models trained here that have an encoder a head can sit on.
-ENCODER_ALGORITHMS = ("autoencoder", "vae", "contrastive", "gan", "transfer")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -59,25 +59,6 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  "sentence-transformers all-MiniLM-L6-v2: 6-layer BERT, mean pooling, "
                  "L2-normalised sentence embeddings"),
 )}
-
-
-@dataclass(frozen=True)
-class BackboneRef:
-    """A resolved backbone: where its weights are and what the model record keeps of it."""
-
-    spec: str  # as the job asked: "model:mdl_…", "resnet18", "minilm"
-    source: str  # "model", "torchvision" or "minilm"
-    name: str  # model id or architecture name
-    data_kind: str  # what it reads: image, tabular or text
-    pretrained: bool = True
-    path: str | None = None  # artifact folder, weights file or model folder
-    sha256: str | None = None
-    model_algorithm: str | None = None
-    input_schema: dict[str, Any] = field(default_factory=dict)
-    lineage: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def minilm_dir() -> Path | None:

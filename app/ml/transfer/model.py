@@ -4,6 +4,8 @@
 Torch-free at import. Saved as config.json (params, task, input, backbone spec, head, metrics)
 + weights.safetensors (every weight, backbone included) + tokenizer.json for text models; load
 rebuilds the network from the config: nothing is unpickled and no outside file is needed.
+A backbone taken from another model trained here is rebuilt by that model's own class
+(build_net, then encoder_of): this module names no other algorithm.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import numpy as np
 
 from app.data.text import label_name
 from app.ml.base import InputError, Trained
+from app.ml.deep import MODELS, DeepModel
 from app.ml.deep.model import read_network, write_network
-from app.ml.deep.preprocess import IMAGE, TABULAR, Prep, request_images, request_rows
-from app.ml.deep.preprocess import standardize_rows, to_nchw
+from app.ml.deep.preprocess import (
+    IMAGE,
+    TABULAR,
+    Prep,
+    request_images,
+    request_rows,
+    standardize_rows,
+    to_nchw,
+)
 from app.ml.scores import classification_scores, regression_scores
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -73,6 +83,8 @@ class TransferModel(Trained):
     """A backbone + head trained on labels: predicts classes or values, embeds features."""
 
     algorithm: ClassVar[str] = "transfer"
+    batchable: ClassVar[bool] = True
+    trains_in_epochs: ClassVar[bool] = True
 
     def __init__(self, *, config: dict[str, Any], net: Any, tokens: Tokens | None = None) -> None:
         self.config = config
@@ -85,7 +97,10 @@ class TransferModel(Trained):
 
     @property
     def task(self) -> dict[str, Any]:
-        return self.config["task"]  # type: ignore[no-any-return]
+        """{"head": "classification", "classes", "class_values"} or {"head": "regression",
+        "target_mean", "target_std"}."""
+        task: dict[str, Any] = self.config["task"]
+        return task
 
     @property
     def classes(self) -> list[str]:
@@ -178,11 +193,55 @@ class TransferModel(Trained):
     @classmethod
     def load(cls, directory: Path) -> Self:
         """Rebuild the network from config.json and read its weights (on CPU)."""
-        from app.ml.transfer.nets import build_network
-
         directory = Path(directory)
-        config, net = read_network(directory, cls.algorithm, build_network)
+        config, net = read_network(directory, cls.algorithm, cls.build_net)
         tokens = None
         if config["input"]["kind"] == TEXT:
             tokens = Tokens(directory / TOKENIZER_FILE, int(config["input"]["max_length"]))
         return cls(config=config, net=net, tokens=tokens)
+
+    @classmethod
+    def build_net(cls, config: dict[str, Any]) -> Any:
+        """A fresh (untrained) network of a saved config: input stage, backbone and head."""
+        from app.ml.transfer.nets import TransferNet
+
+        backbone, image = fresh_backbone(config["backbone"])
+        return TransferNet(backbone, image, config["head"])
+
+    # ---- as a transfer backbone itself -----------------------------------------------------
+
+    @classmethod
+    def encoder_of(cls, net: Any) -> Any:
+        """The backbone inside a transfer network: what embed() runs."""
+        return net.backbone
+
+    def encoder(self) -> Any:
+        """This model's backbone, with its trained weights."""
+        return self.encoder_of(self.net)
+
+
+# The models trained here that a transfer job can take an encoder from, each rebuilding its
+# own network and knowing its own encoder.
+ENCODER_SOURCES: tuple[type[DeepModel | TransferModel], ...] = (*MODELS, TransferModel)
+# Their algorithms: the models a `model:<id>` backbone may name.
+ENCODER_ALGORITHMS = tuple(cls.algorithm for cls in ENCODER_SOURCES)
+
+
+def source_class(algorithm: str) -> type[DeepModel | TransferModel]:
+    """The trained-model class of a backbone's source model; ValueError if it has no encoder."""
+    for cls in ENCODER_SOURCES:
+        if cls.algorithm == algorithm:
+            return cls
+    raise ValueError(f"a {algorithm} model has no encoder to transfer from")
+
+
+def fresh_backbone(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """A backbone (random weights) and its image input stage (or None) from a recorded spec."""
+    from app.ml.transfer.nets import ImageInput, named_backbone
+
+    if spec["source"] != "model":
+        return named_backbone(spec)
+    inner = spec["model_config"]
+    cls = source_class(inner["algorithm"])
+    image = ImageInput(spec["image"]) if spec.get("image") else None
+    return cls.encoder_of(cls.build_net(inner)), image

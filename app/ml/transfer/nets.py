@@ -1,8 +1,10 @@
-"""Backbones as torch modules, the image input stage, and the transfer network.
+"""Named backbones as torch modules, the image input stage, and the transfer network.
 
 A backbone is rebuilt from a plain JSON spec (recorded in the model's config.json), so a saved
 transfer model needs neither the weights file nor the model it started from: its own
-safetensors hold every weight. Pretrained weights are read only when a job starts.
+safetensors hold every weight. Pretrained weights are read only when a job starts. A backbone
+taken from a model trained here is that model class's encoder (deep.nets.EncoderBackbone, or
+a transfer network's backbone).
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.ml.deep.nets import Blocks, parameterized
 from app.ml.deep.runtime import Runtime
-from app.ml.transfer.backbones import ARCHITECTURES, BackboneRef
+from app.ml.transfer.backbones import ARCHITECTURES
 from app.ml.transfer.params import TransferParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R BT.601 luma: RGB images into a single-channel backbone.
 LUMA = (0.299, 0.587, 0.114)
-
-Blocks = list[tuple[nn.Module, ...]]
 
 
 # ---------------------------------------------------------------------------- image input
@@ -60,7 +61,11 @@ class Augment:
 
     def __call__(self, x: Tensor) -> Tensor:
         p, rt, n = self.p, self.rt, x.shape[0]
-        sym = lambda scale: scale * (2 * rt.rand(n) - 1)  # noqa: E731 - uniform in [-s, s]
+
+        def sym(scale: float) -> Tensor:
+            """Uniform draws in [-scale, scale], one per image."""
+            return scale * (2 * rt.rand(n) - 1)
+
         angle = sym(math.radians(p.rotation_range))
         zoom = 1 + sym(p.zoom_range)
         sx = zoom * torch.where(rt.rand(n) < 0.5, -1.0, 1.0) if p.horizontal_flip else zoom
@@ -92,6 +97,9 @@ class ImageInput(nn.Module):
     """uint8 NCHW images as stored → the backbone's model space: channels adapted, resized,
     augmented while training, normalised with the backbone's mean and std."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
         self.size = (int(spec["size"][0]), int(spec["size"][1]))
@@ -113,11 +121,6 @@ class ImageInput(nn.Module):
 
 
 # ------------------------------------------------------------------------------ backbones
-
-
-def parameterized(module: nn.Module) -> Blocks:
-    """The module's layers that hold weights, input to output: the blocks of a small encoder."""
-    return [(m,) for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
 
 
 class TorchvisionBackbone(nn.Module):
@@ -151,7 +154,8 @@ class TorchvisionBackbone(nn.Module):
         self.features_dim = arch.dim(layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        out: Tensor = self.net(x)
+        return out
 
     def blocks(self) -> Blocks:
         n = self.net
@@ -188,37 +192,6 @@ class MiniLMBackbone(nn.Module):
         return [(self.bert.embeddings,), *((layer,) for layer in self.bert.encoder.layer)]
 
 
-class EncoderBackbone(nn.Module):
-    """The encoder of a model trained here: what its embed() computes."""
-
-    def __init__(self, module: nn.Module, kind: str, features_dim: int) -> None:
-        super().__init__()
-        self.module, self.kind, self.features_dim = module, kind, features_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "posterior_mean":  # a VAE: the first half of the encoder's output
-            return self.module(x)[:, : self.features_dim]
-        if self.kind == "trunk":  # a GAN: the discriminator's penultimate features
-            return self.module.trunk(x)  # type: ignore[no-any-return]
-        return self.module(x)  # type: ignore[no-any-return]
-
-    def blocks(self) -> Blocks:
-        return parameterized(self.module)
-
-
-def encoder_of(algorithm: str, net: nn.Module) -> nn.Module:
-    """The backbone inside a trained network of this service."""
-    if algorithm in ("autoencoder", "contrastive"):
-        return EncoderBackbone(net.encoder, "encoder", int(net.encoder.out.out_features))
-    if algorithm == "vae":
-        return EncoderBackbone(net.encoder, "posterior_mean", int(net.latent_dim))
-    if algorithm == "gan":
-        return EncoderBackbone(net.discriminator, "trunk", int(net.discriminator.features_dim))
-    if algorithm == "transfer":
-        return net.backbone  # type: ignore[no-any-return]
-    raise ValueError(f"a {algorithm} model has no encoder to transfer from")
-
-
 # ------------------------------------------------------------------------- the network
 
 
@@ -238,9 +211,11 @@ def head(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float) -> nn
 class TransferNet(nn.Module):
     """input stage (images) → backbone → head. `frozen` modules stay in eval mode."""
 
-    def __init__(self, backbone: nn.Module, image_input: ImageInput | None,
+    def __init__(self, backbone: Any, image_input: ImageInput | None,
                  head_spec: dict[str, Any]) -> None:
         super().__init__()
+        # A backbone module: a named one, or the encoder of a model trained here; each has
+        # features_dim and blocks().
         self.backbone = backbone
         self.image_input = image_input
         self.head = head(int(backbone.features_dim), head_spec["hidden_dims"],
@@ -251,10 +226,12 @@ class TransferNet(nn.Module):
         """Backbone features of stored inputs (augmented when given an Augment)."""
         if self.image_input is not None:
             x = self.image_input(x, augment)
-        return self.backbone(x)  # type: ignore[no-any-return]
+        out: Tensor = self.backbone(x)
+        return out
 
     def forward(self, x: Tensor, augment: Augment | None = None) -> Tensor:
-        return self.head(self.features(x, augment))  # type: ignore[no-any-return]
+        out: Tensor = self.head(self.features(x, augment))
+        return out
 
     def embed(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -293,8 +270,9 @@ class TransferNet(nn.Module):
 # -------------------------------------------------------------------- building from specs
 
 
-def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
-    """A backbone (random weights) and its image input stage from a recorded spec."""
+def named_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
+    """A torchvision or MiniLM backbone (random weights) and its image input stage from a
+    recorded spec."""
     source = spec["source"]
     if source == "torchvision":
         # spec.get: specs recorded before feature_layer existed use the architecture's default.
@@ -302,38 +280,17 @@ def build_backbone(spec: dict[str, Any]) -> tuple[nn.Module, ImageInput | None]:
                 ImageInput(spec["image"]))
     if source == "minilm":
         return MiniLMBackbone(spec["bert"]), None
-    if source == "model":
-        inner = spec["model_config"]
-        net = build_network(inner)
-        image = ImageInput(spec["image"]) if spec.get("image") else None
-        return encoder_of(inner["algorithm"], net), image
     raise ValueError(f"unknown backbone source {source!r}")
 
 
-def build_network(config: dict[str, Any]) -> nn.Module:
-    """A fresh network of a saved model's config (any PyTorch algorithm of this service)."""
-    if config["algorithm"] == "transfer":
-        backbone, image = build_backbone(config["backbone"])
-        return TransferNet(backbone, image, config["head"])
-    from app.ml import registry
-
-    return registry.get(config["algorithm"]).trained_cls.build_net(config)  # type: ignore[attr-defined, no-any-return]
-
-
-def pretrained_backbone(ref: BackboneRef, spec: dict[str, Any]) -> nn.Module:
-    """The backbone of spec with the pretrained weights ref points at (read-only, safe loads)."""
-    source = spec["source"]
-    if source == "torchvision":
-        return TorchvisionBackbone(spec["name"], read_weights(Path(str(ref.path))),
+def pretrained_named(spec: dict[str, Any], path: Path) -> nn.Module:
+    """A torchvision or MiniLM backbone with the pretrained weights at path (safe loads)."""
+    if spec["source"] == "torchvision":
+        return TorchvisionBackbone(spec["name"], read_weights(path),
                                    feature_layer=spec.get("feature_layer"))
-    if source == "minilm":
-        from safetensors.torch import load_file
+    from safetensors.torch import load_file
 
-        return MiniLMBackbone(spec["bert"], load_file(str(Path(str(ref.path)) / "model.safetensors")))
-    from app.ml import registry
-
-    trained = registry.load_trained(spec["model_config"]["algorithm"], Path(str(ref.path)))
-    return encoder_of(spec["model_config"]["algorithm"], trained.net)  # type: ignore[attr-defined]
+    return MiniLMBackbone(spec["bert"], load_file(str(path / "model.safetensors")))
 
 
 def read_weights(path: Path) -> dict[str, Tensor]:

@@ -38,6 +38,9 @@ AUTO_MIN_TRAIN_PER_CLASS = 40
 class TransferParams(TrainParams):
     """A pretrained backbone, a new head, and how much of the backbone may move."""
 
+    # epochs, batch_size, learning_rate and validation_fraction widen TrainParams' types
+    # with null (auto: params.resolve decides from the data before training), which mypy
+    # reports as an incompatible override; training reads them only after resolve().
     epochs: int | None = Field(  # type: ignore[assignment]
         None, ge=1, le=10_000,
         description="Passes over the training rows; null: chosen by the data, enough passes "
@@ -87,7 +90,7 @@ class TransferParams(TrainParams):
         default_factory=list, max_length=4,
         description="Hidden layers of the head; [] is a single linear layer.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head's layers.")
-    validation_fraction: float | None = Field(  # type: ignore[assignment]
+    validation_fraction: float | None = Field(  # type: ignore[assignment]  # null: see epochs
         None, ge=0, le=0.5,
         description="Share of the labelled rows held out (stratified by class, seeded) for "
         f"val_loss, early stopping and the evaluation metrics; null: {AUTO_VALIDATION_FRACTION:g} "

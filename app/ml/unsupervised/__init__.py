@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.ml.unsupervised._common import (
     FAMILY,
     SILHOUETTE_SAMPLE_SIZE,
@@ -29,7 +31,7 @@ from app.ml.unsupervised.pca import PCAAlgorithm, PCAModel, PCAParams
 from app.ml.unsupervised.tsne import TSNEAlgorithm, TSNEModel, TSNEParams
 
 # The family's algorithms, in catalogue order.
-ALGORITHMS: tuple[UnsupervisedAlgorithm, ...] = (
+ALGORITHMS: tuple[UnsupervisedAlgorithm[Any], ...] = (
     KMeansAlgorithm(),
     MiniBatchKMeansAlgorithm(),
     DBSCANAlgorithm(),

@@ -13,7 +13,15 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.preprocessing import StandardScaler
 
 from app.ml import artifacts
-from app.ml.base import Algorithm, CapabilityError, InputError, Params, Report, Trained
+from app.ml.base import (
+    Algorithm,
+    CapabilityError,
+    FitInput,
+    InputError,
+    Params,
+    Report,
+    Trained,
+)
 from app.ml.scores import label_agreement
 
 FAMILY = "unsupervised"
@@ -219,9 +227,6 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
     queue: ClassVar[str] = "cpu"
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[UnsupervisedModel]]
-    # Labels (the job's target) only score the result: agreement of a clustering with them.
-    uses_labels: ClassVar[bool] = True
-    raw_labels: ClassVar[bool] = True
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
@@ -231,14 +236,13 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
         """The algorithm's own shape checks; none by default."""
         return []
 
-    def fit(self, x: np.ndarray, params: Params, report: Report,
-            y: np.ndarray | None = None) -> UnsupervisedModel:
-        """Train on the rows of x and return the trained model; y (labels, one per row) only
-        scores a clustering's agreement with them."""
+    def fit(self, data: FitInput, params: Params, report: Report) -> UnsupervisedModel:
+        """Train on the rows of data.x and return the trained model; data.labels (the job's
+        target, one per row) only scores a clustering's agreement with them."""
         p = self.own(params)
         report.check()
         report.progress(0.05)
-        x = training_matrix(x)
+        x = training_matrix(data.x)
         self._refuse_unfit(p, x)
         scaler = StandardScaler().fit(x) if p.standardize else None
         xs = scaler.transform(x) if scaler is not None else x
@@ -248,9 +252,9 @@ class UnsupervisedAlgorithm(Algorithm, Generic[P]):
         report.check()
         metrics = self.score(xs, p, fitted)
         assigned = self.assignments(xs, p, fitted)
-        if assigned is not None and y is not None:
+        if assigned is not None and data.labels is not None:
             # The labels were never seen by the fit: agreement with them is not a training score.
-            metrics.update(label_agreement(y, assigned))
+            metrics.update(label_agreement(data.labels, assigned))
         meta = {"params": p.model_dump(mode="json"), "metrics": metrics,
                 "n_features_in": int(x.shape[1]), "dtype": x.dtype.name}
         trained = self.trained_cls(meta=meta, scaler=scaler, **self.keep(xs, p, fitted))

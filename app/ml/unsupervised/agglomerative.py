@@ -48,6 +48,7 @@ class AgglomerativeModel(UnsupervisedModel):
     """A fitted agglomerative clustering, answering through its clusters' centroids."""
 
     algorithm: ClassVar[str] = "agglomerative"
+    predicts_clusters: ClassVar[bool] = True
     clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"centroids": np.ndarray}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only

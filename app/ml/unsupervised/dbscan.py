@@ -48,6 +48,7 @@ class DBSCANModel(UnsupervisedModel):
     """A fitted dbscan: a new row takes the label of its nearest core sample within eps."""
 
     algorithm: ClassVar[str] = "dbscan"
+    predicts_clusters: ClassVar[bool] = True
     clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"core_samples": np.ndarray, "core_labels": np.ndarray}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only

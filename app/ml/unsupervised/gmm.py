@@ -47,6 +47,7 @@ class GMMModel(UnsupervisedModel):
     """A fitted gmm: predict gives components and their probabilities, embed the probabilities."""
 
     algorithm: ClassVar[str] = "gmm"
+    predicts_clusters: ClassVar[bool] = True
     clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"estimator": GaussianMixture}
 

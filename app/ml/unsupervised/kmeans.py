@@ -71,6 +71,7 @@ class KMeansModel(UnsupervisedModel):
     """A fitted kmeans: predict gives the nearest centroid, embed the distances to all of them."""
 
     algorithm: ClassVar[str] = "kmeans"
+    predicts_clusters: ClassVar[bool] = True
     clusters: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {"estimator": KMeans}
     row_exact: ClassVar[frozenset[str]] = frozenset({"predict"})  # labels only

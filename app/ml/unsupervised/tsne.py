@@ -69,6 +69,7 @@ class TSNEModel(UnsupervisedModel):
     """A fitted t-SNE: keeps the training rows' embedding and answers nothing about new rows."""
 
     algorithm: ClassVar[str] = "tsne"
+    has_training_embedding: ClassVar[bool] = True
     parts: ClassVar[dict[str, type]] = {TRAINING_EMBEDDING: np.ndarray}
 
     def __init__(self, *, meta: dict[str, Any], scaler: StandardScaler | None = None,
