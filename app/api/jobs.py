@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.exc import IntegrityError
 
 from app.api import events
 from app.api.deps import (
@@ -19,7 +18,6 @@ from app.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from app.db.tables import Job
 from app.schemas import JobCreate, JobList, JobOut, Page
 from app.services import idempotency, jobs
 from app.services.job_checks import JobSpec
@@ -41,28 +39,12 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, stor
 
     With an Idempotency-Key header, a retry of the same request returns the first job.
     """
-    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    if key and (first := idempotency.find(session=session, project=project, route="jobs",
-                                          key=key, fingerprint=fingerprint)):
-        return JobOut.from_row(jobs.get(session=session, project=project, job_id=first))
     spec = JobSpec(dataset_id=body.dataset_id, algorithm=body.algorithm, params=body.params,
                    features=body.features, target=body.target, name=body.name)
-
-    def remember(job: Job) -> None:
-        if key:
-            idempotency.remember(session=session, project=project, route="jobs", key=key,
-                                 fingerprint=fingerprint, resource_id=job.id)
-
-    try:
-        job = jobs.submit(session=session, project=project, spec=spec, settings=settings,
-                          store=store, before_commit=remember)
-    except IntegrityError:  # the same key raced in from another request: it won
-        session.rollback()
-        first = idempotency.find(session=session, project=project, route="jobs", key=key or "",
-                                 fingerprint=fingerprint)
-        return JobOut.from_row(jobs.get(session=session, project=project, job_id=first or ""))
-    return JobOut.from_row(job)
+    return JobOut.from_row(jobs.submit(
+        session=session, project=project, spec=spec, settings=settings, store=store,
+        idempotency_key=idempotency.check_key(idempotency_key),
+        fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest()))
 
 
 @router.get("", response_model=JobList)

@@ -6,7 +6,6 @@ heartbeat, finish) is app.services.leases.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from app.db.tables import CANCELLED, QUEUED, TERMINAL, Dataset, Job, Model, new_
 from app.errors import NotFound
 from app.ml.transfer.backbones import MODEL_PREFIX
 from app.queue import enqueue_train
-from app.services import page, quotas
+from app.services import idempotency, page, quotas
 from app.services.job_checks import JobSpec, validate_spec
 from app.storage import BlobStore
 
@@ -28,27 +27,42 @@ log = logs.get_logger("pretrainer.api.jobs")
 
 
 def submit(*, session: Session, project: str, spec: JobSpec, settings: Settings,
-           store: BlobStore, before_commit: Callable[[Job], None] | None = None) -> Job:
+           store: BlobStore, idempotency_key: str | None = None,
+           fingerprint: str = "") -> Job:
     """Check the spec, insert the queued job, commit, then send it to its queue.
 
-    before_commit(job) writes what must commit with the job (an idempotency key). A broker
-    that is down loses nothing: the row is committed and the reaper sends it again later.
+    With an idempotency key, a retry of the same request (same fingerprint) answers the first
+    job and sends nothing. A broker that is down loses nothing: the row is committed and the
+    reaper sends it again later.
     """
+    claim = idempotency.Claim[Job](
+        session=session, project=project, route="jobs", key=idempotency_key,
+        fingerprint=fingerprint,
+        load=lambda job_id: get(session=session, project=project, job_id=job_id))
+    made = idempotency.once(claim, lambda: _prepare(session, project, spec, settings, store))
+    if made.created:  # committed: the row exists before any worker can see the message
+        _enqueue(settings, made.resource)
+    return made.resource
+
+
+def _prepare(session: Session, project: str, spec: JobSpec, settings: Settings,
+             store: BlobStore) -> Job:
+    """The checked, inserted (uncommitted) job whose files are all in the store."""
     job = _insert(session=session, project=project, spec=spec,
-                 quota_defaults=settings.quota_defaults,
-                 weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
+                  quota_defaults=settings.quota_defaults,
+                  weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
     for need in _needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
         store.require(need.key, what=need.what, field=need.field)
-    if before_commit is not None:
-        before_commit(job)
-    session.commit()  # the row is the truth: it exists before any worker can see the message
+    return job
+
+
+def _enqueue(settings: Settings, job: Job) -> None:
     try:
         enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
     except Exception:  # the broker is down: the row is committed, the reaper sends it later
         log.warning("job.enqueue_failed", job_id=job.id, exc_info=True)
-        return job
+        return
     log.info("job.enqueued", job_id=job.id, queue=job.queue, algorithm=job.algorithm)
-    return job
 
 
 def _insert(*, session: Session, project: str, spec: JobSpec,
