@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.data.formats import IngestError
 from app.data.images import ImageError
 from app.data.loaders import FeatureError
+from app.data.training import JobDataError
 from app.errors import Problem, field_error, title_and_slug
 from app.logs import get_logger
 from app.ml.artifacts import UnsafeArtifact
@@ -158,6 +159,7 @@ class Rule:
     field: Callable[[Any], str]
     detail: Callable[[Any, Request | None], str] = _message
     title: str | None = None  # None: the status's own title
+    message: Callable[[Any], str] | None = None  # the field's own message; None: the detail
 
 
 def _always(value: Any) -> Callable[[Any], Any]:
@@ -182,6 +184,9 @@ DOMAIN_ERRORS: dict[type[Exception], Rule] = {
     UnsafeArtifact: Rule(_always(500), _always("model"), _unsafe, title="Model artifact refused"),
     NoPlot: Rule(_always(409), _always("kind")),  # nothing to draw for this picture
     StoreOwned: Rule(_always(503), _always("store")),  # the blob store is another database's
+    # A job's features/target/labels do not fit its dataset.
+    JobDataError: Rule(_always(422), lambda e: e.field, lambda e, _: e.detail,
+                       message=lambda e: e.message),
 }
 
 
@@ -189,8 +194,9 @@ def as_problem(exc: Exception, request: Request | None = None) -> Problem:
     """The problem a domain error (a class in DOMAIN_ERRORS, or a subclass of one) becomes."""
     rule = next(r for cls, r in DOMAIN_ERRORS.items() if isinstance(exc, cls))
     detail, field = rule.detail(exc, request), rule.field(exc)
+    message = rule.message(exc) if rule.message is not None else detail
     return Problem(detail, status=rule.status(exc), title=rule.title,
-                   errors=[{"field": field, "message": detail}])
+                   errors=[{"field": field, "message": message}])
 
 
 def domain_problem(exc: Exception) -> Problem | None:

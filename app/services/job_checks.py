@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.data import training
-from app.data.training import JobData, JobDataError
+from app.data.training import JobData
 from app.db.tables import Dataset
 from app.errors import Invalid, NotFound, did_you_mean
 from app.ml import registry
@@ -48,7 +48,8 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     _check_devices(params, max_devices)
     ds = _dataset(session, project, spec.dataset_id, algo)
     wanted = algo.backbone_of(params)  # a transfer job's (backbone, pretrained)
-    data = _job_data(ds, spec, labelled=wanted is not None)
+    data = training.decide(ds, features=spec.features, target=spec.target,
+                           labelled=wanted is not None)
     if wanted is not None:
         _check_backbone(session, project, data, params, weights_dir or Path("weights"))
     _check_fit(algo, params, ds, data)
@@ -109,13 +110,6 @@ def _dataset(session: Session, project: str, dataset_id: str, algo: Algorithm) -
                       errors=[{"field": "dataset_id",
                                "message": f"{ds.kind} data does not fit {algo.name}"}])
     return ds
-
-
-def _job_data(ds: Dataset, spec: JobSpec, *, labelled: bool) -> JobData:
-    try:
-        return training.decide(ds, features=spec.features, target=spec.target, labelled=labelled)
-    except JobDataError as exc:
-        raise Invalid(exc.detail, errors=[{"field": exc.field, "message": exc.message}]) from exc
 
 
 def _check_backbone(session: Session, project: str, data: JobData, params: Any,
