@@ -14,8 +14,8 @@ from app.data import training
 from app.data.training import JobData
 from app.db.tables import ACTIVE, Dataset, Job, Model, new_id
 from app.errors import Conflict, NotFound
-from app.ml.base import Algorithm, Trained
-from app.ml.transfer.backbones import MODEL_PREFIX, BackboneRef
+from app.ml.base import Algorithm, BackboneRef, Trained
+from app.ml.transfer.backbones import MODEL_PREFIX
 from app.services import backbones, page
 from app.storage import BlobStore
 
