@@ -74,7 +74,8 @@ def _model_ref(session: Session, project: str, spec: str, pretrained: bool,
         lineage={"chain": chain})
 
 
-def lineage(ref: BackboneRef, *, model_id: str, job_id: str, dataset_id: str) -> dict[str, Any]:
+def lineage(ref: BackboneRef, *, model_id: str, algorithm: str, job_id: str,
+            dataset_id: str) -> dict[str, Any]:
     """What a transfer model's record keeps: its backbone and the chain that led to it."""
     backbone: dict[str, Any] = {"spec": ref.spec, "source": ref.source, "name": ref.name,
                                 "pretrained": ref.pretrained}
@@ -87,6 +88,6 @@ def lineage(ref: BackboneRef, *, model_id: str, job_id: str, dataset_id: str) ->
                         weights_file=Path(ref.path).name if ref.path and ref.pretrained else None)
         chain = [{"architecture": arch.name, "source": arch.source, "pretrained": ref.pretrained,
                   "sha256": ref.sha256 if ref.pretrained else None}]
-    chain.append({"model_id": model_id, "algorithm": "transfer", "dataset_id": dataset_id,
+    chain.append({"model_id": model_id, "algorithm": algorithm, "dataset_id": dataset_id,
                   "job_id": job_id, "backbone": ref.spec})
     return {"backbone": backbone, "chain": chain}

@@ -41,7 +41,8 @@ def publish(*, store: BlobStore, algo: Algorithm, trained: Trained, origin: Orig
         trained.save(staged)
         store.publish(staged, key)
     metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
-    lineage = backbones.lineage(backbone, model_id=model_id, job_id=origin.job_id,
+    lineage = backbones.lineage(backbone, model_id=model_id, algorithm=algo.name,
+                                job_id=origin.job_id,
                                 dataset_id=origin.dataset_id) if backbone is not None else {}
     return Model(
         id=model_id, project=origin.project, algorithm=algo.name, family=algo.family,
@@ -88,8 +89,7 @@ def dependants(*, session: Session, project: str, model_id: str) -> list[str]:
     models = session.scalars(select(Model.id).where(Model.project == project,
                                                     Model.backbone_model_id == model_id)).all()
     active = session.scalars(select(Job).where(Job.project == project,
-                                               Job.status.in_(ACTIVE),
-                                               Job.algorithm == "transfer")).all()
+                                               Job.status.in_(ACTIVE))).all()
     spec = MODEL_PREFIX + model_id
     jobs = [j.id for j in active if (j.params or {}).get("backbone") == spec]
     return sorted(models) + jobs
