@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.config import Settings
 from app.data.export import csv_chunks
-from app.data.images import ZipLimits
 from app.data.inspect import inspect_file
+from app.data.inspect.archive import ZipLimits
 from app.db.tables import ACTIVE, Dataset, Job, new_id
 from app.errors import Conflict, Invalid, NotFound
 from app.services import idempotency, page, quotas

@@ -17,8 +17,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from app.data.formats import IngestError
-from app.data.images import ImageError, ZipLimits, decode_b64, decode_image, ingest_zip
+from app.data.images import ImageError, decode_b64, decode_image
 from app.data.inspect import detect_format, inspect_file
+from app.data.inspect.archive import ZipLimits, ingest_zip
 from app.data.loaders import load_images
 
 # ----------------------------------------------------------------------------------- helpers
@@ -329,7 +330,7 @@ def test_member_count_is_capped(tmp_path):
 def test_member_count_is_checked_before_zipfile_parses_the_directory(tmp_path, monkeypatch):
     # The end record says 1 entry; the central directory holds 6. The count comes from the
     # central headers themselves, before zipfile builds a ZipInfo for each.
-    from app.data import images
+    from app.data.inspect import archive
 
     img = png(digits()[0][0])
     data = bytearray(zip_bytes({f"{i}.png": img for i in range(6)}))
@@ -339,7 +340,7 @@ def test_member_count_is_checked_before_zipfile_parses_the_directory(tmp_path, m
     def parse(*args: object, **kw: object) -> None:
         raise AssertionError("zipfile must not parse an archive over the member limit")
 
-    monkeypatch.setattr(images.zipfile, "ZipFile", parse)
+    monkeypatch.setattr(archive.zipfile, "ZipFile", parse)
     refused(tmp_path, bytes(data), "too_large", "PRETRAINER_MAX_ZIP_MEMBERS", limits=ZipLimits(max_members=5))
 
 

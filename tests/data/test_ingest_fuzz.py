@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.data.formats import IngestError
-from app.data.images import ZipLimits
 from app.data.inspect import inspect_file
+from app.data.inspect.archive import ZipLimits
 from app.data.schema import DatasetInfo
 from tests.data.test_images import png
 

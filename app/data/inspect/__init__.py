@@ -14,9 +14,8 @@ from pathlib import Path
 
 from app.data import text
 from app.data.formats import ACCEPTED, DEFAULT_BLOCK_SIZE, IngestError
-from app.data.images import ZipLimits
 from app.data.inspect._common import check_width
-from app.data.inspect.archive import inspect_zip
+from app.data.inspect.archive import ZipLimits, inspect_zip
 from app.data.inspect.csv import inspect_csv
 from app.data.inspect.jsonl import inspect_jsonl
 from app.data.inspect.npy import inspect_npy
