@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.session import get_sessionmaker
-from app.serving import ModelCache
 from app.services.keys import Caller
+from app.serving import ModelCache
 from app.storage import BlobStore
-
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread
 # pool, and a hop per dependency per request halves the throughput of a fast predict.

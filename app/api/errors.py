@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.data.features import FeatureError
 from app.data.formats import IngestError
 from app.data.images import ImageError
-from app.data.loaders import FeatureError
 from app.data.training import JobDataError
 from app.errors import Problem, field_error, title_and_slug
 from app.logs import get_logger

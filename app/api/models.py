@@ -29,8 +29,9 @@ from app.api.deps import (
     serving_slot,
 )
 from app.config import Settings
+from app.data.features import FeatureError
 from app.data.images import ImageError, decode_b64, decode_image, image_size
-from app.data.loaders import FeatureError, instances_to_matrix
+from app.data.loaders import instances_to_matrix
 from app.db.session import get_sessionmaker
 from app.errors import Invalid, NotFound, Problem, TooLarge, Unsupported, field_error
 from app.ml.artifacts import UnsafeArtifact

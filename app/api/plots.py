@@ -11,7 +11,7 @@ from app import plots
 from app.api.deps import CacheDep, ProjectDep, SessionDep, StoreDep
 from app.data import training
 from app.data.training import Loaded
-from app.db.tables import Job, Model
+from app.db.tables import Model
 from app.errors import Conflict
 from app.ml import registry
 from app.services import jobs, models

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from app.data.loaders import FeatureError, load_column
+from app.data.features import FeatureError
+from app.data.loaders import load_column
 
 TEXT_COLUMN = "text"
 # A label column is found by these names, in this order, when the job does not name a target.

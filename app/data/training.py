@@ -15,14 +15,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from app.data.loaders import (
-    FeatureError,
-    check_features,
-    left_out,
-    load_column,
-    load_images,
-    load_matrix,
-)
+from app.data.features import FeatureError, check_features, left_out
+from app.data.loaders import load_column, load_images, load_matrix
 from app.data.text import is_text_job, load_texts
 
 DataKind = Literal["tabular", "text", "image"]

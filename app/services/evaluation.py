@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.data import training
-from app.data.loaders import FeatureError
+from app.data.features import FeatureError
 from app.db.tables import Job, Model
 from app.errors import Invalid, TooLarge, field_error
 from app.services import datasets

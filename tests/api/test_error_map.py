@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.api import errors
+from app.data.features import FeatureError
 from app.data.formats import IngestError
 from app.data.images import ImageError
-from app.data.loaders import FeatureError
 from app.errors import Conflict, Invalid, NotFound, field_error
 from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError

@@ -13,17 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from app.data.features import FeatureError, check_features, left_out, numeric_columns
 from app.data.formats import IngestError
 from app.data.inspect import inspect_file
-from app.data.loaders import (
-    FeatureError,
-    check_features,
-    instances_to_matrix,
-    left_out,
-    load_column,
-    load_matrix,
-    numeric_columns,
-)
+from app.data.loaders import instances_to_matrix, load_column, load_matrix
 
 COLUMNS = [
     {"name": "x", "dtype": "float64", "nulls": 0},
