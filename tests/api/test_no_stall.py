@@ -23,16 +23,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.api.payloads import InstanceCount
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.errors import TooLarge
 from app.main import create_app
-from app.storage import OWNER_KEY
 from app.ml import registry
 from app.ml.base import NullReport, Trained
 from app.runner import run_job
-from app.serving import MicroBatcher, ServingPool
+from app.serving.batcher import MicroBatcher
+from app.serving.inputs import InstanceCount
+from app.serving.pool import ServingPool
+from app.storage import OWNER_KEY
 from tests.conftest import blobs, small_pngs_zip, to_csv, upload
 
 

@@ -1,23 +1,18 @@
-"""Serving: an LRU cache of loaded models in the API process, micro-batching, and the bounded
-pool that heavy serving work runs in, off the event loop."""
+"""The model cache: an LRU of loaded models in the API process, each with its micro-batchers."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import gc
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from app.ml import registry
 from app.ml.base import Trained
+from app.serving.batcher import MicroBatcher
+from app.serving.pool import ServingPool
 from app.storage import BlobStore
 
 
@@ -35,110 +30,6 @@ def settle_heap(*, thaw: bool = False) -> None:
         gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-class ServingPool:
-    """A fixed number of threads for heavy serving work; the rest queue for a turn.
-
-    Starlette's shared thread pool (40 threads) also runs every plain `def` route: heavy
-    requests there would both crowd out those routes and run 40 CPU-bound jobs at once on a
-    few cores. Here a heavy request waits its turn while the event loop keeps answering others.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serving")
-
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """fn(*args, **kwargs) in the pool, awaited."""
-        call = functools.partial(fn, *args, **kwargs) if kwargs else (
-            functools.partial(fn, *args) if args else fn)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    def close(self) -> None:
-        """Stop taking work (at shutdown); running calls finish."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class MicroBatcher:
-    """Gathers concurrent requests to one model into one forward pass.
-
-    A request waits at most `max_wait` seconds for company; a batch never exceeds `max_size`
-    rows. While one batch runs, the next one fills up, so under load batches grow by themselves.
-    With max_wait 0 a batch is whatever arrived before the loop's next turn (requests whose
-    bytes came in together each run to their submit before it); a batch of at most `inline`
-    rows is computed on the loop (a thread hop costs more than a small estimator call), a
-    bigger one in `pool`.
-    """
-
-    def __init__(self, fn: Callable[[np.ndarray], Any], max_size: int, max_wait: float,
-                 *, pool: ServingPool | None = None, inline: int = 0) -> None:
-        self.fn = fn
-        self.max_size = max_size
-        self.max_wait = max_wait
-        self.pool = pool or ServingPool(1)
-        self.inline = inline
-        self._pending: list[tuple[np.ndarray, asyncio.Future[Any]]] = []
-        self._rows = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, x: np.ndarray) -> Any:
-        """The model's answer for the rows of x, computed together with other callers' rows."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((x, future))
-        self._rows += len(x)
-        if self._rows >= self.max_size:
-            self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            if self._rows < self.max_size and self.max_wait > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.max_wait)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            batch = self._take()
-            await self._run(batch)
-
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Any]]]:
-        batch, rows = [], 0
-        while self._pending and (not batch or rows + len(self._pending[0][0]) <= self.max_size):
-            item = self._pending.pop(0)
-            batch.append(item)
-            rows += len(item[0])
-        self._rows -= rows
-        return batch
-
-    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future[Any]]]) -> None:
-        try:
-            x = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
-            out = self.fn(x) if len(x) <= self.inline else await self.pool.run(self.fn, x)
-        except Exception as exc:
-            if len(batch) > 1:  # whose rows were refused: each caller is answered on its own
-                for item in batch:
-                    await self._run([item])
-                return
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        start = 0
-        for x, future in batch:
-            if not future.done():
-                future.set_result(_rows(out, start, start + len(x)))
-            start += len(x)
-
-
-def _rows(out: Any, start: int, stop: int) -> Any:
-    """Rows start:stop of a batched answer: an array, a list, or a dict of per-row lists."""
-    if isinstance(out, dict):
-        return {k: _rows(v, start, stop) if isinstance(v, (list, np.ndarray)) else v
-                for k, v in out.items()}
-    return out[start:stop]
 
 
 @dataclass
@@ -166,6 +57,11 @@ class Loaded:
     @property
     def dtype(self) -> str:
         return str(self.schema.get("dtype", "float64"))
+
+    @property
+    def quick(self) -> bool:
+        """A scikit-learn model: its call is cheap next to a thread hop or a wait for company."""
+        return self.family == "unsupervised"
 
 
 class ModelCache:
@@ -240,7 +136,7 @@ class ModelCache:
         """
         if op not in entry.batchers:
             fn = getattr(entry.trained, op)
-            quick = entry.family == "unsupervised"
+            quick = entry.quick
             entry.batchers[op] = MicroBatcher(
                 fn, self.batch_max_size, 0.0 if quick else self.batch_max_wait, pool=self.pool,
                 inline=self.inline if quick else 0)

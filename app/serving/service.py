@@ -1,0 +1,198 @@
+"""What the serving routes call: find a project's model, check it can answer, build its input
+from the request body, answer. The loop itself only routes: what is heavy runs in the pool."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+from sqlalchemy.orm import Session
+
+from app import logs
+from app.db.session import get_sessionmaker
+from app.db.tables import Model
+from app.errors import Invalid, NotFound, Problem, Unsupported
+from app.ml.artifacts import UnsafeArtifact
+from app.ml.base import CapabilityError, InputError
+from app.services import evaluation, models
+from app.services.evaluation import TestSet
+from app.serving import inputs
+from app.serving.cache import Loaded, ModelCache
+from app.serving.limits import Limits
+
+log = logs.get_logger("pretrainer.serving")
+
+
+def refused(exc: InputError | CapabilityError) -> Invalid:
+    """What a model refuses (bad rows, a capability it lacks) is the client's 422."""
+    field = "instances" if isinstance(exc, InputError) else "model"
+    return Invalid(str(exc), errors=[{"field": field, "message": str(exc)}])
+
+
+class Serving:
+    """The model cache, the limits it serves under, and the database its rows are read from."""
+
+    def __init__(self, cache: ModelCache, limits: Limits, database_url: str) -> None:
+        self.cache, self.limits, self.database_url = cache, limits, database_url
+
+    async def loaded(self, project: str, model_id: str) -> Loaded:
+        """The cached model, re-checked against its row at most every model_recheck_seconds.
+
+        The hot path touches neither the database nor a thread: a cached model answers from
+        memory until its row is due to be looked at again (deleted elsewhere, another project).
+        """
+        entry = self.cache.peek(model_id)
+        if (entry is not None and entry.project == project
+                and time.monotonic() - entry.checked_at < self.limits.model_recheck_seconds):
+            return entry
+        try:
+            row = await to_thread.run_sync(self._row, project, model_id)
+        except NotFound:
+            self.cache.evict(model_id)
+            raise
+        if entry is None or entry.project != project:
+            entry = await to_thread.run_sync(self._load, row)
+        entry.checked_at = time.monotonic()
+        return entry
+
+    def _row(self, project: str, model_id: str) -> Model:
+        with get_sessionmaker(self.database_url)() as session:
+            return models.get(session=session, project=project, model_id=model_id)
+
+    def _load(self, row: Model) -> Loaded:
+        try:
+            return self.cache.load(row)
+        except UnsafeArtifact as exc:  # tampered or foreign files: refused, never executed
+            log.error("model.artifact_refused", model_id=row.id, reason=str(exc))
+            raise Problem(f"model {row.id}'s stored files failed the safety check and were "
+                          "not loaded; it cannot answer until it is trained again", status=500,
+                          title="Model artifact refused") from exc
+
+    async def answer(self, project: str, model_id: str, op: str, body: inputs.Body) -> Any:
+        """predict or embed (op) of a request body: load, check, decode the instances, answer."""
+        entry = await self.loaded(project, model_id)
+        _can(entry, op)
+        x = await self._input(entry, body)
+        return await self._compute(entry, op, x)
+
+    async def generate(self, project: str, model_id: str, n: int, seed: int | None) -> Any:
+        """n new samples of a generative model."""
+        entry = await self.loaded(project, model_id)
+        _can(entry, "generate")
+        return await self._call(lambda: entry.trained.generate(n, seed), n, 0)
+
+    async def evaluate(self, *, session: Session, project: str, model_id: str,
+                       dataset_id: str, target: str | None) -> tuple[TestSet, dict[str, Any]]:
+        """The test set a dataset makes for the model, and the model's metrics on it."""
+        row = models.get(session=session, project=project, model_id=model_id)
+        test = await to_thread.run_sync(functools.partial(
+            evaluation.load, session=session, project=project, model=row,
+            dataset_id=dataset_id, target=target, store=self.cache.store,
+            max_rows=self.limits.evaluate_max_rows))
+        entry = await self.loaded(project, model_id)
+        try:
+            metrics = await to_thread.run_sync(entry.trained.evaluate, test.x, test.y)
+        except (InputError, CapabilityError) as exc:
+            raise refused(exc) from exc
+        return test, metrics
+
+    async def training_embedding(self, project: str, model_id: str) -> np.ndarray:
+        """The embedding of the model's training rows (t-SNE's result)."""
+        entry = await self.loaded(project, model_id)
+        emb = getattr(entry.trained, "training_embedding", None)
+        if emb is None:
+            raise Invalid(f"a {entry.algorithm} model keeps no training embedding; use POST "
+                          f"/v1/models/{model_id}/embed to embed rows",
+                          errors=[{"field": "model", "message": "no training embedding"}])
+        return np.ascontiguousarray(emb)
+
+    async def training_labels(self, project: str, model_id: str) -> np.ndarray:
+        """A clustering's own labels of its training rows."""
+        entry = await self.loaded(project, model_id)
+        labels = getattr(entry.trained, "training_labels", None)
+        if labels is None:
+            raise Invalid(f"a {entry.algorithm} model keeps no labels of its training rows: "
+                          "only clusterings (kmeans, minibatch_kmeans, dbscan, agglomerative, "
+                          "gmm) trained by this release do",
+                          errors=[{"field": "model", "message": "no training labels"}])
+        return np.asarray(labels)
+
+    async def _input(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
+        if body.media in inputs.BINARY:
+            return await self._binary(entry, body)
+        if body.media == inputs.MULTIPART:
+            files = await body.files(self.limits.max_instances)
+            result: np.ndarray = await self.cache.pool.run(inputs.matrix, entry, files,
+                                                           self.limits)
+            return result
+        return await self._json(entry, body)
+
+    async def _json(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
+        """The model's input from a JSON body; the loop itself parses only small tabular ones.
+
+        Past inline_body_bytes the body is counted while it streams (an over-limit one is
+        refused before it is held whole) and parsed in the pool; images are always decoded
+        there.
+        """
+        limits, pool = self.limits, self.cache.pool
+        raw, small = await inputs.read_json_body(body.chunks, limits)
+        if not small:
+            big: np.ndarray = await pool.run(inputs.from_json, entry, raw, limits)
+            return big
+        instances = inputs.parse(raw)
+        if entry.kind == "image" or len(instances) > limits.inline_instances:
+            heavy: np.ndarray = await pool.run(inputs.matrix, entry, instances, limits)
+            return heavy
+        return inputs.matrix(entry, instances, limits)
+
+    async def _binary(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
+        """The rows of an .npy or Arrow body; image models take images, not arrays."""
+        if entry.kind == "image":
+            raise Unsupported(f"{body.media} bodies are for tabular models; send images as JSON "
+                              '{"instances": [{"b64": …}]} or multipart files',
+                              errors=[{"field": "body",
+                                       "message": f"{body.media} is not accepted here"}])
+        raw = await inputs.read_body(body.chunks, self.limits.max_body_bytes)
+        if len(raw) <= self.limits.inline_body_bytes:
+            return inputs.from_binary(raw, body.media, entry, self.limits)
+        rows: np.ndarray = await self.cache.pool.run(inputs.from_binary, raw, body.media,
+                                                     entry, self.limits)
+        return rows
+
+    async def _compute(self, entry: Loaded, op: str, x: np.ndarray) -> Any:
+        """Run predict/embed: micro-batched for torch models, and for scikit-learn ones whose
+        answer a batch does not change (see MicroBatcher: calls that arrive together share one
+        estimator call, at the cost of one turn of the loop for a call alone)."""
+        limits = self.limits
+        if limits.batching and (not entry.quick or (
+                limits.sklearn_batching and op in entry.trained.row_exact)):
+            try:
+                return await self.cache.batcher(entry, op).submit(x)
+            except (InputError, CapabilityError) as exc:
+                raise refused(exc) from exc
+        fn = getattr(entry.trained, op)
+        return await self._call(lambda: fn(x), len(x), limits.inline_instances)
+
+    async def _call(self, fn: Callable[[], Any], n: int, inline: int) -> Any:
+        # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
+        # (A plain try, not a context manager: this is on every predict.)
+        try:
+            return fn() if n <= inline else await self.cache.pool.run(fn)
+        except (InputError, CapabilityError) as exc:
+            raise refused(exc) from exc
+
+
+def _can(entry: Loaded, capability: str) -> None:
+    """A 422 naming what the model can do, when it cannot do this."""
+    if capability not in entry.capabilities:
+        can = ", ".join(entry.capabilities) or "nothing over HTTP"
+        kept = getattr(entry.trained, "training_embedding", None) is not None
+        extra = (f" The embedding of its training rows is at GET /v1/models/{entry.model_id}"
+                 "/embedding." if kept else "")
+        raise Invalid(f"a {entry.algorithm} model cannot {capability}; it can: {can}.{extra}",
+                      errors=[{"field": "model",
+                               "message": f"{capability} is not supported by {entry.algorithm}"}])
