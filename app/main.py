@@ -54,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settle_heap()
     yield
     stop.set()
-    app.state.cache.pool.close()
+    app.state.serving.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -14,7 +14,7 @@ from app.db.session import get_sessionmaker
 from app.services.keys import Caller
 from app.serving.cache import ModelCache
 from app.serving.limits import Limits
-from app.serving.pool import ServingPool
+from app.serving.pool import DecodePool, ServingPool
 from app.serving.service import Serving
 from app.storage import BlobStore
 
@@ -57,7 +57,8 @@ def serving_for(settings: Settings, store: BlobStore) -> Serving:
         inline_body_bytes=settings.inline_body_bytes,
         model_recheck_seconds=settings.model_recheck_seconds, batching=settings.batching,
         sklearn_batching=settings.sklearn_batching)
-    return Serving(cache, limits, settings.resolved_database_url)
+    return Serving(cache, limits, settings.resolved_database_url,
+                   DecodePool(settings.decode_processes))
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

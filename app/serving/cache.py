@@ -12,6 +12,7 @@ from typing import Any
 from app.ml import registry
 from app.ml.base import Trained
 from app.serving.batcher import MicroBatcher
+from app.serving.inputs import InputSpec
 from app.serving.pool import ServingPool
 from app.storage import BlobStore
 
@@ -41,22 +42,10 @@ class Loaded:
     algorithm: str
     family: str
     capabilities: tuple[str, ...]
-    schema: dict[str, Any]
+    spec: InputSpec
     trained: Trained
     checked_at: float
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        return str(self.schema.get("kind", "tabular"))
-
-    @property
-    def features(self) -> list[str]:
-        return [f["name"] for f in self.schema.get("features", [])]
-
-    @property
-    def dtype(self) -> str:
-        return str(self.schema.get("dtype", "float64"))
 
     @property
     def quick(self) -> bool:
@@ -114,7 +103,8 @@ class ModelCache:
         trained = registry.load_trained(row.algorithm, path)
         entry = Loaded(
             model_id=row.id, project=row.project, algorithm=row.algorithm, family=row.family,
-            capabilities=tuple(row.capabilities), schema=dict(row.input_schema), trained=trained,
+            capabilities=tuple(row.capabilities), spec=InputSpec.of(dict(row.input_schema)),
+            trained=trained,
             checked_at=time.monotonic(),
         )
         with self._lock:

@@ -9,21 +9,16 @@ the event loop and which in the serving pool.
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.data.images import ImageError, decode_b64, decode_image, image_size
-from app.data.loaders import FeatureError
 from app.errors import Invalid, TooLarge, field_error
 from app.schemas import InstancesIn
-from app.serving.cache import Loaded
 from app.serving.limits import Limits
 
 NPY = "application/x-npy"
@@ -34,6 +29,27 @@ BINARY = (NPY, ARROW)
 # On a 413 for too many rows: the most one call takes, for clients that split (the CLI does).
 MAX_INSTANCES_HEADER = "X-Max-Instances"
 _NUMBER_TYPES = frozenset({int, float, bool})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes, as decoding needs it: small and picklable, it travels to the
+    decode processes with the body."""
+
+    kind: str  # tabular, image or text
+    features: list[str]
+    dtype: str
+    height: int = 0
+    width: int = 0
+    channels: int = 0
+
+    @classmethod
+    def of(cls, schema: dict[str, Any]) -> InputSpec:
+        """The spec of a model's stored input schema."""
+        return cls(kind=str(schema.get("kind", "tabular")),
+                   features=[f["name"] for f in schema.get("features", [])],
+                   dtype=str(schema.get("dtype", "float64")), height=int(schema.get("height", 0)),
+                   width=int(schema.get("width", 0)), channels=int(schema.get("channels", 0)))
 
 
 @dataclass
@@ -65,9 +81,15 @@ async def read_body(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
+# A JSON body is counted on the loop, while it streams, only past this size: below it holding
+# it whole costs little, and the decode process that parses it counts it first (the same 413),
+# off the loop. Past it, an over-limit body is refused before more of it is read.
+COUNT_ON_LOOP_BYTES = 2 * 1024**2
+
+
 async def read_json_body(chunks: AsyncIterator[bytes], limits: Limits) -> tuple[bytes, bool]:
-    """The body and whether it is small; past inline_body_bytes it is counted as it streams."""
-    limit, small = limits.max_body_bytes, limits.inline_body_bytes
+    """The body, and whether it was counted while it streamed (past COUNT_ON_LOOP_BYTES)."""
+    limit = limits.max_body_bytes
     parts: list[bytes] = []
     size, counter = 0, None
     async for chunk in chunks:
@@ -75,13 +97,13 @@ async def read_json_body(chunks: AsyncIterator[bytes], limits: Limits) -> tuple[
         if size > limit:
             raise _body_too_large(limit)
         parts.append(chunk)
-        if size > small:
+        if size > COUNT_ON_LOOP_BYTES:
             if counter is None:  # the chunks before this one were not counted yet
                 counter = InstanceCount(limits.max_instances, limits.max_request_cells)
                 for earlier in parts[:-1]:
                     counter.feed(earlier)
             counter.feed(chunk)
-    return b"".join(parts) if len(parts) != 1 else parts[0], counter is None
+    return b"".join(parts) if len(parts) != 1 else parts[0], counter is not None
 
 
 # ---------------------------------------------------------------------- counting a JSON body
@@ -168,20 +190,31 @@ class InstanceCount:
 # ---------------------------------------------------------------------------- JSON instances
 
 
+class NotInstances(Exception):
+    """A JSON body that is not `{"instances": [...]}`, with pydantic's errors (the API answers
+    them as it answers any body it validated itself). Plain, so that it pickles."""
+
+    def __init__(self, errors: list[Any]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
 def parse(raw: bytes) -> list[Any]:
-    """The instances of a JSON body, refused as FastAPI refuses a body it validated itself."""
+    """The instances of a JSON body."""
     try:
         return InstancesIn.model_validate_json(raw).instances
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+        raise NotInstances(exc.errors()) from exc
 
 
-def from_json(entry: Loaded, raw: bytes, limits: Limits) -> np.ndarray:
-    """Parse a JSON body and build the model's input from it."""
-    return matrix(entry, parse(raw), limits)
+def from_json(spec: InputSpec, raw: bytes, limits: Limits, counted: bool) -> np.ndarray:
+    """Count (unless already counted), parse a JSON body and build the model's input from it."""
+    if not counted:
+        InstanceCount(limits.max_instances, limits.max_request_cells).feed(raw)
+    return matrix(spec, parse(raw), limits)
 
 
-def matrix(entry: Loaded, instances: list[Any], limits: Limits) -> np.ndarray:
+def matrix(spec: InputSpec, instances: list[Any], limits: Limits) -> np.ndarray:
     """The model's input from parsed instances: images, texts or numeric rows by its kind."""
     limit = limits.max_instances
     if len(instances) > limit:
@@ -189,20 +222,22 @@ def matrix(entry: Loaded, instances: list[Any], limits: Limits) -> np.ndarray:
                        "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
                        errors=[{"field": "instances", "message": "too many"}],
                        headers={MAX_INSTANCES_HEADER: str(limit)})
-    if entry.kind == "image":
-        return images(entry, instances, limits)
-    if entry.kind == "text":
+    if spec.kind == "image":
+        return images(spec, instances, limits)
+    if spec.kind == "text":
         return texts(instances)
-    try:
-        return instances_to_matrix(instances, entry.features, entry.dtype)
-    except FeatureError as exc:
-        raise Invalid(exc.message, errors=[{"field": "instances", "message": exc.message}]) from exc
+    return instances_to_matrix(instances, spec.features, spec.dtype)
+
+
+def _bad(message: str) -> Invalid:
+    """A 422 naming the instances: what the rows of a request do wrong."""
+    return Invalid(message, errors=[{"field": "instances", "message": message}])
 
 
 def instances_to_matrix(instances: list[Any], features: list[str], dtype: str) -> np.ndarray:
     """Predict-request instances (lists in feature order, or objects by column) as a 2-D array."""
     if not isinstance(instances, list) or not instances:
-        raise FeatureError("instances is empty; send at least one instance")
+        raise _bad("instances is empty; send at least one instance")
     rows = [_instance_row(i, inst, features) for i, inst in enumerate(instances)]
     try:
         with np.errstate(over="ignore"):  # overflow to inf is reported below, by position
@@ -211,31 +246,29 @@ def instances_to_matrix(instances: list[Any], features: list[str], dtype: str) -
         raise _too_large(rows, dtype) from None
     if not np.isfinite(x).all():
         i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
-        raise FeatureError(f"instances[{i}][{j}] is not a finite {dtype} number "
-                           f"(got {rows[i][j]!r})", column=features[j])
+        raise _bad(f"instances[{i}][{j}] is not a finite {dtype} number (got {rows[i][j]!r})")
     return x
 
 
 def _instance_row(i: int, inst: Any, features: list[str]) -> list[Any]:
     if isinstance(inst, list):
         if len(inst) != len(features):
-            raise FeatureError(f"instances[{i}] has {len(inst)} values, expected {len(features)} "
-                               f"({_names(features)})")
+            raise _bad(f"instances[{i}] has {len(inst)} values, expected {len(features)} "
+                       f"({_names(features)})")
         where: list[Any] = list(range(len(inst)))
         values = inst
     elif isinstance(inst, dict):
         missing = next((f for f in features if f not in inst), None)
         if missing is not None:
-            raise FeatureError(f'instances[{i}] is missing column "{missing}"', column=missing)
+            raise _bad(f'instances[{i}] is missing column "{missing}"')
         where = [f'"{f}"' for f in features]
         values = [inst[f] for f in features]
     else:
-        raise FeatureError(f"instances[{i}] must be a list of {len(features)} numbers or an "
-                           "object keyed by column name")
+        raise _bad(f"instances[{i}] must be a list of {len(features)} numbers or an object "
+                   "keyed by column name")
     for j, v in enumerate(values):
         if type(v) not in _NUMBER_TYPES:
-            raise FeatureError(f"instances[{i}][{where[j]}] is not a number (got {_show(v)})",
-                               column=features[j])
+            raise _bad(f"instances[{i}][{where[j]}] is not a number (got {_show(v)})")
     return values
 
 
@@ -248,20 +281,20 @@ def _show(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _too_large(rows: list[list[Any]], dtype: str) -> FeatureError:
+def _too_large(rows: list[list[Any]], dtype: str) -> Invalid:
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             try:
                 float(v)
             except OverflowError:
-                return FeatureError(f"instances[{i}][{j}] is too large for {dtype}")
-    return FeatureError(f"a value in instances is too large for {dtype}")
+                return _bad(f"instances[{i}][{j}] is too large for {dtype}")
+    return _bad(f"a value in instances is too large for {dtype}")
 
 
 # ------------------------------------------------------------------------------ images, texts
 
 
-def images(entry: Loaded, instances: list[Any], limits: Limits) -> np.ndarray:
+def images(spec: InputSpec, instances: list[Any], limits: Limits) -> np.ndarray:
     """Decode {"b64": …} instances (or raw bytes from a multipart upload) as at training.
 
     Every header is read first and the request's pixels summed against its budget, so a
@@ -270,12 +303,11 @@ def images(entry: Loaded, instances: list[Any], limits: Limits) -> np.ndarray:
     if not instances:
         raise field_error("instances", "is empty; send at least one image")
     raws = _image_headers(instances, limits)
-    s = entry.schema
-    out = np.empty((len(raws), s["height"], s["width"], s["channels"]), dtype=np.uint8)
+    out = np.empty((len(raws), spec.height, spec.width, spec.channels), dtype=np.uint8)
     for i, raw in enumerate(raws):
         try:
-            img = decode_image(raw, height=s["height"], width=s["width"], channels=s["channels"],
-                               max_pixels=limits.max_image_pixels)
+            img = decode_image(raw, height=spec.height, width=spec.width,
+                               channels=spec.channels, max_pixels=limits.max_image_pixels)
         except ImageError as exc:
             raise field_error(f"instances[{i}]", str(exc)) from exc
         out[i] = img.reshape(out.shape[1:])
@@ -321,78 +353,3 @@ def texts(instances: list[Any]) -> np.ndarray:
             raise field_error(f"instances[{i}]", 'a text model takes strings, or {"text": "..."}')
         out[i] = item
     return out
-
-
-# ------------------------------------------------------------------------ .npy and Arrow bodies
-
-
-def from_binary(raw: bytes, media: str, entry: Loaded, limits: Limits) -> np.ndarray:
-    """The rows of an .npy or Arrow body, checked against the model's features and budgets."""
-    arr = decode(raw, media, entry.features)
-    if arr.size > limits.max_request_cells:
-        raise TooLarge(f"the array has {arr.size} values; the budget is "
-                       f"{limits.max_request_cells} per call (PRETRAINER_MAX_REQUEST_CELLS)",
-                       errors=[{"field": "body", "message": "too many values"}])
-    return array_rows(arr, entry.features, entry.dtype, limits.max_instances)
-
-
-def decode(raw: bytes, media: str, features: list[str]) -> np.ndarray:
-    """A 2-D numeric array from an .npy body or an Arrow stream with one column per feature."""
-    return _npy(raw) if media == NPY else _arrow(raw, features)
-
-
-def _npy(raw: bytes) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-    except Exception as exc:  # whatever np.load makes of bad bytes is the client's
-        raise field_error("body", f"is not a NumPy .npy array: {_reason(exc)}") from exc
-    if not isinstance(arr, np.ndarray):  # an .npz archive
-        raise field_error("body", "is an .npz archive; send one .npy array")
-    return arr
-
-
-def _arrow(raw: bytes, features: list[str]) -> np.ndarray:
-    try:
-        table = pa.ipc.open_stream(raw).read_all()
-    except Exception as exc:  # whatever pyarrow makes of bad bytes is the client's
-        raise field_error("body", f"is not an Arrow IPC stream: {_reason(exc)}") from exc
-    missing = [f for f in features if f not in table.column_names]
-    if missing:
-        raise field_error("body", f'the Arrow stream has no column "{missing[0]}" '
-                                  f"(columns needed: {', '.join(features)})")
-    try:
-        cols = [table.column(f).to_numpy() for f in features]
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError) as exc:
-        raise field_error("body", f"a feature column is not numeric: {_reason(exc)}") from exc
-    return np.column_stack(cols) if cols else np.empty((table.num_rows, 0))
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]
-
-
-def array_rows(arr: np.ndarray, features: list[str], dtype: str, max_rows: int) -> np.ndarray:
-    """arr checked as the model's input: 2-D, one column per feature, numeric, finite."""
-    if arr.dtype.kind not in "biuf":
-        raise field_error("body", f"has dtype {arr.dtype}; send a numeric (int, float or bool) "
-                                  "array")
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise field_error("body", f"has shape {arr.shape}; send a 2-D array of rows × "
-                                  f"{len(features)} features")
-    if arr.shape[0] > max_rows:
-        raise TooLarge(f"{arr.shape[0]} instances in one call; the limit is {max_rows} "
-                       "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
-                       errors=[{"field": "body", "message": "too many rows"}],
-                       headers={MAX_INSTANCES_HEADER: str(max_rows)})
-    if arr.shape[1] != len(features):
-        raise Invalid(f"the array has {arr.shape[1]} columns, expected {len(features)} "
-                      f"({', '.join(features[:20])})",
-                      errors=[{"field": "body", "message": f"expected {len(features)} columns"}])
-    with np.errstate(over="ignore"):
-        x = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(x).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
-        raise field_error("body", f"row {i}, column {j} ({features[j]}) is not a finite {dtype} "
-                                  "number")
-    return x

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from anyio import to_thread
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from app import logs
@@ -20,9 +21,10 @@ from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
 from app.services import evaluation, models
 from app.services.evaluation import TestSet
-from app.serving import inputs
+from app.serving import arrays, inputs
 from app.serving.cache import Loaded, ModelCache
 from app.serving.limits import Limits
+from app.serving.pool import DecodePool
 
 log = logs.get_logger("pretrainer.serving")
 
@@ -34,10 +36,18 @@ def refused(exc: InputError | CapabilityError) -> Invalid:
 
 
 class Serving:
-    """The model cache, the limits it serves under, and the database its rows are read from."""
+    """The model cache, the limits it serves under, the database its rows are read from, and
+    the processes that decode heavy inputs."""
 
-    def __init__(self, cache: ModelCache, limits: Limits, database_url: str) -> None:
+    def __init__(self, cache: ModelCache, limits: Limits, database_url: str,
+                 decoders: DecodePool) -> None:
         self.cache, self.limits, self.database_url = cache, limits, database_url
+        self.decoders = decoders
+
+    def close(self) -> None:
+        """Stop the pools (at shutdown)."""
+        self.cache.pool.close()
+        self.decoders.close()
 
     async def loaded(self, project: str, model_id: str) -> Loaded:
         """The cached model, re-checked against its row at most every model_recheck_seconds.
@@ -122,45 +132,55 @@ class Serving:
         return np.asarray(labels)
 
     async def _input(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
-        if body.media in inputs.BINARY:
-            return await self._binary(entry, body)
-        if body.media == inputs.MULTIPART:
-            files = await body.files(self.limits.max_instances)
-            result: np.ndarray = await self.cache.pool.run(inputs.matrix, entry, files,
-                                                           self.limits)
-            return result
-        return await self._json(entry, body)
+        try:
+            if body.media in inputs.BINARY:
+                return await self._binary(entry, body)
+            if body.media == inputs.MULTIPART:
+                files = await body.files(self.limits.max_instances)
+                return await self._decoded(inputs.matrix, entry.spec, files, self.limits)
+            return await self._json(entry, body)
+        except inputs.NotInstances as exc:  # the same 422 as a body FastAPI validated itself
+            raise RequestValidationError(exc.errors) from exc
 
     async def _json(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
         """The model's input from a JSON body; the loop itself parses only small tabular ones.
 
-        Past inline_body_bytes the body is counted while it streams (an over-limit one is
-        refused before it is held whole) and parsed in the pool; images are always decoded
-        there.
+        A body past inline_body_bytes is counted (while it streams when it is big, so that an
+        over-limit one is refused before it is held whole) and parsed in a decode process;
+        images are always decoded there, and the rows of a small body past inline_instances
+        built in the pool.
         """
-        limits, pool = self.limits, self.cache.pool
-        raw, small = await inputs.read_json_body(body.chunks, limits)
-        if not small:
-            big: np.ndarray = await pool.run(inputs.from_json, entry, raw, limits)
-            return big
+        limits, spec = self.limits, entry.spec
+        raw, counted = await inputs.read_json_body(body.chunks, limits)
+        if len(raw) > limits.inline_body_bytes:
+            return await self._decoded(inputs.from_json, spec, raw, limits, counted)
         instances = inputs.parse(raw)
-        if entry.kind == "image" or len(instances) > limits.inline_instances:
-            heavy: np.ndarray = await pool.run(inputs.matrix, entry, instances, limits)
-            return heavy
-        return inputs.matrix(entry, instances, limits)
+        if spec.kind == "image":
+            return await self._decoded(inputs.matrix, spec, instances, limits)
+        if len(instances) > limits.inline_instances:
+            rows: np.ndarray = await self.cache.pool.run(inputs.matrix, spec, instances, limits)
+            return rows
+        return inputs.matrix(spec, instances, limits)
+
+    async def _decoded(self, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+        x: np.ndarray = await self.decoders.run(fn, *args)
+        return x
 
     async def _binary(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
-        """The rows of an .npy or Arrow body; image models take images, not arrays."""
-        if entry.kind == "image":
+        """The rows of an .npy or Arrow body; image models take images, not arrays.
+
+        Reading an array is a copy that releases the GIL: threads do, no process is needed.
+        """
+        if entry.spec.kind == "image":
             raise Unsupported(f"{body.media} bodies are for tabular models; send images as JSON "
                               '{"instances": [{"b64": …}]} or multipart files',
                               errors=[{"field": "body",
                                        "message": f"{body.media} is not accepted here"}])
         raw = await inputs.read_body(body.chunks, self.limits.max_body_bytes)
         if len(raw) <= self.limits.inline_body_bytes:
-            return inputs.from_binary(raw, body.media, entry, self.limits)
-        rows: np.ndarray = await self.cache.pool.run(inputs.from_binary, raw, body.media,
-                                                     entry, self.limits)
+            return arrays.from_binary(raw, body.media, entry.spec, self.limits)
+        rows: np.ndarray = await self.cache.pool.run(arrays.from_binary, raw, body.media,
+                                                     entry.spec, self.limits)
         return rows
 
     async def _compute(self, entry: Loaded, op: str, x: np.ndarray) -> Any:

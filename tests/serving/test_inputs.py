@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.data.ingest import inspect_file
-from app.data.loaders import FeatureError, check_features, load_matrix
+from app.data.loaders import check_features, load_matrix
+from app.errors import Invalid
 from app.serving.inputs import instances_to_matrix
 
 
@@ -22,9 +23,10 @@ FEATURES = ["x0", "x1", "x2", "x3"]
 
 
 def instance_error(instances, features=FEATURES) -> str:
-    with pytest.raises(FeatureError) as info:
+    with pytest.raises(Invalid) as info:
         instances_to_matrix(instances, features, "float64")
-    return info.value.message
+    assert info.value.errors == [{"field": "instances", "message": info.value.detail}]
+    return info.value.detail
 
 
 def test_instances_as_lists_and_objects():
@@ -56,9 +58,9 @@ def test_instance_errors_are_precise(instances, message):
 
 
 def test_instances_out_of_float32_range():
-    with pytest.raises(FeatureError) as info:
+    with pytest.raises(Invalid) as info:
         instances_to_matrix([[1e39]], ["a"], "float32")
-    assert info.value.message.startswith("instances[0][0] is not a finite float32 number")
+    assert info.value.detail.startswith("instances[0][0] is not a finite float32 number")
 
 
 def test_a_predict_request_round_trip(tmp_path):
