@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
@@ -56,8 +57,15 @@ class DecodePool:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) in a decode process, awaited; fn and args must pickle."""
         async with self._turns:
-            loop = asyncio.get_running_loop()
-            ok, value = await loop.run_in_executor(self._started(), _guarded, fn, args)
+            executor = self._started()
+            try:
+                ok, value = await asyncio.get_running_loop().run_in_executor(
+                    executor, _guarded, fn, args)
+            except BrokenProcessPool:  # a process died (killed for memory?): the next call
+                if self._executor is executor:  # starts a new one rather than failing too
+                    self._executor = None
+                    executor.shutdown(wait=False, cancel_futures=True)
+                raise
         if ok:
             return value
         raise _rebuilt(*value)
