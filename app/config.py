@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # CPU-bound, so more threads than cores only make every heavy request slower, and the rest
     # wait their turn while the event loop keeps answering everyone else.
     serving_threads: int = Field(2, ge=1, le=256)
+    # Big JSON bodies are parsed and images decoded in this many processes (not threads: that
+    # work holds the GIL the event loop needs). Each is ~100 MB resident while it decodes.
+    decode_processes: int = Field(1, ge=1, le=64)
     # A JSON predict/embed body up to this size is parsed inline (the fast path); a larger one
     # is counted while it streams (instances, cells) and parsed in the serving pool.
     inline_body_bytes: int = Field(64 * 1024, ge=0)

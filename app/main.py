@@ -26,11 +26,11 @@ from app.api import (
     ui,
 )
 from app.api.access import Access, BodyLimit, RateLimiter, ServingSlots
-from app.api.deps import get_caller
+from app.api.deps import get_caller, serving_for
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
-from app.serving import ModelCache, ServingPool, settle_heap
+from app.serving.cache import settle_heap
 from app.storage import StoreOwned, open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
@@ -54,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settle_heap()
     yield
     stop.set()
-    app.state.cache.pool.close()
+    app.state.serving.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,11 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   lifespan=_lifespan, docs_url=None, redoc_url=None)  # docs.mount serves them
     app.state.settings = settings
     app.state.store = open_store(settings)
-    app.state.cache = ModelCache(app.state.store, settings.model_cache_size,
-                                 batch_max_size=settings.batch_max_size,
-                                 batch_max_wait=settings.batch_max_wait_ms / 1000,
-                                 pool=ServingPool(settings.serving_threads),
-                                 inline=settings.inline_instances)
+    app.state.serving = serving_for(settings, app.state.store)
+    app.state.cache = app.state.serving.cache
     app.state.metrics = Metrics(settings, app.state.cache)
     app.state.access = Access(settings)
     app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)

@@ -33,7 +33,8 @@ class Proc:
     def __init__(self, cmd: list[str], env: dict[str, str], port: int, ready_path: str) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
+        # Kept open for the process's lifetime (its stdout), and kept on disk to be read after.
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 120
@@ -161,7 +162,7 @@ def redis_pg_env() -> dict[str, str] | None:
         name = f"pretrainer_bench_{uuid.uuid4().hex[:8]}"
         with create_engine(admin_url, isolation_level="AUTOCOMMIT").connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception:
+    except Exception:  # noqa: BLE001 - no Redis or PostgreSQL at hand: the embedded setup
         return None
     return {"PRETRAINER_BROKER_URL": redis_url,
             "PRETRAINER_DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{name}"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ class BusySampler:
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
             return lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        except Exception:  # no pynvml: ask nvidia-smi
+        except Exception:  # noqa: BLE001 - no pynvml (or no NVML): ask nvidia-smi
             if shutil.which("nvidia-smi") is None:
                 return None
             index = str(torch.cuda.current_device())
@@ -142,12 +143,10 @@ class BusySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            try:
+            with contextlib.suppress(Exception):  # a failed sample is a missing sample
                 self.samples.append(self._read())
-            except Exception:  # a failed sample is a missing sample
-                pass
 
-    def __enter__(self) -> BusySampler:
+    def __enter__(self) -> Self:
         if self._read is not None:
             self._thread.start()
         return self
@@ -184,7 +183,7 @@ def transfer_seconds(device: torch.device, size: Size, *, cached: bool) -> float
 def embed_rates(device: torch.device, size: Size) -> tuple[float, float]:
     """Rows/s of single-row embed calls from 64 concurrent callers: unbatched, micro-batched
     (the API's MicroBatcher), on a wide autoencoder served from the device."""
-    from app.serving import MicroBatcher
+    from app.serving.batcher import MicroBatcher
 
     x = np.random.default_rng(2).normal(size=(512, 64)).astype(np.float32)
     algo = registry.get("autoencoder")
@@ -270,7 +269,7 @@ def measure(device: torch.device, size: Size) -> list[tuple[str, str, str]]:
 
 
 class _Null:
-    def __enter__(self) -> _Null:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,7 +18,8 @@ TARGET_MB = int(os.environ.get("BENCH_INGEST_MB", "512"))
 
 
 def _api_pid(up_pid: int) -> int:
-    out = subprocess.run(["pgrep", "-f", "app.cli api", "-P", str(up_pid)], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "app.cli api", "-P", str(up_pid)], capture_output=True, text=True,
+                         check=False)
     return int(out.stdout.split()[0])
 
 

@@ -1,6 +1,7 @@
 """Noisy neighbour: a well-behaved project's predict latency while another project sends heavy
 requests (big-pixel PNG embeds, a huge predict body, a form of thousands of fields, big allowed
-predicts), as a ratio to its latency alone; and the API's peak RSS growth during that mix.
+predicts), as a ratio to its latency alone; and the API's peak RSS growth during that mix (the
+API process with its decode processes, which start during the mix).
 
 Goals: p99 with the neighbour <= 3x p99 alone; API RSS growth <= 256 MB.
 """
@@ -76,10 +77,27 @@ def _api_pid(parent: int) -> int:
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """The resident memory of the API process and of its children (its decode processes)."""
+    return _own_rss_mb(pid) + sum(_own_rss_mb(child) for child in _children(pid))
+
+
+def _own_rss_mb(pid: int) -> float:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # a child that just ended
+        return 0.0
+    for line in lines:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _noisy(base: str, kmeans: str, images: str, seconds: float, out: mp.Queue) -> None:

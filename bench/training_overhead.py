@@ -49,7 +49,7 @@ def _job(http: httpx.Client, dataset_id: str) -> tuple[float, dict]:
 
 
 def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 def run() -> dict:

@@ -95,7 +95,7 @@ def run() -> dict:
           f"bare logistic regression on raw pixels {raw:.3f}")
     return {**{k: round(v, 4) for k, v in results.items()}, "raw_pixels_logreg": round(raw, 4),
             "pretrained_over_scratch": round(ratio, 3), "pretrain_epochs": PRETRAIN_EPOCHS,
-            "test_rows": int(len(test))}
+            "test_rows": len(test)}
 
 
 if __name__ == "__main__":

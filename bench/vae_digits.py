@@ -37,7 +37,7 @@ def _classifier() -> tuple[MLPClassifier, float]:
     held-out real digits."""
     digits = load_digits()
     pixels = (digits.data * 255 / 16).astype(np.uint8) / 255.0
-    a, b, ya, yb = train_test_split(pixels, digits.target, test_size=0.25, random_state=0,
+    a, b, ya, _ = train_test_split(pixels, digits.target, test_size=0.25, random_state=0,
                                     stratify=digits.target)
     clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=1000, random_state=0).fit(a, ya)
     return clf, float(clf.predict_proba(b).max(axis=1).mean())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,7 +12,10 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db.session import get_sessionmaker
 from app.services.keys import Caller
-from app.serving import ModelCache
+from app.serving.cache import ModelCache
+from app.serving.limits import Limits
+from app.serving.pool import DecodePool, ServingPool
+from app.serving.service import Serving
 from app.storage import BlobStore
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread
@@ -20,15 +23,42 @@ from app.storage import BlobStore
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_store(request: Request) -> BlobStore:
-    return request.app.state.store
+    store: BlobStore = request.app.state.store
+    return store
 
 
 async def get_cache(request: Request) -> ModelCache:
-    return request.app.state.cache
+    cache: ModelCache = request.app.state.cache
+    return cache
+
+
+async def get_serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
+def serving_for(settings: Settings, store: BlobStore) -> Serving:
+    """The model cache and serving calls of an API process, bounded by its settings."""
+    cache = ModelCache(store, settings.model_cache_size, batch_max_size=settings.batch_max_size,
+                       batch_max_wait=settings.batch_max_wait_ms / 1000,
+                       pool=ServingPool(settings.serving_threads),
+                       inline=settings.inline_instances)
+    limits = Limits(
+        max_instances=settings.max_instances, max_request_cells=settings.max_request_cells,
+        max_request_pixels=settings.max_request_pixels,
+        max_image_pixels=settings.max_image_pixels, max_body_bytes=settings.max_body_bytes,
+        evaluate_max_rows=settings.evaluate_max_rows,
+        inline_instances=settings.inline_instances,
+        inline_body_bytes=settings.inline_body_bytes,
+        model_recheck_seconds=settings.model_recheck_seconds, batching=settings.batching,
+        sklearn_batching=settings.sklearn_batching)
+    return Serving(cache, limits, settings.resolved_database_url,
+                   DecodePool(settings.decode_processes))
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -53,7 +83,8 @@ _bearer = HTTPBearer(auto_error=False, description="an API key of your project "
 async def get_caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None,
                                                     Security(_bearer)] = None) -> Caller:
     """The project and key of the request's `Authorization: Bearer <key>`, or a 401."""
-    return await request.app.state.access.caller(request.headers.get("authorization"))
+    caller: Caller = await request.app.state.access.caller(request.headers.get("authorization"))
+    return caller
 
 
 async def get_project(caller: Annotated[Caller, Depends(get_caller)]) -> str:
@@ -66,15 +97,30 @@ async def limit_serving(request: Request, caller: Annotated[Caller, Depends(get_
     request.app.state.rate.take(caller.key_id or caller.project)
 
 
+class slot_held:
+    """One of the project's serving_requests slots, held for the block (429 when none is free).
+
+    A class rather than an @asynccontextmanager generator: predict and embed enter one on
+    every call, and the generator machinery costs more than the slot itself.
+    """
+
+    __slots__ = ("_project", "_slots")
+
+    def __init__(self, request: Request, project: str) -> None:
+        self._slots, self._project = request.app.state.slots, project
+
+    async def __aenter__(self) -> None:
+        await self._slots.enter(self._project)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._slots.leave(self._project)
+
+
 async def serving_slot(request: Request,
                        caller: Annotated[Caller, Depends(get_caller)]) -> AsyncIterator[None]:
     """Hold one of the project's serving_requests slots for the request's duration."""
-    slots = request.app.state.slots
-    await slots.enter(caller.project)
-    try:
+    async with slot_held(request, caller.project):
         yield
-    finally:
-        slots.leave(caller.project)
 
 
 async def serving_project(request: Request) -> str:
@@ -91,12 +137,13 @@ async def serving_project(request: Request) -> str:
 
 
 # The OpenAPI security requirement the Security(_bearer) dependency declares on other routes.
-SERVING_SECURITY = {"security": [{"HTTPBearer": []}]}
+SERVING_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ProjectDep = Annotated[str, Depends(get_project)]

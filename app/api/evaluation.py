@@ -6,16 +6,12 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep
-from app.api.models import NOT_FOUND, _loaded, _refused
-from app.errors import Invalid
-from app.ml.base import CapabilityError, InputError
+from app.api.deps import ProjectDep, ServingDep, SessionDep
+from app.api.models import NOT_FOUND
 from app.schemas import EvaluateIn, EvaluateOut
-from app.services import evaluation, models
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 # Lines of the labels stream per chunk.
@@ -28,24 +24,16 @@ LABEL_MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
                                                           "PRETRAINER_EVALUATE_MAX_ROWS"},
                         422: {"description": "columns the model needs are missing, an unknown "
                                              "target, or a model with nothing to score"}})
-async def evaluate(model_id: str, body: EvaluateIn, request: Request, session: SessionDep,
-                   store: StoreDep, settings: SettingsDep, project: ProjectDep) -> EvaluateOut:
+async def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, service: ServingDep,
+                   project: ProjectDep) -> EvaluateOut:
     """Score the model on an uploaded test set with the metrics of its kind.
 
     Classification: accuracy, macro F1, log loss; regression: RMSE, MAE, R²; clustering (with
     a target): ARI, NMI, purity; autoencoder, vae, pca: reconstruction error. The target
     defaults to the training job's label column when the test set has it.
     """
-    row = models.get(session=session, project=project, model_id=model_id)
-    test = await run_in_threadpool(
-        evaluation.load, session=session, project=project, model=row,
-        dataset_id=body.dataset_id, target=body.target, store=store,
-        max_rows=settings.evaluate_max_rows)
-    entry = await _loaded(request, model_id, project)
-    try:
-        metrics = await run_in_threadpool(entry.trained.evaluate, test.x, test.y)
-    except (InputError, CapabilityError) as exc:
-        raise _refused(exc) from exc
+    test, metrics = await service.evaluate(session=session, project=project, model_id=model_id,
+                                           dataset_id=body.dataset_id, target=body.target)
     return EvaluateOut(model_id=model_id, dataset_id=body.dataset_id, target=test.target,
                        n_rows=test.n_rows, metrics=metrics)
 
@@ -54,7 +42,7 @@ async def evaluate(model_id: str, body: EvaluateIn, request: Request, session: S
     **NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                        "description": "CSV row,label (or JSON lines with format=jsonl)"},
     422: {"description": "not a clustering, or one trained before labels were kept"}})
-async def training_labels(model_id: str, request: Request, project: ProjectDep,
+async def training_labels(model_id: str, service: ServingDep, project: ProjectDep,
                           format: Annotated[Literal["csv", "jsonl"], Query()] = "csv"
                           ) -> StreamingResponse:
     """A clustering's own labels of its training rows, in the dataset's row order.
@@ -63,14 +51,8 @@ async def training_labels(model_id: str, request: Request, project: ProjectDep,
     predict's answer for the same rows. CSV `row,label` or JSON lines {"row", "label"};
     DBSCAN's noise is -1.
     """
-    entry = await _loaded(request, model_id, project)
-    labels = getattr(entry.trained, "training_labels", None)
-    if labels is None:
-        raise Invalid(f"a {entry.algorithm} model keeps no labels of its training rows: only "
-                      "clusterings (kmeans, minibatch_kmeans, dbscan, agglomerative, gmm) "
-                      "trained by this release do",
-                      errors=[{"field": "model", "message": "no training labels"}])
-    return StreamingResponse(_lines(np.asarray(labels), format), media_type=LABEL_MEDIA[format],
+    labels = await service.training_labels(project, model_id)
+    return StreamingResponse(_lines(labels, format), media_type=LABEL_MEDIA[format],
                              headers={"X-Total-Count": str(len(labels))})
 
 

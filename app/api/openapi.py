@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.errors import PROBLEM, TYPE_BASE
-from app.api.payloads import BINARY
+from app.serving.inputs import BINARY
 
 DS, JOB, MDL = ("ds_3f9c2b7e41d04e6c9a1b5d8e2f7a6c10", "job_8d2e4f1a9b3c4d5e8f7a6b1c2d3e4f50",
                 "mdl_5a7c9e1b3d4f4a6c8e0b2d4f6a8c0e12")
@@ -152,14 +152,14 @@ PROBLEM_SCHEMA = {
 _PROBLEMS = {
     "401": ("Unauthorized", "unauthorized", "unknown or revoked API key",
             [{"field": "Authorization", "message": "unknown or revoked API key"}]),
-    "429": ("Too many requests", "too-many-requests", "the project's queued_jobs quota (jobs "
+    "429": ("Too many requests", "too-many-requests", ("the project's queued_jobs quota (jobs "
             "waiting for a worker) is 100 and 100 are in use; this request would add 1 "
-            "(PRETRAINER_QUOTA_QUEUED_JOBS, or `pretrainer quotas set`)",
+            "(PRETRAINER_QUOTA_QUEUED_JOBS, or `pretrainer quotas set`)"),
             [{"field": "quota.queued_jobs", "message": "limit 100, in use 100"}]),
     "404": ("Not found", "not-found", "job job_0000 does not exist", None),
     "409": ("Conflict", "conflict", "a queued or running job uses it", None),
-    "413": ("Content too large", "too-large", "the upload is larger than 2147483648 bytes "
-            "(PRETRAINER_MAX_UPLOAD_BYTES)", None),
+    "413": ("Content too large", "too-large", ("the upload is larger than 2147483648 bytes "
+            "(PRETRAINER_MAX_UPLOAD_BYTES)"), None),
     "415": ("Unsupported media type", "unsupported-media-type",
             "send the file as multipart/form-data", None),
     "422": ("Unprocessable content", "validation-error",

@@ -19,7 +19,6 @@ from app.data.images import IMAGES_FILE, INDEX_FILE, LABELS_FILE
 
 _ARROW_TYPES = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
                 "int32": pa.int32(), "bool": pa.bool_(), "string": pa.string()}
-_NUMBER_TYPES = frozenset({int, float, bool})
 _JSONL_BLOCK_ROWS = 1 << 16
 
 
@@ -221,64 +220,6 @@ def load_images(dataset_dir: Path) -> tuple[np.ndarray, np.ndarray | None, list[
         raise ValueError(f"{LABELS_FILE} holds {labels.dtype} {labels.shape}, expected int64 "
                          f"({images.shape[0]},)")
     return images, labels, classes
-
-
-# ---------------------------------------------------------------------------------- instances
-
-
-def instances_to_matrix(instances: list[Any], features: list[str], dtype: str) -> np.ndarray:
-    """Predict-request instances (lists in feature order, or objects by column) as a 2-D array."""
-    if not isinstance(instances, list) or not instances:
-        raise FeatureError("instances is empty; send at least one instance")
-    rows = [_instance_row(i, inst, features) for i, inst in enumerate(instances)]
-    try:
-        with np.errstate(over="ignore"):  # overflow to inf is reported below, by position
-            x = np.array(rows, dtype=dtype)
-    except OverflowError:
-        raise _too_large(rows, dtype) from None
-    if not np.isfinite(x).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
-        raise FeatureError(f"instances[{i}][{j}] is not a finite {dtype} number "
-                           f"(got {rows[i][j]!r})", column=features[j])
-    return x
-
-
-def _instance_row(i: int, inst: Any, features: list[str]) -> list[Any]:
-    if isinstance(inst, list):
-        if len(inst) != len(features):
-            raise FeatureError(f"instances[{i}] has {len(inst)} values, expected {len(features)} "
-                               f"({listed(features)})")
-        where: list[Any] = list(range(len(inst)))
-        values = inst
-    elif isinstance(inst, dict):
-        missing = next((f for f in features if f not in inst), None)
-        if missing is not None:
-            raise FeatureError(f'instances[{i}] is missing column "{missing}"', column=missing)
-        where = [f'"{f}"' for f in features]
-        values = [inst[f] for f in features]
-    else:
-        raise FeatureError(f"instances[{i}] must be a list of {len(features)} numbers or an "
-                           "object keyed by column name")
-    for j, v in enumerate(values):
-        if type(v) not in _NUMBER_TYPES:
-            raise FeatureError(f"instances[{i}][{where[j]}] is not a number (got {_show(v)})",
-                               column=features[j])
-    return values
-
-
-def _show(v: Any) -> str:
-    text = "null" if v is None else repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _too_large(rows: list[list[Any]], dtype: str) -> FeatureError:
-    for i, row in enumerate(rows):
-        for j, v in enumerate(row):
-            try:
-                float(v)
-            except OverflowError:
-                return FeatureError(f"instances[{i}][{j}] is too large for {dtype}")
-    return FeatureError(f"a value in instances is too large for {dtype}")
 
 
 def warm_up() -> None:

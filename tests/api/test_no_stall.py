@@ -23,7 +23,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.api.payloads import InstanceCount
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.errors import TooLarge
@@ -31,7 +30,9 @@ from app.main import create_app
 from app.ml import registry
 from app.ml.base import FitInput, NullReport, Trained
 from app.runner import run_job
-from app.serving import MicroBatcher, ServingPool
+from app.serving.batcher import MicroBatcher
+from app.serving.inputs import InstanceCount
+from app.serving.pool import ServingPool
 from app.storage import OWNER_KEY
 from tests.conftest import blobs, small_pngs_zip, to_csv, upload
 
@@ -289,3 +290,53 @@ def test_concurrent_http_predicts_are_batched_and_each_gets_its_own_answer(tmp_p
         alone = c.post(f"/v1/models/{model}/predict", json={"instances": x[:41].tolist()})
         expected = alone.json()["predictions"]
         assert all(answers[i] == expected[i:i + 2] for i in range(40)), answers
+
+
+# ------------------------------------------------------------- heavy input work in a process
+
+
+def test_big_bodies_and_images_are_decoded_outside_the_api_process(tmp_path, monkeypatch):
+    """Parsing a big body and decoding images hold the GIL: in a thread of the API process they
+    stall its event loop (and every other project's requests) for tens of ms at a time. Here the
+    parsers are broken in the API process itself; the answers still come, from elsewhere."""
+    with api(tmp_path) as (c, s):
+        kmeans = trained(c, s, to_csv(blobs()), "b.csv", "kmeans", {"n_clusters": 3})
+        images = trained(c, s, small_pngs_zip(), "imgs.zip", "autoencoder",
+                         {"epochs": 1, "batch_size": 16})
+        x = blobs(3000) + 0.01
+        expected = c.post(f"/v1/models/{kmeans}/predict", json={"instances": x.tolist()}).json()
+        png = base64.b64encode(big_png()).decode()
+        embedded = c.post(f"/v1/models/{images}/embed", json={"instances": [{"b64": png}]})
+        assert embedded.status_code == 200, embedded.text
+
+        def in_the_api_process(*args: object, **kwargs: object) -> None:
+            raise AssertionError("heavy input work ran in the API process")
+
+        with monkeypatch.context() as patched:  # a big body is parsed elsewhere
+            patched.setattr("app.schemas.InstancesIn.model_validate_json",
+                            classmethod(in_the_api_process))
+            r = c.post(f"/v1/models/{kmeans}/predict", json={"instances": x.tolist()})
+        assert r.status_code == 200, r.text
+        assert r.json() == expected
+        with monkeypatch.context() as patched:  # a small body's image is decoded elsewhere
+            patched.setattr("app.data.images.decode_image", in_the_api_process)
+            r = c.post(f"/v1/models/{images}/embed", json={"instances": [{"b64": png}]})
+        assert r.status_code == 200, r.text
+        assert r.json() == embedded.json()
+
+
+def test_errors_from_the_decode_process_are_the_api_s_own(tmp_path):
+    """A refusal raised while decoding elsewhere reaches the client exactly as one raised here."""
+    with api(tmp_path) as (c, s):
+        model = trained(c, s, to_csv(blobs()), "b.csv", "kmeans", {"n_clusters": 3})
+        rows = (blobs(3000) + 0.01).tolist()
+        pad = rows[:-1]  # a big body (parsed elsewhere) ending in the small body's last row
+        for tail in ([[1.0, "x"]], [[1.0]]):
+            small = c.post(f"/v1/models/{model}/predict", json={"instances": tail})
+            big = c.post(f"/v1/models/{model}/predict", json={"instances": pad + tail})
+            assert small.status_code == big.status_code == 422, (small.text, big.text)
+            assert big.json()["errors"][0]["field"] == small.json()["errors"][0]["field"]
+        small = c.post(f"/v1/models/{model}/predict", json={"instances": rows[:2], "extra": 1})
+        big = c.post(f"/v1/models/{model}/predict", json={"instances": rows, "extra": 1})
+        assert small.status_code == big.status_code == 422
+        assert big.json()["errors"] == small.json()["errors"]

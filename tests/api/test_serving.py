@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from app.serving import MicroBatcher
+from app.serving.batcher import MicroBatcher
 
 
 class Counting:
@@ -90,7 +90,7 @@ def test_a_burst_on_a_cold_model_loads_it_once(settings, client, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     from app.ml import registry
-    from app.serving import ModelCache
+    from app.serving.cache import ModelCache
     from app.storage import BlobStore
     from tests.api.test_models import train
 
@@ -121,7 +121,7 @@ def test_loaded_models_are_kept_out_of_garbage_collections_and_evicted_ones_free
 
     from app.db.session import get_sessionmaker
     from app.services import models
-    from app.serving import ModelCache
+    from app.serving.cache import ModelCache
     from app.storage import BlobStore
     from tests.api.test_models import train
 
