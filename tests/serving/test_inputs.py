@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app.data.ingest import inspect_file
 
-from app.data.loaders import check_features, load_matrix
+from app.data.features import check_features
+from app.data.inspect import inspect_file
+from app.data.loaders import load_matrix
 from app.errors import Invalid
 from app.serving.inputs import instances_to_matrix
 
