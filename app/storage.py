@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from app.errors import Gone
+from app.errors import field_error
 
 try:
     import fcntl
@@ -210,11 +210,11 @@ class BlobStore:
         """The local path of key, or a 410 naming what is gone (removed by hand, a lost volume)."""
         path = self.path(key)
         if not path.exists():
-            raise Gone(f"{what} has no files in the blob store any more ({key} is missing: "
+            raise field_error(
+                field, f"{key} is missing from the blob store", status=410,
+                detail=f"{what} has no files in the blob store any more ({key} is missing: "
                        "removed outside the service, or its volume was lost); its record is "
-                       "kept, but it cannot be used until it is uploaded or trained again",
-                       errors=[{"field": field,
-                                "message": f"{key} is missing from the blob store"}])
+                       "kept, but it cannot be used until it is uploaded or trained again")
         return path
 
     def children(self, prefix: str) -> list[tuple[str, float]]:

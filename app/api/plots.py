@@ -12,7 +12,7 @@ from app.api.deps import CacheDep, ProjectDep, SessionDep, StoreDep
 from app.data import training
 from app.data.training import Loaded
 from app.db.tables import Model
-from app.errors import Conflict
+from app.errors import Problem, field_error
 from app.ml import registry
 from app.services import jobs, models
 
@@ -35,13 +35,15 @@ def job_loss_plot(job_id: str, session: SessionDep, project: ProjectDep) -> Resp
         epochs = registry.get(job.algorithm).trained_cls.trains_in_epochs
         why = (f"the job is {job.status} and no epoch has finished yet" if epochs
                else f"a {job.algorithm} job is not trained in epochs")
-        raise Conflict(f"no loss curve for job {job_id}: {why}",
-                       errors=[{"field": "job", "message": why}])
+        raise field_error(
+            "job", why, status=409,
+            detail=f"no loss curve for job {job_id}: {why}")
     try:
         return _png(plots.loss_png(job.history, f"{job.algorithm} {job.id}"))
     except plots.NoPlot as exc:
-        raise Conflict(f"no loss curve for job {job_id}: {exc}",
-                       errors=[{"field": "job", "message": str(exc)}]) from exc
+        raise field_error(
+            "job", str(exc), status=409,
+            detail=f"no loss curve for job {job_id}: {exc}") from exc
 
 
 @router.get("/v1/models/{model_id}/plots/{kind}.png", response_class=Response, responses={
@@ -59,9 +61,10 @@ def model_plot(model_id: str, kind: Literal["embedding", "confusion"], session: 
     return _png(_embedding(row, session, store, cache))
 
 
-def _refuse(row: Model, why: str) -> Conflict:
-    return Conflict(f"model {row.id} ({row.algorithm}): {why}",
-                    errors=[{"field": "kind", "message": why}])
+def _refuse(row: Model, why: str) -> Problem:
+    return field_error(
+        "kind", why, status=409,
+        detail=f"model {row.id} ({row.algorithm}): {why}")
 
 
 def _confusion(row: Model) -> bytes:

@@ -25,7 +25,7 @@ from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep, get_call
 from app.api.errors import TYPE_BASE, domain_problem
 from app.config import Settings
 from app.db.tables import Upload
-from app.errors import Conflict, Invalid, Problem, TooLarge, Unsupported
+from app.errors import Problem, field_error
 from app.schemas import UploadOut
 from app.services import uploads
 from app.storage import BlobStore
@@ -67,9 +67,10 @@ async def tus_resumable(tus_resumable: Annotated[str | None, Header(
         alias="Tus-Resumable", description="the protocol version, 1.0.0")] = None) -> None:
     """Every tus request but OPTIONS names the protocol version this server speaks."""
     if tus_resumable != TUS_VERSION:
-        raise Problem(f"Tus-Resumable must be {TUS_VERSION}, not {tus_resumable!r}", status=412,
-                      errors=[{"field": "Tus-Resumable", "message": "unsupported version"}],
-                      headers={"Tus-Version": TUS_VERSION})
+        raise field_error(
+            "Tus-Resumable", "unsupported version", status=412,
+            detail=f"Tus-Resumable must be {TUS_VERSION}, not {tus_resumable!r}",
+            headers={"Tus-Version": TUS_VERSION})
 
 
 TusDep = Depends(tus_resumable)
@@ -85,9 +86,10 @@ def parse_metadata(raw: str | None) -> dict[str, str]:
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Invalid(f"Upload-Metadata: the value of {key!r} is not base64 of UTF-8 text",
-                          errors=[{"field": f"Upload-Metadata.{key}", "message": "not base64"}]
-                          ) from exc
+            raise field_error(
+                f"Upload-Metadata.{key}", "not base64",
+                detail=f"Upload-Metadata: the value of {key!r} is not base64 of UTF-8 "
+                       "text") from exc
     return out
 
 
@@ -113,9 +115,10 @@ def create_upload(request: Request, session: SessionDep, settings: SettingsDep,
     """Start a resumable upload of Upload-Length bytes (tus creation); metadata `filename`
     (its format, as in POST /v1/datasets) and `name` (the dataset's name)."""
     if upload_length > settings.max_upload_bytes:
-        raise TooLarge(f"Upload-Length {upload_length} is larger than the upload limit of "
-                       f"{settings.max_upload_bytes} bytes (PRETRAINER_MAX_UPLOAD_BYTES)",
-                       errors=[{"field": "Upload-Length", "message": "too large"}])
+        raise field_error(
+            "Upload-Length", "too large", status=413,
+            detail=f"Upload-Length {upload_length} is larger than the upload limit of "
+                   f"{settings.max_upload_bytes} bytes (PRETRAINER_MAX_UPLOAD_BYTES)")
     meta = parse_metadata(upload_metadata)
     row = uploads.start(session=session, store=store, project=project, length=upload_length,
                         filename=meta.get("filename"), name=meta.get("name"),
@@ -165,8 +168,9 @@ async def append(upload_id: str, request: Request, session: SessionDep, settings
     """Append the body to the upload at Upload-Offset (streamed to disk, never held whole);
     the last byte starts the dataset's inspection (GET /v1/uploads/{id} says how it went)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != OFFSET_STREAM:
-        raise Unsupported(f"a PATCH sends the bytes as Content-Type {OFFSET_STREAM}",
-                          errors=[{"field": "Content-Type", "message": f"{OFFSET_STREAM} expected"}])
+        raise field_error(
+            "Content-Type", f"{OFFSET_STREAM} expected", status=415,
+            detail=f"a PATCH sends the bytes as Content-Type {OFFSET_STREAM}")
     algorithm, expected = _checksum(upload_checksum)
     row = await run_in_threadpool(lambda: uploads.writable(
         session=session, store=store, project=project, upload_id=upload_id,
@@ -176,9 +180,10 @@ async def append(upload_id: str, request: Request, session: SessionDep, settings
         await _lock(fh, upload_id)
         start = os.fstat(fh.fileno()).st_size
         if upload_offset != start:
-            raise Conflict(f"Upload-Offset is {upload_offset} but the upload holds {start} bytes: "
-                           f"HEAD it and resume from {start}",
-                           errors=[{"field": "Upload-Offset", "message": f"expected {start}"}])
+            raise field_error(
+                "Upload-Offset", f"expected {start}", status=409,
+                detail=f"Upload-Offset is {upload_offset} but the upload holds {start} bytes: "
+                       f"HEAD it and resume from {start}")
         end = await _receive(request, fh, start, row.length, algorithm, expected)
     await run_in_threadpool(_record, session, settings, row, end)
     if end == row.length:
@@ -194,14 +199,16 @@ def _checksum(header: str | None) -> tuple[str | None, bytes | None]:
         return None, None
     name, _, value = header.strip().partition(" ")
     if name not in CHECKSUMS:
-        raise Problem(f"Upload-Checksum algorithm {name!r} is not supported; use one of "
-                      f"{', '.join(CHECKSUMS)}", status=400,
-                      errors=[{"field": "Upload-Checksum", "message": "unsupported algorithm"}])
+        raise field_error(
+            "Upload-Checksum", "unsupported algorithm", status=400,
+            detail=f"Upload-Checksum algorithm {name!r} is not supported; use one of "
+                   f"{', '.join(CHECKSUMS)}")
     try:
         return name, base64.b64decode(value.strip(), validate=True)
     except binascii.Error as exc:
-        raise Problem("Upload-Checksum: the digest is not base64", status=400,
-                      errors=[{"field": "Upload-Checksum", "message": "not base64"}]) from exc
+        raise field_error(
+            "Upload-Checksum", "not base64", status=400,
+            detail="Upload-Checksum: the digest is not base64") from exc
 
 
 def _settled_size(path: Path, default: int) -> int:
@@ -232,10 +239,10 @@ async def _lock(fh: BinaryIO, upload_id: str) -> None:
             return
         except BlockingIOError as exc:
             if loop.time() > deadline:
-                raise Conflict(f"another PATCH is writing upload {upload_id}; HEAD it and "
-                               "resume once that one ends",
-                               errors=[{"field": "upload_id", "message": "being written"}]
-                               ) from exc
+                raise field_error(
+                    "upload_id", "being written", status=409,
+                    detail=f"another PATCH is writing upload {upload_id}; HEAD it and "
+                           "resume once that one ends") from exc
             await asyncio.sleep(0.05)
 
 
@@ -250,8 +257,9 @@ async def _receive(request: Request, fh: BinaryIO, start: int, length: int,
         async for chunk in request.stream():
             if end + len(chunk) > length:
                 fh.truncate(start)
-                raise TooLarge(f"the body goes past Upload-Length ({length} bytes)",
-                               errors=[{"field": "body", "message": "past Upload-Length"}])
+                raise field_error(
+                    "body", "past Upload-Length", status=413,
+                    detail=f"the body goes past Upload-Length ({length} bytes)")
             fh.write(chunk)
             end += len(chunk)
             if digest is not None:
@@ -264,9 +272,10 @@ async def _receive(request: Request, fh: BinaryIO, start: int, length: int,
     fh.flush()
     if digest is not None and digest.digest() != expected:
         fh.truncate(start)
-        raise Problem(f"the chunk's {algorithm} does not match Upload-Checksum; it was "
-                      f"discarded, send it again from offset {start}", status=460,
-                      errors=[{"field": "Upload-Checksum", "message": "mismatch"}])
+        raise field_error(
+            "Upload-Checksum", "mismatch", status=460,
+            detail=f"the chunk's {algorithm} does not match Upload-Checksum; it was "
+                   f"discarded, send it again from offset {start}")
     return end
 
 

@@ -11,7 +11,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import Invalid, TooLarge, Unsupported, field_error
+from app.errors import TooLarge, field_error
 from app.services.datasets import Received
 from app.services.quotas import Quota, exceeded
 
@@ -81,17 +81,20 @@ class _Receiver:
     def _count(self, n: int) -> None:
         self.form_bytes += n
         if self.form_bytes > self.form.max_bytes:
-            raise TooLarge(f"the form's fields and part headers take more than "
-                           f"{self.form.max_bytes} bytes, the limit "
-                           "(PRETRAINER_MAX_FORM_FIELD_BYTES); send the data as the `file` part",
-                           errors=[{"field": "form", "message": "fields too large"}])
+            raise field_error(
+                "form", "fields too large", status=413,
+                detail=f"the form's fields and part headers take more than "
+                       f"{self.form.max_bytes} bytes, the limit "
+                       "(PRETRAINER_MAX_FORM_FIELD_BYTES); send the data as the `file` part")
 
     def _headers_done(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         if self._name == "file":
             if self.out.has_file:
-                raise Invalid("only one file per upload", errors=[{"field": "file", "message": "repeated"}])
+                raise field_error(
+                    "file", "repeated",
+                    detail="only one file per upload")
             self._is_file = True
             self.out.has_file = True
             raw = options.get(b"filename")
@@ -101,9 +104,10 @@ class _Receiver:
             return
         self.fields += 1
         if self.fields > self.form.max_fields:
-            raise TooLarge(f"the form has more than {self.form.max_fields} fields besides the "
-                           f"file, the limit (PRETRAINER_MAX_FORM_FIELDS)",
-                           errors=[{"field": "form", "message": "too many fields"}])
+            raise field_error(
+                "form", "too many fields", status=413,
+                detail=f"the form has more than {self.form.max_fields} fields besides the "
+                       f"file, the limit (PRETRAINER_MAX_FORM_FIELDS)")
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -142,9 +146,10 @@ class _Receiver:
 def _boundary(request: Request) -> bytes:
     ctype, options = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not options.get(b"boundary"):
-        raise Unsupported("send the dataset as multipart/form-data with a `file` part "
-                          "(curl -F file=@data.csv)",
-                          errors=[{"field": "file", "message": "multipart/form-data expected"}])
+        raise field_error(
+            "file", "multipart/form-data expected", status=415,
+            detail="send the dataset as multipart/form-data with a `file` part "
+                   "(curl -F file=@data.csv)")
     return options[b"boundary"]
 
 
@@ -170,8 +175,9 @@ async def receive(request: Request, staged: Path, limit: int,
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise Invalid(f"malformed multipart body: {exc}",
-                      errors=[{"field": "file", "message": "malformed"}]) from exc
+        raise field_error(
+            "file", "malformed",
+            detail=f"malformed multipart body: {exc}") from exc
     finally:
         receiver.close()
     got = receiver.out

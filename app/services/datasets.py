@@ -18,7 +18,7 @@ from app.data.export import csv_chunks
 from app.data.inspect import inspect_file
 from app.data.inspect.archive import ZipLimits
 from app.db.tables import ACTIVE, Dataset, Job, new_id
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, NotFound, field_error
 from app.services import idempotency, page, quotas
 from app.storage import BlobStore
 
@@ -69,8 +69,10 @@ def export_csv(*, session: Session, store: BlobStore, project: str,
     """A tabular dataset's rows as CSV chunks; an image dataset has its ZIP to download."""
     row = get(session=session, project=project, dataset_id=dataset_id)
     if row.kind == "image":
-        raise Invalid(f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
-                      "returns its ZIP", errors=[{"field": "dataset_id", "message": "images"}])
+        raise field_error(
+            "dataset_id", "images",
+            detail=f"dataset {row.id} holds images; GET /v1/datasets/{row.id}/download "
+                   "returns its ZIP")
     return csv_chunks(_file(store, row), row.format, [c["name"] for c in row.columns])
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.data import training
 from app.data.features import FeatureError
 from app.db.tables import Job, Model
-from app.errors import Invalid, TooLarge, field_error
+from app.errors import field_error
 from app.services import datasets
 from app.storage import BlobStore
 
@@ -47,9 +47,10 @@ def load(*, session: Session, project: str, model: Model, dataset_id: str,
         raise field_error("dataset_id", f"the model reads {kind} data; dataset {ds.id} holds "
                           f"{ds.kind} data")
     if ds.n_rows is not None and ds.n_rows > max_rows:
-        raise TooLarge(f"dataset {ds.id} has {ds.n_rows} rows; evaluate takes at most "
-                       f"{max_rows} (PRETRAINER_EVALUATE_MAX_ROWS)",
-                       errors=[{"field": "dataset_id", "message": "too many rows"}])
+        raise field_error(
+            "dataset_id", "too many rows", status=413,
+            detail=f"dataset {ds.id} has {ds.n_rows} rows; evaluate takes at most "
+                   f"{max_rows} (PRETRAINER_EVALUATE_MAX_ROWS)")
     names = [c["name"] for c in ds.columns or []]
     features = _features(schema, kind)
     missing = [f for f in features if f not in names]
@@ -67,7 +68,9 @@ def load(*, session: Session, project: str, model: Model, dataset_id: str,
     try:
         data = training.load(test_data, store.path)
     except FeatureError as exc:
-        raise Invalid(exc.message, errors=[{"field": "dataset_id", "message": exc.message}]) \
+        raise field_error(
+            "dataset_id", exc.message,
+            detail=exc.message) \
             from exc
     return TestSet(x=data.x, y=data.labels, n_rows=len(data.x), target=target)
 

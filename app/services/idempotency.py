@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.tables import IdempotencyKey
-from app.errors import Invalid
+from app.errors import field_error
 
 MAX_KEY = 255
 
@@ -25,8 +25,9 @@ def check_key(key: str | None) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > MAX_KEY:
-        raise Invalid(f"Idempotency-Key must be 1 to {MAX_KEY} characters",
-                      errors=[{"field": "Idempotency-Key", "message": "empty or too long"}])
+        raise field_error(
+            "Idempotency-Key", "empty or too long",
+            detail=f"Idempotency-Key must be 1 to {MAX_KEY} characters")
     return key
 
 
@@ -36,8 +37,10 @@ def find(*, session: Session, project: str, route: str, key: str, fingerprint: s
     if row is None:
         return None
     if fingerprint is not None and row.fingerprint != fingerprint:
-        raise Invalid("this Idempotency-Key was used with a different request; use a new key "
-                      "for a new request", errors=[{"field": "Idempotency-Key", "message": "reused"}])
+        raise field_error(
+            "Idempotency-Key", "reused",
+            detail="this Idempotency-Key was used with a different request; use a new key "
+                   "for a new request")
     return row.resource_id
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.data import training
 from app.data.training import JobData
 from app.db.tables import Dataset
-from app.errors import Invalid, NotFound, did_you_mean
+from app.errors import Invalid, NotFound, did_you_mean, field_error
 from app.ml import registry
 from app.ml.base import Algorithm, Params
 from app.services import backbones, datasets
@@ -65,8 +65,9 @@ def _algorithm(name: str) -> Algorithm:
         return registry.get(name)
     except KeyError as exc:
         hint = did_you_mean(name, registry.ALGORITHMS)
-        raise Invalid(f"unknown algorithm {name!r}; {hint}",
-                      errors=[{"field": "algorithm", "message": f"unknown; {hint}"}]) from exc
+        raise field_error(
+            "algorithm", f"unknown; {hint}",
+            detail=f"unknown algorithm {name!r}; {hint}") from exc
 
 
 def _params(algo: Algorithm, given: dict[str, Any]) -> Params:
@@ -94,21 +95,23 @@ def _check_devices(params: Params, max_devices: int | None) -> None:
     if max_devices is not None and isinstance(devices, int) and devices > max_devices:
         message = (f"asks for {devices} devices; no worker has more than {max_devices} "
                    "(PRETRAINER_WORKER_GPUS GPUs, PRETRAINER_CPU_PROCESSES processes)")
-        raise Invalid(f"invalid params: params.devices: {message}",
-                      errors=[{"field": "params.devices", "message": message}])
+        raise field_error(
+            "params.devices", message,
+            detail=f"invalid params: params.devices: {message}")
 
 
 def _dataset(session: Session, project: str, dataset_id: str, algo: Algorithm) -> Dataset:
     try:
         ds = datasets.get(session=session, project=project, dataset_id=dataset_id)
     except NotFound as exc:
-        raise Invalid(exc.detail, errors=[{"field": "dataset_id",
-                                           "message": "no such dataset"}]) from exc
+        raise field_error(
+            "dataset_id", "no such dataset",
+            detail=exc.detail) from exc
     if ds.kind not in algo.data_kinds:
-        raise Invalid(f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
-                      f"dataset {ds.id} is {ds.kind}",
-                      errors=[{"field": "dataset_id",
-                               "message": f"{ds.kind} data does not fit {algo.name}"}])
+        raise field_error(
+            "dataset_id", f"{ds.kind} data does not fit {algo.name}",
+            detail=f"{algo.name} trains on {', '.join(algo.data_kinds)} data; "
+                   f"dataset {ds.id} is {ds.kind}")
     return ds
 
 
@@ -120,13 +123,17 @@ def _check_backbone(session: Session, project: str, data: JobData, params: Any,
     if ref.data_kind != data.kind:
         message = (f"backbone {ref.spec} reads {ref.data_kind} data, but this job's data is "
                    f"{data.kind}; GET /v1/backbones lists backbones by data kind")
-        raise Invalid(message, errors=[{"field": "params.backbone", "message": message}])
+        raise field_error(
+            "params.backbone", message,
+            detail=message)
     if data.kind == "tabular" and ref.source == "model":
         width = len(ref.input_schema.get("features", [])) or data.n_features
         if width != data.n_features:
             message = (f"backbone {ref.spec} takes rows of {width} features; this job has "
                        f"{data.n_features} ({', '.join(data.features)})")
-            raise Invalid(message, errors=[{"field": "features", "message": message}])
+            raise field_error(
+                "features", message,
+                detail=message)
 
 
 def _check_fit(algo: Algorithm, params: Params, ds: Dataset, data: JobData) -> None:

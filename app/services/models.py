@@ -13,7 +13,7 @@ from app import storage
 from app.data import training
 from app.data.training import JobData
 from app.db.tables import ACTIVE, Dataset, Job, Model, new_id
-from app.errors import Conflict, NotFound
+from app.errors import NotFound, field_error
 from app.ml.base import Algorithm, BackboneRef, Trained
 from app.ml.transfer.backbones import MODEL_PREFIX
 from app.services import backbones, page
@@ -101,10 +101,11 @@ def delete(*, session: Session, project: str, model_id: str) -> str:
     row = get(session=session, project=project, model_id=model_id)
     using = dependants(session=session, project=project, model_id=model_id)
     if using:
-        raise Conflict(f"model {model_id} is the backbone of {', '.join(using)}; delete those "
-                       "first (or wait for the jobs to finish)",
-                       errors=[{"field": "model_id", "message": "used as a backbone by "
-                                + ", ".join(using)}])
+        raise field_error(
+            "model_id", "used as a backbone by "
+                                + ", ".join(using), status=409,
+            detail=f"model {model_id} is the backbone of {', '.join(using)}; delete those "
+                   "first (or wait for the jobs to finish)")
     session.delete(row)
     session.flush()
     return row.artifact_key

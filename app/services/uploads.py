@@ -16,7 +16,7 @@ from app import logs
 from app.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Dataset, Upload, new_id, utcnow
-from app.errors import Conflict, Gone, NotFound, Problem
+from app.errors import Conflict, NotFound, Problem, field_error
 from app.services import datasets, quotas
 from app.storage import BlobStore
 
@@ -80,8 +80,9 @@ def get_open(*, session: Session, project: str, upload_id: str) -> Upload:
         row.status = EXPIRED
         session.flush()
     if row.status == EXPIRED or (row.status == FAILED and row.offset < row.length):
-        raise Gone(f"upload {upload_id} is {row.status}: its bytes are gone; start a new upload",
-                   errors=[{"field": "upload_id", "message": row.status}])
+        raise field_error(
+            "upload_id", row.status, status=410,
+            detail=f"upload {upload_id} is {row.status}: its bytes are gone; start a new upload")
     return row
 
 
@@ -91,9 +92,10 @@ def writable(*, session: Session, store: BlobStore, project: str, upload_id: str
     them is refused (failed with the problem describe gives, its bytes removed)."""
     row = get_open(session=session, project=project, upload_id=upload_id)
     if row.status != UPLOADING:
-        raise Conflict(f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
-                       f"{upload_id} says what became of it",
-                       errors=[{"field": "upload_id", "message": row.status}])
+        raise field_error(
+            "upload_id", row.status, status=409,
+            detail=f"upload {upload_id} is complete ({row.status}); GET /v1/uploads/"
+                   f"{upload_id} says what became of it")
     try:  # the quota may have been lowered, or other uploads finished, since its creation
         check_room(session=session, project=project, defaults=defaults, length=row.length,
                    upload_id=row.id)

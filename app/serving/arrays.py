@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pyarrow as pa
 
-from app.errors import Invalid, TooLarge, field_error
+from app.errors import field_error
 from app.serving.inputs import MAX_INSTANCES_HEADER, NPY, InputSpec
 from app.serving.limits import Limits
 
@@ -21,9 +21,10 @@ def from_binary(raw: bytes, media: str, spec: InputSpec, limits: Limits) -> np.n
     """The rows of an .npy or Arrow body, checked against the model's features and budgets."""
     arr = decode(raw, media, spec.features)
     if arr.size > limits.max_request_cells:
-        raise TooLarge(f"the array has {arr.size} values; the budget is "
-                       f"{limits.max_request_cells} per call (PRETRAINER_MAX_REQUEST_CELLS)",
-                       errors=[{"field": "body", "message": "too many values"}])
+        raise field_error(
+            "body", "too many values", status=413,
+            detail=f"the array has {arr.size} values; the budget is "
+                   f"{limits.max_request_cells} per call (PRETRAINER_MAX_REQUEST_CELLS)")
     return array_rows(arr, spec.features, spec.dtype, limits.max_instances)
 
 
@@ -72,14 +73,16 @@ def array_rows(arr: np.ndarray, features: list[str], dtype: str, max_rows: int) 
         raise field_error("body", f"has shape {arr.shape}; send a 2-D array of rows × "
                                   f"{len(features)} features")
     if arr.shape[0] > max_rows:
-        raise TooLarge(f"{arr.shape[0]} instances in one call; the limit is {max_rows} "
-                       "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
-                       errors=[{"field": "body", "message": "too many rows"}],
-                       headers={MAX_INSTANCES_HEADER: str(max_rows)})
+        raise field_error(
+            "body", "too many rows", status=413,
+            detail=f"{arr.shape[0]} instances in one call; the limit is {max_rows} "
+                   "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
+            headers={MAX_INSTANCES_HEADER: str(max_rows)})
     if arr.shape[1] != len(features):
-        raise Invalid(f"the array has {arr.shape[1]} columns, expected {len(features)} "
-                      f"({', '.join(features[:20])})",
-                      errors=[{"field": "body", "message": f"expected {len(features)} columns"}])
+        raise field_error(
+            "body", f"expected {len(features)} columns",
+            detail=f"the array has {arr.shape[1]} columns, expected {len(features)} "
+                   f"({', '.join(features[:20])})")
     with np.errstate(over="ignore"):
         x = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(x).all():

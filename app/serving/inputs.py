@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.data.images import ImageError, decode_b64, decode_image, image_size
-from app.errors import Invalid, TooLarge, field_error
+from app.errors import Problem, field_error
 from app.schemas import InstancesIn
 from app.serving.limits import Limits
 
@@ -65,9 +65,10 @@ class Body:
 # ------------------------------------------------------------------------------ reading bodies
 
 
-def _body_too_large(limit: int) -> TooLarge:
-    return TooLarge(f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)",
-                    errors=[{"field": "body", "message": "too large"}])
+def _body_too_large(limit: int) -> Problem:
+    return field_error(
+        "body", "too large", status=413,
+        detail=f"the body is larger than {limit} bytes (PRETRAINER_MAX_BODY_BYTES)")
 
 
 async def read_body(chunks: AsyncIterator[bytes], limit: int) -> bytes:
@@ -175,16 +176,18 @@ class InstanceCount:
     def _check(self) -> None:
         # A non-empty array of n elements has n - 1 commas: the count is exact for valid JSON.
         if self.instances > self.max_instances:
-            raise TooLarge(f"more than {self.max_instances} instances in one call; the limit is "
-                           f"{self.max_instances} (PRETRAINER_MAX_INSTANCES): split them into "
-                           "calls of at most that many",
-                           errors=[{"field": "instances", "message": "too many"}],
-                           headers={MAX_INSTANCES_HEADER: str(self.max_instances)})
+            raise field_error(
+                "instances", "too many", status=413,
+                detail=f"more than {self.max_instances} instances in one call; the limit is "
+                       f"{self.max_instances} (PRETRAINER_MAX_INSTANCES): split them into "
+                       "calls of at most that many",
+                headers={MAX_INSTANCES_HEADER: str(self.max_instances)})
         if self.cells > self.max_cells:
-            raise TooLarge(f"more than {self.max_cells} values in one call's instances; the "
-                           f"budget is {self.max_cells} (PRETRAINER_MAX_REQUEST_CELLS): send "
-                           "fewer instances per call",
-                           errors=[{"field": "instances", "message": "too many values"}])
+            raise field_error(
+                "instances", "too many values", status=413,
+                detail=f"more than {self.max_cells} values in one call's instances; the "
+                       f"budget is {self.max_cells} (PRETRAINER_MAX_REQUEST_CELLS): send "
+                       "fewer instances per call")
 
 
 # ---------------------------------------------------------------------------- JSON instances
@@ -218,10 +221,11 @@ def matrix(spec: InputSpec, instances: list[Any], limits: Limits) -> np.ndarray:
     """The model's input from parsed instances: images, texts or numeric rows by its kind."""
     limit = limits.max_instances
     if len(instances) > limit:
-        raise TooLarge(f"{len(instances)} instances in one call; the limit is {limit} "
-                       "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
-                       errors=[{"field": "instances", "message": "too many"}],
-                       headers={MAX_INSTANCES_HEADER: str(limit)})
+        raise field_error(
+            "instances", "too many", status=413,
+            detail=f"{len(instances)} instances in one call; the limit is {limit} "
+                   "(PRETRAINER_MAX_INSTANCES): split them into calls of at most that many",
+            headers={MAX_INSTANCES_HEADER: str(limit)})
     if spec.kind == "image":
         return images(spec, instances, limits)
     if spec.kind == "text":
@@ -229,9 +233,9 @@ def matrix(spec: InputSpec, instances: list[Any], limits: Limits) -> np.ndarray:
     return instances_to_matrix(instances, spec.features, spec.dtype)
 
 
-def _bad(message: str) -> Invalid:
+def _bad(message: str) -> Problem:
     """A 422 naming the instances: what the rows of a request do wrong."""
-    return Invalid(message, errors=[{"field": "instances", "message": message}])
+    return field_error("instances", message, detail=message)
 
 
 def instances_to_matrix(instances: list[Any], features: list[str], dtype: str) -> np.ndarray:
@@ -281,7 +285,7 @@ def _show(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _too_large(rows: list[list[Any]], dtype: str) -> Invalid:
+def _too_large(rows: list[list[Any]], dtype: str) -> Problem:
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             try:
@@ -326,10 +330,12 @@ def _image_headers(instances: list[Any], limits: Limits) -> list[bytes]:
         raws.append(raw)
         total += height * width
         if total > budget:
-            raise TooLarge(f"the images of this call have more than {budget} pixels in all "
-                           f"(past instances[{i}]); the budget is {budget} "
-                           "(PRETRAINER_MAX_REQUEST_PIXELS): send fewer or smaller images per "
-                           "call", errors=[{"field": "instances", "message": "too many pixels"}])
+            raise field_error(
+                "instances", "too many pixels", status=413,
+                detail=f"the images of this call have more than {budget} pixels in all "
+                       f"(past instances[{i}]); the budget is {budget} "
+                       "(PRETRAINER_MAX_REQUEST_PIXELS): send fewer or smaller images per "
+                       "call")
     return raws
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app import logs
 from app.db.session import get_sessionmaker
 from app.db.tables import Model
-from app.errors import Invalid, NotFound, Unsupported
+from app.errors import NotFound, field_error
 from app.services import evaluation, models
 from app.services.evaluation import TestSet
 from app.serving import arrays, inputs
@@ -100,9 +100,10 @@ class Serving:
         entry = await self.loaded(project, model_id)
         emb = getattr(entry.trained, "training_embedding", None)
         if emb is None:
-            raise Invalid(f"a {entry.algorithm} model keeps no training embedding; use POST "
-                          f"/v1/models/{model_id}/embed to embed rows",
-                          errors=[{"field": "model", "message": "no training embedding"}])
+            raise field_error(
+                "model", "no training embedding",
+                detail=f"a {entry.algorithm} model keeps no training embedding; use POST "
+                       f"/v1/models/{model_id}/embed to embed rows")
         return np.ascontiguousarray(emb)
 
     async def training_labels(self, project: str, model_id: str) -> np.ndarray:
@@ -110,10 +111,11 @@ class Serving:
         entry = await self.loaded(project, model_id)
         labels = getattr(entry.trained, "training_labels", None)
         if labels is None:
-            raise Invalid(f"a {entry.algorithm} model keeps no labels of its training rows: "
-                          "only clusterings (kmeans, minibatch_kmeans, dbscan, agglomerative, "
-                          "gmm) trained by this release do",
-                          errors=[{"field": "model", "message": "no training labels"}])
+            raise field_error(
+                "model", "no training labels",
+                detail=f"a {entry.algorithm} model keeps no labels of its training rows: "
+                       "only clusterings (kmeans, minibatch_kmeans, dbscan, agglomerative, "
+                       "gmm) trained by this release do")
         return np.asarray(labels)
 
     async def _input(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
@@ -157,10 +159,10 @@ class Serving:
         Reading an array is a copy that releases the GIL: threads do, no process is needed.
         """
         if entry.spec.kind == "image":
-            raise Unsupported(f"{body.media} bodies are for tabular models; send images as JSON "
-                              '{"instances": [{"b64": …}]} or multipart files',
-                              errors=[{"field": "body",
-                                       "message": f"{body.media} is not accepted here"}])
+            raise field_error(
+                "body", f"{body.media} is not accepted here", status=415,
+                detail=f"{body.media} bodies are for tabular models; send images as JSON "
+                       '{"instances": [{"b64": …}]} or multipart files')
         raw = await inputs.read_body(body.chunks, self.limits.max_body_bytes)
         if len(raw) <= self.limits.inline_body_bytes:
             return arrays.from_binary(raw, body.media, entry.spec, self.limits)
@@ -191,6 +193,6 @@ def _can(entry: Loaded, capability: str) -> None:
         kept = entry.trained.has_training_embedding
         extra = (f" The embedding of its training rows is at GET /v1/models/{entry.model_id}"
                  "/embedding." if kept else "")
-        raise Invalid(f"a {entry.algorithm} model cannot {capability}; it can: {can}.{extra}",
-                      errors=[{"field": "model",
-                               "message": f"{capability} is not supported by {entry.algorithm}"}])
+        raise field_error(
+            "model", f"{capability} is not supported by {entry.algorithm}",
+            detail=f"a {entry.algorithm} model cannot {capability}; it can: {can}.{extra}")
