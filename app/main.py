@@ -25,7 +25,8 @@ from app.api import (
     tus,
     ui,
 )
-from app.api.access import Access, BodyLimit, RateLimiter, ServingSlots
+from app.api.access import Access
+from app.api.bounds import BodyLimit, RateLimiter, ServingSlots
 from app.api.deps import get_caller, serving_for
 from app.config import Settings, get_settings
 from app.metrics import Metrics
