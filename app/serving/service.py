@@ -98,25 +98,18 @@ class Serving:
     async def training_embedding(self, project: str, model_id: str) -> np.ndarray:
         """The embedding of the model's training rows (t-SNE's result)."""
         entry = await self.loaded(project, model_id)
-        emb = getattr(entry.trained, "training_embedding", None)
-        if emb is None:
-            raise field_error(
-                "model", "no training embedding",
-                detail=f"a {entry.algorithm} model keeps no training embedding; use POST "
-                       f"/v1/models/{model_id}/embed to embed rows")
-        return np.ascontiguousarray(emb)
+        return np.ascontiguousarray(_kept(
+            entry, "training_embedding",
+            f"a {entry.algorithm} model keeps no training embedding; use POST "
+            f"/v1/models/{model_id}/embed to embed rows"))
 
     async def training_labels(self, project: str, model_id: str) -> np.ndarray:
         """A clustering's own labels of its training rows."""
         entry = await self.loaded(project, model_id)
-        labels = getattr(entry.trained, "training_labels", None)
-        if labels is None:
-            raise field_error(
-                "model", "no training labels",
-                detail=f"a {entry.algorithm} model keeps no labels of its training rows: "
-                       "only clusterings (kmeans, minibatch_kmeans, dbscan, agglomerative, "
-                       "gmm) trained by this release do")
-        return np.asarray(labels)
+        return np.asarray(_kept(
+            entry, "training_labels",
+            f"a {entry.algorithm} model keeps no labels of its training rows: only clusterings "
+            "(kmeans, minibatch_kmeans, dbscan, agglomerative, gmm) trained by this release do"))
 
     async def _input(self, entry: Loaded, body: inputs.Body) -> np.ndarray:
         try:
@@ -184,6 +177,14 @@ class Serving:
     async def _call(self, fn: Callable[[], Any], n: int, inline: int) -> Any:
         # Tiny requests are cheaper inline than a thread hop; big ones must not block the loop.
         return fn() if n <= inline else await self.cache.pool.run(fn)
+
+
+def _kept(entry: Loaded, attr: str, refusal: str) -> Any:
+    """What the model kept of its training rows (attr), or a 422 about the model saying so."""
+    kept = getattr(entry.trained, attr, None)
+    if kept is None:
+        raise field_error("model", f"no {attr.replace('_', ' ')}", detail=refusal)
+    return kept
 
 
 def _can(entry: Loaded, capability: str) -> None:
