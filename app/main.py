@@ -27,12 +27,15 @@ from app.api import (
 )
 from app.api.access import Access
 from app.api.bounds import BodyLimit, RateLimiter, ServingSlots
-from app.api.deps import get_caller, serving_for
+from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.observe import ObserveMiddleware
-from app.serving.cache import settle_heap
-from app.storage import StoreOwned, open_store
+from app.serving.cache import ModelCache, settle_heap
+from app.serving.limits import Limits
+from app.serving.pool import DecodePool, ServingPool
+from app.serving.service import Serving
+from app.storage import BlobStore, StoreOwned, open_store
 
 DESCRIPTION = """Upload a dataset, train an unsupervised, self-supervised or transfer model,
 and get predictions and embeddings over HTTP. Errors are RFC 9457 problem+json."""
@@ -56,6 +59,25 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     stop.set()
     app.state.serving.close()
+
+
+def serving_for(settings: Settings, store: BlobStore) -> Serving:
+    """The model cache and serving calls of an API process, bounded by its settings."""
+    cache = ModelCache(store, settings.model_cache_size, batch_max_size=settings.batch_max_size,
+                       batch_max_wait=settings.batch_max_wait_ms / 1000,
+                       pool=ServingPool(settings.serving_threads),
+                       inline=settings.inline_instances)
+    limits = Limits(
+        max_instances=settings.max_instances, max_request_cells=settings.max_request_cells,
+        max_request_pixels=settings.max_request_pixels,
+        max_image_pixels=settings.max_image_pixels, max_body_bytes=settings.max_body_bytes,
+        evaluate_max_rows=settings.evaluate_max_rows,
+        inline_instances=settings.inline_instances,
+        inline_body_bytes=settings.inline_body_bytes,
+        model_recheck_seconds=settings.model_recheck_seconds, batching=settings.batching,
+        sklearn_batching=settings.sklearn_batching)
+    return Serving(cache, limits, settings.resolved_database_url,
+                   DecodePool(settings.decode_processes))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -13,8 +13,6 @@ from app.config import Settings
 from app.db.session import get_sessionmaker
 from app.services.keys import Caller
 from app.serving.cache import ModelCache
-from app.serving.limits import Limits
-from app.serving.pool import DecodePool, ServingPool
 from app.serving.service import Serving
 from app.storage import BlobStore
 
@@ -40,25 +38,6 @@ async def get_cache(request: Request) -> ModelCache:
 async def get_serving(request: Request) -> Serving:
     serving: Serving = request.app.state.serving
     return serving
-
-
-def serving_for(settings: Settings, store: BlobStore) -> Serving:
-    """The model cache and serving calls of an API process, bounded by its settings."""
-    cache = ModelCache(store, settings.model_cache_size, batch_max_size=settings.batch_max_size,
-                       batch_max_wait=settings.batch_max_wait_ms / 1000,
-                       pool=ServingPool(settings.serving_threads),
-                       inline=settings.inline_instances)
-    limits = Limits(
-        max_instances=settings.max_instances, max_request_cells=settings.max_request_cells,
-        max_request_pixels=settings.max_request_pixels,
-        max_image_pixels=settings.max_image_pixels, max_body_bytes=settings.max_body_bytes,
-        evaluate_max_rows=settings.evaluate_max_rows,
-        inline_instances=settings.inline_instances,
-        inline_body_bytes=settings.inline_body_bytes,
-        model_recheck_seconds=settings.model_recheck_seconds, batching=settings.batching,
-        sklearn_batching=settings.sklearn_batching)
-    return Serving(cache, limits, settings.resolved_database_url,
-                   DecodePool(settings.decode_processes))
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
