@@ -42,11 +42,22 @@ def problem(status: int, title: str, detail: str, *, slug: str,
             errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
             extensions: dict[str, Any] | None = None) -> JSONResponse:
     """A problem+json response."""
+    return JSONResponse(_body(status, title, detail, slug, errors, extensions),
+                        status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _body(status: int, title: str, detail: str, slug: str, errors: list[dict[str, Any]] | None,
+          extensions: dict[str, Any] | None) -> dict[str, Any]:
     body: dict[str, Any] = {**(extensions or {}), "type": TYPE_BASE + slug, "title": title,
                             "status": status, "detail": _scrub(detail)}
     if errors:
         body["errors"] = [{**e, "message": _scrub(str(e.get("message", "")))} for e in errors]
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return body
+
+
+def problem_body(exc: Problem) -> dict[str, Any]:
+    """The problem+json body of a Problem, to keep (a refused upload's) or to send."""
+    return _body(exc.status, exc.title, exc.detail, exc.slug, exc.errors, exc.extensions)
 
 
 def render(exc: Problem) -> JSONResponse:

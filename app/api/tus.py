@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from app import logs
 from app.api.deps import ProjectDep, SessionDep, SettingsDep, StoreDep, get_caller
-from app.api.errors import TYPE_BASE, domain_problem
+from app.api.errors import domain_problem, problem_body
 from app.config import Settings
 from app.db.tables import Upload
 from app.errors import Problem, field_error
@@ -285,15 +285,6 @@ def _record(session: Session, settings: Settings, row: Upload, end: int) -> None
     session.commit()
 
 
-def _as_problem(exc: Problem) -> dict[str, Any]:
-    """The problem+json body a refused request would have answered."""
-    body: dict[str, Any] = {**(exc.extensions or {}), "type": TYPE_BASE + exc.slug,
-                            "title": exc.title, "status": exc.status, "detail": exc.detail}
-    if exc.errors:
-        body["errors"] = exc.errors
-    return body
-
-
 def _inspect_later(settings: Settings, store: BlobStore, upload_id: str) -> None:
     task = asyncio.get_running_loop().create_task(
         run_in_threadpool(inspect, settings=settings, store=store, upload_id=upload_id))
@@ -310,9 +301,9 @@ def _describe(exc: Exception) -> dict[str, Any]:
     """The problem+json body of an error raised while inspecting (a bug: a 500)."""
     problem = domain_problem(exc)
     if problem is not None:
-        return _as_problem(problem)
-    return {"type": TYPE_BASE + "internal", "title": "Internal server error", "status": 500,
-            "detail": "the upload could not be inspected; it has been logged"}
+        return problem_body(problem)
+    return problem_body(Problem("the upload could not be inspected; it has been logged",
+                                status=500))
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=GUARDED,
