@@ -7,6 +7,7 @@ processes app.ranks.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from app.config import Settings
 from app.data import training
 from app.data.training import JobData, Loaded
 from app.db.session import session_scope
-from app.db.tables import CANCELLED, FAILED, QUEUED, Dataset
+from app.db.tables import CANCELLED, FAILED, QUEUED, TRAIN, Dataset
 from app.errors import QuotaExceeded
 from app.job_report import JobReport, LeaseLost
 from app.ml import registry
@@ -70,7 +71,7 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
         log.info("job.started", job_id=job_id, epoch=lease.epoch)
         try:
             with JobReport(settings, lease, store) as report:
-                train_try(settings, lease, report, store)
+                run_try(settings, lease, report, store)
         except AttemptLost as exc:  # like a killed worker: the next try resumes
             log.warning("job.attempt_lost", job_id=job_id, reason=str(exc))
             # This process held the lease and is done with it: the next try may start now.
@@ -119,6 +120,21 @@ def _end(url: str, lease: Lease, status: str, error: tuple[str, str], store: Blo
     if ended:  # a job that ended will not resume: its checkpoint would only be an orphan
         store.delete(storage.checkpoint_key(lease.job_id))
     log.info("job.ended", job_id=lease.job_id, status=status)
+
+
+# What each kind of job runs besides training (train_try): a module of app.runs with
+# run(settings, lease, report, store), imported when the first job of its kind arrives.
+KINDS = {"batch": "app.runs.batch", "index": "app.runs.index"}
+
+
+def run_try(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None:
+    """One try of the job, by its kind."""
+    with session_scope(settings.resolved_database_url) as s:
+        kind = leases.load_for_run(session=s, lease=lease).kind or TRAIN
+    if kind not in KINDS:
+        train_try(settings, lease, report, store)
+        return
+    importlib.import_module(KINDS[kind]).run(settings, lease, report, store)
 
 
 @dataclass(frozen=True)

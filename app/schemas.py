@@ -146,6 +146,11 @@ class JobOut(BaseModel):
     algorithm: str
     family: str
     queue: str
+    kind: str = Field("train", description="train (makes a model), batch (scores a dataset), "
+                      "reproduce, index, …")
+    source_model_id: str | None = Field(None, description="the model a batch, index or "
+                                        "reproduce job reads")
+    parent_id: str | None = Field(None, description="the sweep or comparison this job is part of")
     params: dict[str, Any]
     features: list[str]
     target: str | None
@@ -165,7 +170,8 @@ class JobOut(BaseModel):
         error = JobError(type=row.error_type, message=row.error_message or "") if row.error_type else None
         return cls(
             id=row.id, name=row.name, dataset_id=row.dataset_id, algorithm=row.algorithm,
-            family=row.family, queue=row.queue, params=row.params, features=row.features,
+            family=row.family, queue=row.queue, kind=row.kind or "train",
+            source_model_id=row.source_model_id, parent_id=row.parent_id, params=row.params, features=row.features,
             target=row.target, status=row.status, progress=row.progress, metrics=row.metrics,
             history=row.history, error=error, model_id=row.model_id, attempts=row.attempts,
             created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,

@@ -27,6 +27,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({QUEUED, RUNNING})
+TRAIN = "train"  # the kind of a job that trains a model
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -83,6 +84,13 @@ class Job(Base):
     algorithm: Mapped[str] = mapped_column(String(50))
     family: Mapped[str] = mapped_column(String(30))
     queue: Mapped[str] = mapped_column(String(30))
+    # What the job does (see app.runner's KINDS): `train` makes a model; `batch` scores a
+    # dataset with source_model_id and stores result_key; others add their own.
+    kind: Mapped[str] = mapped_column(String(20), default=TRAIN, server_default=TRAIN)
+    source_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    result_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The sweep or comparison that made this job, if any.
+    parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)
     features: Mapped[list[Any]] = mapped_column(JSONType)
     target: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -18,7 +18,7 @@ from app.db.tables import CANCELLED, QUEUED, TERMINAL, Dataset, Job, Model, new_
 from app.errors import NotFound
 from app.ml.transfer.backbones import MODEL_PREFIX
 from app.queue import enqueue_train
-from app.services import idempotency, page, quotas
+from app.services import idempotency, job_end, page, quotas
 from app.services.job_checks import JobSpec, validate_spec
 from app.storage import BlobStore
 
@@ -138,6 +138,8 @@ def request_cancel(*, session: Session, project: str, job_id: str) -> Job:
     )
     session.flush()
     session.refresh(job)
+    if job.status == CANCELLED:
+        job_end.ended(session=session, job=job)
     return job
 
 

@@ -26,7 +26,7 @@ from app.db.tables import (
     Model,
     utcnow,
 )
-from app.services import quotas
+from app.services import job_end, quotas
 
 
 def _changed(session: Session, statement: Update) -> int:
@@ -150,6 +150,9 @@ def reap(*, session: Session, stale_after: float, max_attempts: int) -> list[Job
             .values(**values)) == 1
         if won and values["status"] == QUEUED:
             requeued.append(job)
+        elif won:
+            session.refresh(job)
+            job_end.ended(session=session, job=job)
     session.flush()
     return requeued
 
@@ -197,6 +200,20 @@ def succeed(*, session: Session, lease: Lease, model: Model, metrics: dict[str, 
     return True
 
 
+def complete(*, session: Session, lease: Lease, metrics: dict[str, Any],
+             result_key: str | None = None) -> bool:
+    """End a job that makes no model (batch, index, …) succeeded, with its metrics and the blob
+    it wrote; False (nothing written) if the lease is lost."""
+    job = session.get(Job, lease.job_id, with_for_update=True)
+    if job is None or job.lease_epoch != lease.epoch or job.status != RUNNING:
+        return False
+    job.result_key = result_key
+    job.metrics = {**(job.metrics or {}), **metrics}
+    job.progress = 1.0
+    _finish(session, job, lease.epoch, SUCCEEDED)
+    return True
+
+
 def end(*, session: Session, lease: Lease, status: str, error: tuple[str, str] | None) -> bool:
     """End the job failed or cancelled, if this worker still holds it."""
     job = session.get(Job, lease.job_id, with_for_update=True)
@@ -214,3 +231,4 @@ def _finish(session: Session, job: Job, epoch: int, status: str,
     if error:
         job.error_type, job.error_message = error
     session.flush()
+    job_end.ended(session=session, job=job)

@@ -1,0 +1,19 @@
+"""Model names: versions and aliases (registry)
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-01
+"""
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # reserved: filled in by the change that adds these tables
+
+
+def downgrade() -> None:
+    pass
