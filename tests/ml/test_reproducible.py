@@ -77,6 +77,24 @@ def test_training_twice_writes_identical_files(name, digits, backbone, tmp_path)
     assert verdict.identical and verdict.max_abs_diff == 0.0
 
 
+@pytest.mark.parametrize("name", [a.name for a in registry.ALGORITHMS.values()
+                                  if "image" in a.data_kinds and "backbone"
+                                  not in a.params_model.model_fields])
+def test_image_models_train_twice_to_identical_files(name, tmp_path):
+    """Images take other paths (augmentations, convolutions): identical files there too."""
+    images = (load_digits().images[:64] * 255 / 16).astype(np.uint8)[..., None]
+    algo = registry.get(name)
+    params = {**PARAMS.get(name, {}), "base_channels": 4}
+    hashes = []
+    for run in ("first", "second"):
+        seed_everything(0)
+        trained = algo.fit(FitInput(images), algo.own(params), NullReport())
+        (tmp_path / run).mkdir()
+        trained.save(tmp_path / run)
+        hashes.append(file_hashes(tmp_path / run))
+    assert hashes[0] and hashes[0] == hashes[1]
+
+
 def test_a_skops_file_is_the_same_bytes_whenever_it_is_written(tmp_path, monkeypatch):
     scaler = StandardScaler().fit(np.arange(12.0).reshape(4, 3))
     artifacts.save_estimator(scaler, tmp_path / "a.skops")
