@@ -22,6 +22,7 @@ from app.db.tables import Dataset, Model
 from app.ml import registry
 from app.ml.reproduce import compare_dirs
 from app.runner import run_job
+from app.storage import open_store
 from tests.api.test_transfer import labelled_csv
 from tests.conftest import blobs, to_csv, upload
 
@@ -47,7 +48,8 @@ def reproduce(client, settings, model_id: str) -> dict:
 
 
 def artifact_dir(settings, model_id: str):
-    return settings.data_dir / "blobs" / storage.model_key(model_id)
+    """The folder of a model's stored artifact files."""
+    return open_store(settings).path(storage.model_key(model_id))
 
 
 def kmeans_model(client, settings, **params) -> tuple[str, dict]:

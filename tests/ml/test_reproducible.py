@@ -144,3 +144,14 @@ def test_a_seed_left_open_is_fixed_by_the_job_and_recorded(monkeypatch):
     first = np.random.rand(3)
     seed_everything(3)
     np.testing.assert_array_equal(first, np.random.rand(3))
+
+
+def test_versions_name_the_configured_commit_else_the_checkouts_head():
+    import subprocess
+
+    from app.ml.reproduce import versions
+
+    assert versions("0123abcd")["git_commit"] == "0123abcd"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent, check=True).stdout.strip()
+    assert versions(None)["git_commit"] == head
