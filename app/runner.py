@@ -195,8 +195,9 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> JobFacts:
             report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
         data = training.of_job(dataset, features=job.features, target=job.target)
         source = reproductions.source_of(session=s, job=job)
-        seed = source.seed if source is not None and source.seed is not None \
-            else reproduce.job_seed(job.id)
+        seed = source.seed if source is not None else None  # a rerun keeps the original's
+        if seed is None:
+            seed = reproduce.job_seed(job.id)
         return JobFacts(job.algorithm, job.params, job.project, job.attempts, data, seed=seed,
                         dataset_sha256=dataset.sha256, source=source)
 
