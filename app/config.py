@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     # Blobs no row refers to (a crash between write and commit) are removed after this long.
     orphan_grace_seconds: float = Field(3600.0, ge=0)
     orphan_sweep_seconds: float = Field(600.0, ge=0)  # how often the API sweeps (0: never)
+    # The source commit each model's reproducibility record names; unset, a worker asks git
+    # when it runs from a checkout (an image built without .git sets it at build time).
+    git_commit: str | None = None
 
     @property
     def max_active_jobs(self) -> int:

@@ -7,6 +7,7 @@ processes app.ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import socket
@@ -22,14 +23,15 @@ from app.config import Settings
 from app.data import training
 from app.data.training import JobData, Loaded
 from app.db.session import session_scope
-from app.db.tables import CANCELLED, FAILED, QUEUED, TRAIN, Dataset
+from app.db.tables import CANCELLED, FAILED, QUEUED, TRAIN, Dataset, Model
 from app.errors import QuotaExceeded
 from app.job_report import JobReport, LeaseLost
-from app.ml import registry
+from app.ml import registry, reproduce
 from app.ml.base import Algorithm, BackboneRef, Cancelled, FitInput, Trained
 from app.queue import enqueue_train
 from app.ranks import AttemptLost, RankFailed, job_devices, run_ranks
 from app.services import backbones, leases, models
+from app.services import reproduce as reproductions
 from app.services.leases import Lease
 from app.storage import BlobStore, open_store
 
@@ -146,6 +148,12 @@ class JobFacts:
     project: str
     attempts: int
     data: JobData
+    # The seed the job runs under: its seed param once resolved, else the source model's (a
+    # reproduce job) or one fixed by the job id (app.ml.reproduce.resolve_seed).
+    seed: int = 0
+    dataset_sha256: str = ""
+    # A reproduce job's source model, compared with once this job's model is published.
+    source: reproductions.Source | None = None
 
 
 def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *,
@@ -154,6 +162,8 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
     job); 0.. is a rank of one, where rank 0 alone records history, checkpoints and the model."""
     facts = _read_job(settings, lease, report)
     algo = registry.get(facts.algorithm)
+    resolved, seed = reproduce.resolve_seed(algo.params_model, facts.params, facts.seed)
+    facts = dataclasses.replace(facts, params=resolved, seed=seed)
     params = algo.params_model.model_validate(facts.params)
     if rank is None and (devices := job_devices(params, settings)) > 1:
         run_ranks(lease, report, devices)
@@ -164,6 +174,7 @@ def train_try(settings: Settings, lease: Lease, report: Any, store: BlobStore, *
     report.check()
     t1 = time.perf_counter()
     ref = _backbone(settings, facts, wanted, store) if (wanted := algo.backbone_of(params)) else None
+    reproduce.seed_everything(facts.seed)  # for draws no seed param reaches
     trained = algo.fit(FitInput(data.x, y=data.y, labels=data.labels, backbone=ref,
                                 resume_from=_resume_from(lease, report, store, facts)),
                        params, report)
@@ -183,7 +194,12 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> JobFacts:
         if job.started_at is not None:  # the first try's start: retries share the budget
             report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
         data = training.of_job(dataset, features=job.features, target=job.target)
-        return JobFacts(job.algorithm, job.params, job.project, job.attempts, data)
+        source = reproductions.source_of(session=s, job=job)
+        seed = source.seed if source is not None else None  # a rerun keeps the original's
+        if seed is None:
+            seed = reproduce.job_seed(job.id)
+        return JobFacts(job.algorithm, job.params, job.project, job.attempts, data, seed=seed,
+                        dataset_sha256=dataset.sha256, source=source)
 
 
 def _backbone(settings: Settings, facts: JobFacts, wanted: tuple[str, bool],
@@ -212,11 +228,37 @@ def _record(settings: Settings, lease: Lease, report: Any, store: BlobStore, alg
     origin = models.Origin(project=facts.project, job_id=lease.job_id,
                            dataset_id=facts.data.dataset_id, params=facts.params)
     model = models.publish(store=store, algo=algo, trained=trained, origin=origin,
-                           input_schema=data.input_schema, timing=timing, backbone=ref)
+                           input_schema=data.input_schema, timing=timing, backbone=ref,
+                           record=_reproducibility(settings, facts, data, trained, ref))
+    metrics = {**model.metrics, **_compared(store, facts.source, model)}
     report.check()
     with session_scope(settings.resolved_database_url) as s:
-        if not leases.succeed(session=s, lease=lease, model=model, metrics=model.metrics):
+        if not leases.succeed(session=s, lease=lease, model=model, metrics=metrics):
             store.delete(model.artifact_key)  # the lease moved on: this try's artifact must go
             raise LeaseLost(lease.job_id)
     store.delete(storage.checkpoint_key(lease.job_id))  # the model supersedes the checkpoint
     log.info("job.succeeded", job_id=lease.job_id, model_id=model.id)
+
+
+def _reproducibility(settings: Settings, facts: JobFacts, data: Loaded, trained: Trained,
+                     ref: BackboneRef | None) -> dict[str, Any]:
+    """The model's record (publish adds the artifact's hashes): what a rerun needs to train the
+    same model, and what may explain a difference."""
+    dataset = {"id": facts.data.dataset_id, "sha256": facts.dataset_sha256,
+               "n_rows": len(data.x), "features": list(facts.data.features),
+               "target": facts.data.target, "n_features": facts.data.n_features}
+    backbone = {"spec": ref.spec, "sha256": ref.sha256} if ref is not None else None
+    return {"params": facts.params, "seed": facts.seed, "dataset": dataset,
+            "versions": reproduce.versions(settings.git_commit),
+            **reproduce.device_of(trained), "backbone": backbone}
+
+
+def _compared(store: BlobStore, source: reproductions.Source | None,
+              model: Model) -> dict[str, Any]:
+    """A reproduce job's verdict on its model against the source's (nothing for other jobs)."""
+    if source is None:
+        return {}
+    found = reproduce.compare(source.record.get("artifact_sha256", {}),
+                              store.path(model.artifact_key),
+                              lambda: store.path(source.artifact_key))
+    return found.metrics()

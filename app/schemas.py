@@ -200,6 +200,21 @@ class ModelOut(BaseModel):
         description="transfer models: the backbone (model id, or architecture and the sha256 of "
                     "its weights file) and the chain from the pretraining dataset to this model")
     created_at: datetime
+    reproducibility: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how the model was made, to rerun and check it (POST "
+                    "/v1/models/{id}/reproduce): params (resolved, with defaults), seed, dataset "
+                    "{id, sha256, n_rows, features, target, n_features}, versions {python, torch, "
+                    "scikit-learn, numpy, pretrainer, git_commit}, device ('cpu', 'cuda:0'), "
+                    "device_name, threads, backbone {spec, sha256} and artifact_sha256 {file: "
+                    "sha256}; {} for models trained before records were kept",
+        examples=[{"params": {"n_clusters": 3, "random_state": 0}, "seed": 0,
+                   "dataset": {"id": "ds_…", "sha256": "9f2c…", "n_rows": 300,
+                               "features": ["a", "b"], "target": None, "n_features": 2},
+                   "versions": {"python": "3.11.9", "torch": "2.14.1", "scikit-learn": "1.6.1",
+                                "numpy": "2.2.0", "pretrainer": "0.1.0", "git_commit": None},
+                   "device": "cpu", "device_name": "AMD EPYC 7B13", "threads": 2,
+                   "backbone": None, "artifact_sha256": {"meta.json": "5d41…"}}])
 
     @classmethod
     def from_row(cls, row: Model) -> ModelOut:

@@ -250,3 +250,7 @@ def model_plot(model_id: str, kind: str) -> Call[bytes]:
     if kind not in PLOTS:
         raise ValueError(f"kind is one of {', '.join(PLOTS)}, not {kind!r}")
     return Call("GET", f"/v1/models/{model_id}/plots/{kind}.png", _bytes)
+
+
+def reproduce(model_id: str) -> Call[Job]:
+    return Call("POST", f"/v1/models/{model_id}/reproduce", _one(Job))

@@ -94,6 +94,11 @@ def register(sub: Any) -> None:
     plot.add_argument("-o", "--output", type=Path, required=True)
     _leaf(models, "labels", "a clustering's own labels of its training rows",
           _models_labels, common).add_argument("id")
+    again = _leaf(models, "reproduce", "retrain a model from its reproducibility record and "
+                  "check the artifact is identical", _models_reproduce, common)
+    again.add_argument("id")
+    again.add_argument("--follow", action="store_true", help="follow it with a live progress "
+                       "bar, then say whether the artifact is identical")
     ev = _leaf(sub, "evaluate", "score a model on an uploaded test set", _evaluate, common)
     ev.add_argument("model")
     ev.add_argument("dataset", help="dataset id of the test set")
@@ -326,6 +331,16 @@ def _models_labels(client: Client, args: argparse.Namespace) -> None:
     _output({"labels": labels.tolist()}, args.json, lambda d: _table(
         f"training labels ({len(labels)} rows)", ["row", "label"],
         [[i, v] for i, v in enumerate(d["labels"])]))
+
+
+def _models_reproduce(client: Client, args: argparse.Namespace) -> None:
+    job = client.reproduce(args.id)
+    if args.follow:
+        job = client.follow(job, progress=not args.json, raise_on_failure=True)
+    _output(job.raw, args.json, _job_view)
+    if args.follow and not args.json:
+        verdict = "identical" if job.metrics.get("identical") else "differs"
+        print(f"{verdict}: max_abs_diff {job.metrics.get('max_abs_diff')}")
 
 
 def _evaluate(client: Client, args: argparse.Namespace) -> None:

@@ -324,6 +324,11 @@ class Client:
         """A model picture as PNG bytes: kind `embedding` or `confusion`."""
         return self._do(calls.model_plot(ident(model), kind))
 
+    def reproduce(self, model: str | Model) -> Job:
+        """Retrain the model from its reproducibility record (a job of kind `reproduce`);
+        follow() it: its metrics then hold `identical` and `max_abs_diff`."""
+        return self._do(calls.reproduce(ident(model)))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -491,3 +496,6 @@ class AsyncClient:
 
     async def model_plot(self, model: str | Model, kind: str) -> bytes:
         return await self._do(calls.model_plot(ident(model), kind))
+
+    async def reproduce(self, model: str | Model) -> Job:
+        return await self._do(calls.reproduce(ident(model)))

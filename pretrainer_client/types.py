@@ -85,6 +85,8 @@ class Job:
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    kind: str = "train"  # train, reproduce, … (what the job does)
+    source_model_id: str | None = None  # the model a reproduce (batch, index) job reads
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -111,6 +113,9 @@ class Model:
     created_at: datetime
     name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # How it was made (params, seed, dataset sha256, versions, device, artifact hashes): what
+    # Client.reproduce reruns and checks.
+    reproducibility: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -19,6 +19,7 @@ from app.api.deps import (
     ProjectDep,
     ServingDep,
     SessionDep,
+    SettingsDep,
     StoreDep,
     limit_serving,
     serving_project,
@@ -30,13 +31,14 @@ from app.schemas import (
     GenerateIn,
     GenerateOut,
     InstancesIn,
+    JobOut,
     ModelList,
     ModelOut,
     Page,
     PredictOut,
     TrainingEmbeddingOut,
 )
-from app.services import models
+from app.services import models, reproduce
 from app.serving.inputs import JSON
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -170,3 +172,26 @@ async def training_embedding(model_id: str, service: ServingDep,
     """The embedding of the training rows (t-SNE's result), in the dataset's row order."""
     emb = await service.training_embedding(project, model_id)
     return _json({"n_rows": int(emb.shape[0]), "n_components": int(emb.shape[1]), "embedding": emb})
+
+
+# ---- reproduce: rerun a model's training from its record and compare the artifacts ----------
+
+
+@router.post("/{model_id}/reproduce", status_code=202, response_model=JobOut,
+             responses={**NOT_FOUND,
+                        409: {"description": "the model has no reproducibility record, or its "
+                                             "dataset holds other bytes (sha256) than it did"},
+                        410: {"description": "the model's dataset was deleted, or its files are "
+                                             "missing from the blob store"},
+                        429: {"description": "the project is at its queued_jobs or models quota"}})
+def reproduce_model(model_id: str, session: SessionDep, settings: SettingsDep, store: StoreDep,
+                    project: ProjectDep) -> JobOut:
+    """Retrain the model from its reproducibility record (algorithm, resolved params, seed,
+    dataset, features, target) as a job of kind `reproduce`.
+
+    When the job ends, its `metrics` hold `identical` (every artifact file's sha256 equals the
+    original's: always so on a CPU) and `max_abs_diff` (the largest difference between their
+    weights and arrays, 0.0 when identical), with the new model's own metrics.
+    """
+    return JobOut.from_row(reproduce.submit(session=session, project=project, model_id=model_id,
+                                            settings=settings, store=store))

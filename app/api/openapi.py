@@ -42,6 +42,19 @@ MODEL_OUT = {"id": MDL, "name": None, "algorithm": "kmeans", "family": "unsuperv
                               "features": [{"name": n, "dtype": "float64"} for n in "abcd"]},
              "capabilities": ["predict", "embed"], "metrics": KMEANS_METRICS,
              "backbone_model_id": None, "lineage": {}, "created_at": FINISHED}
+# How the model was made (POST /v1/models/{id}/reproduce reruns it from this).
+REPRODUCIBILITY = {
+    "params": KMEANS_PARAMS, "seed": 0,
+    "dataset": {"id": DS, "sha256": DATASET["sha256"], "n_rows": 300,
+                "features": ["a", "b", "c", "d"], "target": None, "n_features": 4},
+    "versions": {"python": "3.11.9 (main, Apr  2 2026, 10:12:03) [GCC 12.2.0]",
+                 "torch": "2.14.1", "scikit-learn": "1.9.1", "numpy": "2.4.6",
+                 "pretrainer": "0.1.0", "git_commit": "8ef31c326955a7b0925003694f59b655435c97c1"},
+    "device": "cpu", "device_name": "AMD EPYC 7B13", "threads": 8, "backbone": None,
+    "artifact_sha256": {
+        "estimator.skops": "36b4a5becdd3eaebe5cdafe364acc84b0ee72799923d03247d668cb8758e9cdf",
+        "meta.json": "300c9b808058f80fad7b8ec88083e1ecad3cdd40575a9714cda7a84bbb047474"}}
+MODEL_OUT["reproducibility"] = REPRODUCIBILITY
 ALGORITHM = {"name": "kmeans", "family": "unsupervised", "data_kinds": ["tabular"],
              "capabilities": ["predict", "embed"],
              "description": "k-means clustering (scikit-learn KMeans): predict gives each row's "
@@ -137,6 +150,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "GET /v1/models/{model_id}/labels": {"responses": {"200": "row,label\n0,2\n1,0\n2,2\n"}},
     "GET /v1/jobs/{job_id}/plots/loss.png": {},
     "GET /v1/models/{model_id}/plots/{kind}.png": {},
+    "POST /v1/models/{model_id}/reproduce": {"responses": {"202": {
+        **JOB_OUT, "id": "job_2b4d6f8a0c1e4a3b5d7f9b1c3e5a7d90", "name": f"reproduce {MDL}",
+        "kind": "reproduce", "source_model_id": MDL, "status": "queued", "progress": 0.0,
+        "metrics": {}, "model_id": None, "attempts": 0, "started_at": None,
+        "finished_at": None}}},
 }
 
 PROBLEM_SCHEMA = {

@@ -28,6 +28,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({QUEUED, RUNNING})
 TRAIN = "train"  # the kind of a job that trains a model
+REPRODUCE = "reproduce"  # a job that retrains source_model_id from its record and compares
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -134,6 +135,9 @@ class Model(Base):
     backbone_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # How it was made, to rerun and check (app.ml.reproduce): resolved params and seed, the data
+    # read, package versions, device, and the sha256 of each artifact file; {} before 0011.
+    reproducibility: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
 class IdempotencyKey(Base):

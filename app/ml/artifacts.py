@@ -6,7 +6,9 @@ trust, and we only extend its trust to an explicit allow-list.
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,61 @@ def warm_up() -> None:
 
 
 def save_estimator(obj: Any, path: Path) -> None:
-    """Write a scikit-learn object with skops."""
-    _skops().dump(obj, Path(path))
+    """Write a scikit-learn object with skops, byte for byte the same for the same object."""
+    Path(path).write_bytes(canonical_skops(_skops().dumps(obj)))
+
+
+# A skops file is a ZIP whose entries carry the time they were written, whose arrays are named
+# after id() of the saved objects and whose schema records those ids: three things that change
+# from one save of the same estimator to the next. The reproducibility record hashes artifact
+# files, so they are rewritten: ids numbered in order of appearance, a fixed time, sorted names.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+SCHEMA_ENTRY = "schema.json"
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """The same skops file with its ids, entry names and entry times made deterministic."""
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = json.loads(src.read(SCHEMA_ENTRY))
+        renames: dict[str, str] = {}
+        schema = _renumber(schema, renames)
+        entries = {SCHEMA_ENTRY: json.dumps(schema, indent=2).encode()}
+        for info in src.infolist():
+            if info.filename != SCHEMA_ENTRY:
+                entries[_renamed(info.filename, renames)] = src.read(info)
+        compression = src.infolist()[0].compress_type
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as dst:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.compress_type, info.external_attr = compression, 0o600 << 16
+            dst.writestr(info, entries[name])
+    return out.getvalue()
+
+
+def _renumber(node: Any, renames: dict[str, str]) -> Any:
+    """node with every object id (`__id__`, and the stem of a `file` entry, which skops names
+    after the same id) replaced by its rank of first appearance."""
+    if isinstance(node, list):
+        return [_renumber(item, renames) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "__id__" and isinstance(value, int):
+            out[key] = int(renames.setdefault(str(value), str(len(renames) + 1)))
+        elif key == "file" and isinstance(value, str):
+            out[key] = _renamed(value, renames, add=True)
+        else:
+            out[key] = _renumber(value, renames)
+    return out
+
+
+def _renamed(name: str, renames: dict[str, str], *, add: bool = False) -> str:
+    stem, dot, suffix = name.partition(".")
+    if add:
+        renames.setdefault(stem, str(len(renames) + 1))
+    return renames.get(stem, stem) + dot + suffix
 
 
 def load_estimator(path: Path, expected: type | tuple[type, ...] | None = None) -> Any:

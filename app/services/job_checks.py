@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.data import training
 from app.data.training import JobData
-from app.db.tables import Dataset
+from app.db.tables import TRAIN, Dataset
 from app.errors import Invalid, NotFound, did_you_mean, field_error
 from app.ml import registry
 from app.ml.base import Algorithm, Params
@@ -33,6 +33,10 @@ class JobSpec:
     features: list[str] | None = None
     target: str | None = None
     name: str | None = None
+    # Set by the service that submits a job of another kind (a reproduce job): the job row's
+    # kind and the model it reads.
+    kind: str = TRAIN
+    source_model_id: str | None = None
 
 
 def validate_spec(*, session: Session, project: str, spec: JobSpec,
@@ -57,6 +61,7 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
         "dataset_id": ds.id, "algorithm": algo.name, "family": algo.family, "queue": algo.queue,
         "params": params.model_dump(mode="json"), "features": list(data.features),
         "target": data.target, "name": spec.name, "metrics": data.notes(),
+        "kind": spec.kind, "source_model_id": spec.source_model_id,
     }
 
 

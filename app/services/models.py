@@ -14,6 +14,7 @@ from app.data import training
 from app.data.training import JobData
 from app.db.tables import ACTIVE, Dataset, Job, Model, new_id
 from app.errors import NotFound, field_error
+from app.ml import reproduce
 from app.ml.base import Algorithm, BackboneRef, Trained
 from app.ml.transfer.backbones import MODEL_PREFIX
 from app.services import backbones, page
@@ -32,13 +33,18 @@ class Origin:
 
 def publish(*, store: BlobStore, algo: Algorithm, trained: Trained, origin: Origin,
             input_schema: dict[str, Any], timing: dict[str, float],
-            backbone: BackboneRef | None) -> Model:
+            backbone: BackboneRef | None, record: dict[str, Any] | None = None) -> Model:
     """Store a trained model's artifact under a new model id and build its row; the caller
-    records the row (or deletes the artifact when it may not)."""
+    records the row (or deletes the artifact when it may not).
+
+    record: the reproducibility record's facts (params, seed, data, versions, device); the
+    sha256 of each artifact file is added here, from the files as they are published.
+    """
     model_id = new_id("mdl")
     key = storage.model_key(model_id)
     with store.staging_dir() as staged:
         trained.save(staged)
+        hashes = reproduce.file_hashes(staged)
         store.publish(staged, key)
     metrics = {**json.loads(json.dumps(trained.metrics, default=float)), **timing}
     lineage = backbones.lineage(backbone, model_id=model_id, algorithm=algo.name,
@@ -51,6 +57,7 @@ def publish(*, store: BlobStore, algo: Algorithm, trained: Trained, origin: Orig
         metrics=metrics, artifact_key=key, lineage=lineage,
         backbone_model_id=backbone.name if backbone is not None and backbone.source == "model"
         else None,
+        reproducibility={**(record or {}), "artifact_sha256": hashes},
     )
 
 

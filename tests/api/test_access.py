@@ -227,6 +227,7 @@ ENDPOINTS = [
     ("POST", "/v1/models/{model}/embed", {"instances": [[0, 0, 0, 0]]}),
     ("POST", "/v1/models/{model}/generate", {"n": 1}),
     ("GET", "/v1/models/{model}/embedding", None),
+    ("POST", "/v1/models/{model}/reproduce", None),
     ("DELETE", "/v1/models/{model}", None),
 ]
 

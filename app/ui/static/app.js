@@ -484,7 +484,36 @@ async function modelView(id) {
       el("button", { id: "evaluate", onclick: evaluate }, "evaluate")), scored),
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
+    reproducibilitySection(model),
   ];
+}
+
+// The model's reproducibility record, and a button that retrains it from the record
+// (POST /v1/models/{id}/reproduce): the job's metrics say whether the artifact is identical.
+function reproducibilitySection(model) {
+  const r = model.reproducibility || {};
+  const section = el("section", { id: "reproducibility" }, el("h2", {}, "Reproducibility"));
+  if (!r.dataset) {
+    section.append(el("p", { class: "hint" }, "No record: this model was trained before records were kept."));
+    return section;
+  }
+  const d = r.dataset;
+  const facts = { seed: r.seed, dataset: `${d.id} (${d.n_rows} rows × ${d.n_features})`, "dataset sha256": d.sha256,
+    features: (d.features || []).join(", "), target: d.target ?? "none", device: `${r.device} (${r.device_name}, ${r.threads} threads)`,
+    ...Object.fromEntries(Object.entries(r.versions || {}).map(([k, v]) => [k, v ?? "unknown"])) };
+  if (r.backbone) facts.backbone = `${r.backbone.spec}${r.backbone.sha256 ? " sha256 " + r.backbone.sha256 : ""}`;
+  const again = guard(async () => {
+    const job = await api(`/v1/models/${model.id}/reproduce`, { method: "POST" });
+    location.hash = `jobs/${job.id}`;
+  });
+  section.append(
+    table(["fact", "value"], Object.entries(facts).map(([k, v]) => ({ id: k, cells: [k, el("code", {}, String(v))] }))),
+    el("h3", {}, "Params"), el("pre", {}, JSON.stringify(r.params, null, 1)),
+    el("h3", {}, "Artifact files (sha256)"),
+    table(["file", "sha256"], Object.entries(r.artifact_sha256 || {}).map(([k, v]) => ({ id: k, cells: [k, el("code", {}, v)] }))),
+    el("p", {}, el("button", { id: "reproduce", onclick: again }, "Reproduce"), " ",
+      el("span", { class: "hint" }, "retrain from this record; the job's metrics say whether every file is identical (max_abs_diff: how far the weights are apart)")));
+  return section;
 }
 
 // The project's quotas: what it uses of each, as a bar against its limit.
