@@ -27,6 +27,7 @@ from pretrainer_client.types import (
     Page,
     Prediction,
     Project,
+    Sweep,
 )
 
 T = TypeVar("T")
@@ -324,6 +325,60 @@ class Client:
         """A model picture as PNG bytes: kind `embedding` or `confusion`."""
         return self._do(calls.model_plot(ident(model), kind))
 
+    # --- sweeps ----------------------------------------------------------------------------
+
+    def sweep(self, dataset: str | Dataset, algorithm: str, space: dict[str, Any], *,
+              metric: str, direction: str, trials: int, parallelism: int = 1,
+              params: dict[str, Any] | None = None, pruner: dict[str, int] | bool = True,
+              sampler: str | None = None, seed: int | None = None, name: str | None = None,
+              features: list[str] | None = None, target: str | None = None) -> Sweep:
+        """Start a hyperparameter sweep (POST /v1/sweeps); follow it with follow_sweep."""
+        return self._do(calls.sweep(dataset, algorithm, space, metric=metric, direction=direction,
+                                    trials=trials, parallelism=parallelism, params=params,
+                                    pruner=pruner, sampler=sampler, seed=seed, name=name,
+                                    features=features, target=target))
+
+    def sweeps(self, *, status: str | None = None, limit: int = 50,
+               offset: int = 0) -> Page[Sweep]:
+        return self._do(calls.listing("sweeps", limit, offset, status=status))
+
+    def sweep_status(self, sweep: str | Sweep) -> Sweep:
+        """The sweep with its leaderboard (trials, best job and model so far)."""
+        found: Sweep = self._do(calls.one("sweeps", ident(sweep)))
+        return found
+
+    def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
+        return self._do(calls.cancel_sweep(ident(sweep)))
+
+    def sweep_events(self, sweep: str | Sweep) -> Iterator[Event]:
+        """The sweep's server-sent events (status, trial, progress, end) as they happen."""
+        parser = EventParser()
+        with self._http.stream("GET", f"/v1/sweeps/{ident(sweep)}/events") as r:
+            if r.status_code >= 400:
+                r.read()
+                check(r)
+            for line in r.iter_lines():
+                if (event := parser.feed(line)) is not None:
+                    yield event
+
+    def follow_sweep(self, sweep: str | Sweep, *, on_event: EventFn | None = None) -> Sweep:
+        """Follow a sweep until it ends (reconnecting if the stream drops); the ended sweep."""
+        failures = 0
+        while True:
+            try:
+                for event in self.sweep_events(sweep):
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == "end":
+                        return Sweep.from_json(event.data)
+            except httpx.TransportError:
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+                time.sleep(1)
+            if (now := self.sweep_status(sweep)).done:
+                return now
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -491,3 +546,53 @@ class AsyncClient:
 
     async def model_plot(self, model: str | Model, kind: str) -> bytes:
         return await self._do(calls.model_plot(ident(model), kind))
+
+    # --- sweeps ----------------------------------------------------------------------------
+
+    async def sweep(self, dataset: str | Dataset, algorithm: str, space: dict[str, Any], *,
+                    metric: str, direction: str, trials: int, parallelism: int = 1,
+                    params: dict[str, Any] | None = None, pruner: dict[str, int] | bool = True,
+                    sampler: str | None = None, seed: int | None = None, name: str | None = None,
+                    features: list[str] | None = None, target: str | None = None) -> Sweep:
+        return await self._do(calls.sweep(
+            dataset, algorithm, space, metric=metric, direction=direction, trials=trials,
+            parallelism=parallelism, params=params, pruner=pruner, sampler=sampler, seed=seed,
+            name=name, features=features, target=target))
+
+    async def sweeps(self, *, status: str | None = None, limit: int = 50,
+                     offset: int = 0) -> Page[Sweep]:
+        return await self._do(calls.listing("sweeps", limit, offset, status=status))
+
+    async def sweep_status(self, sweep: str | Sweep) -> Sweep:
+        return await self._do(calls.one("sweeps", ident(sweep)))
+
+    async def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
+        return await self._do(calls.cancel_sweep(ident(sweep)))
+
+    async def sweep_events(self, sweep: str | Sweep) -> AsyncIterator[Event]:
+        parser = EventParser()
+        async with self._http.stream("GET", f"/v1/sweeps/{ident(sweep)}/events") as r:
+            if r.status_code >= 400:
+                await r.aread()
+                check(r)
+            async for line in r.aiter_lines():
+                if (event := parser.feed(line)) is not None:
+                    yield event
+
+    async def follow_sweep(self, sweep: str | Sweep, *,
+                           on_event: EventFn | None = None) -> Sweep:
+        failures = 0
+        while True:
+            try:
+                async for event in self.sweep_events(sweep):
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == "end":
+                        return Sweep.from_json(event.data)
+            except httpx.TransportError:
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+                await asyncio.sleep(1)
+            if (now := await self.sweep_status(sweep)).done:
+                return now
