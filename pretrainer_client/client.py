@@ -219,8 +219,11 @@ class Client:
 
     def events(self, job: str | Job) -> Iterator[Event]:
         """The job's server-sent events (status, progress, epoch, end) as they happen."""
+        return self._stream(f"/v1/jobs/{ident(job)}/events")
+
+    def _stream(self, path: str) -> Iterator[Event]:
         parser = EventParser()
-        with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+        with self._http.stream("GET", path) as r:
             if r.status_code >= 400:
                 r.read()
                 check(r)
@@ -352,14 +355,7 @@ class Client:
 
     def sweep_events(self, sweep: str | Sweep) -> Iterator[Event]:
         """The sweep's server-sent events (status, trial, progress, end) as they happen."""
-        parser = EventParser()
-        with self._http.stream("GET", f"/v1/sweeps/{ident(sweep)}/events") as r:
-            if r.status_code >= 400:
-                r.read()
-                check(r)
-            for line in r.iter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield event
+        return self._stream(f"/v1/sweeps/{ident(sweep)}/events")
 
     def follow_sweep(self, sweep: str | Sweep, *, on_event: EventFn | None = None) -> Sweep:
         """Follow a sweep until it ends (reconnecting if the stream drops); the ended sweep."""
@@ -458,9 +454,12 @@ class AsyncClient:
         return await self.follow(job, progress=progress, on_event=on_event,
                                  raise_on_failure=raise_on_failure)
 
-    async def events(self, job: str | Job) -> AsyncIterator[Event]:
+    def events(self, job: str | Job) -> AsyncIterator[Event]:
+        return self._stream(f"/v1/jobs/{ident(job)}/events")
+
+    async def _stream(self, path: str) -> AsyncIterator[Event]:
         parser = EventParser()
-        async with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+        async with self._http.stream("GET", path) as r:
             if r.status_code >= 400:
                 await r.aread()
                 check(r)
@@ -569,15 +568,8 @@ class AsyncClient:
     async def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
         return await self._do(calls.cancel_sweep(ident(sweep)))
 
-    async def sweep_events(self, sweep: str | Sweep) -> AsyncIterator[Event]:
-        parser = EventParser()
-        async with self._http.stream("GET", f"/v1/sweeps/{ident(sweep)}/events") as r:
-            if r.status_code >= 400:
-                await r.aread()
-                check(r)
-            async for line in r.aiter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield event
+    def sweep_events(self, sweep: str | Sweep) -> AsyncIterator[Event]:
+        return self._stream(f"/v1/sweeps/{ident(sweep)}/events")
 
     async def follow_sweep(self, sweep: str | Sweep, *,
                            on_event: EventFn | None = None) -> Sweep:

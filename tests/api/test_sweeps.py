@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from app.runner import run_job
 from app.services import sweeps
 from app.storage import open_store
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, read_events, to_csv, upload
 
 
 def start(client, body: dict):
@@ -138,25 +138,11 @@ def test_cancel_cancels_queued_trials_and_ends_the_sweep(client, settings, ds):
 def test_events_follow_trials_to_the_end(client, settings, ds):
     sweep_id = start(client, {**KMEANS, "dataset_id": ds, "trials": 2}).json()["id"]
     drive(client, settings, sweep_id)
-    events = _sweep_events(client, sweep_id)
+    events = read_events(client, sweep_id, "sweeps")
     names = [e for e, _ in events]
     assert names[0] == "status" and names[-1] == "end"
     assert sum(1 for e, d in events if e == "trial" and d["state"] == "succeeded") == 2
     assert events[-1][1]["status"] == "succeeded"
-
-
-def _sweep_events(client, sweep_id: str) -> list[tuple[str, dict]]:
-    import json
-
-    events, event = [], None
-    with client.stream("GET", f"/v1/sweeps/{sweep_id}/events") as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                events.append((event, json.loads(line[6:])))
-    return events
 
 
 @pytest.mark.slow
