@@ -144,6 +144,7 @@ SWEEP = "swp_4d1e7a2c9b3f4e6a8d0c2b4e6f8a0c13"
 SWEEP_BODY = {"dataset_id": DS, "algorithm": "kmeans", "params": {"random_state": 0},
               "space": {"n_clusters": {"choices": [2, 3, 4]}}, "metric": "silhouette",
               "direction": "maximize", "trials": 3, "parallelism": 2}
+TRIAL_JOB = "job_0a7c9e1b3d4f4a6c8e0b2d4f6a8c0e10"
 TRIALS = [{"job_id": f"job_{n}a7c9e1b3d4f4a6c8e0b2d4f6a8c0e1{n}", "number": n,
            "params": {"n_clusters": k}, "state": "succeeded", "value": value, "seconds": 0.41,
            "model_id": f"mdl_{n}c8e0b2d4f6a8c0e12a7c9e1b3d4f4a6{n}", "started_at": STARTED,
@@ -159,7 +160,7 @@ SWEEP_OUT = {"id": SWEEP, "name": None, "dataset_id": DS, "algorithm": "kmeans",
 SWEEP_QUEUED = [{**t, "state": "queued", "value": None, "seconds": None, "model_id": None,
                  "started_at": None, "finished_at": None} for t in TRIALS[:2]]
 SWEEP_EVENTS = ('id: 1\nevent: status\ndata: {"status": "running", "progress": 0.0}\n\n'
-                'id: 2\nevent: trial\ndata: {"job_id": "' + TRIALS[0]["job_id"] + '", '
+                'id: 2\nevent: trial\ndata: {"job_id": "' + TRIAL_JOB + '", '
                 '"number": 0, "params": {"n_clusters": 3}, "state": "succeeded", '
                 '"value": 0.8437, "…": "…"}\n\n'
                 'id: 3\nevent: end\ndata: {"id": "' + SWEEP + '", "status": "succeeded", '
