@@ -179,3 +179,22 @@ def test_a_lagging_torch_trial_is_pruned(client, settings):
     best = min((t for t in trials if t["state"] == "succeeded"), key=lambda t: t["value"])
     assert sweep["best_job_id"] == best["job_id"] and best["params"]["learning_rate"] > 0.01
     assert best["value"] == min(e["val_loss"] for e in history[best["job_id"]])
+
+
+def test_the_reaper_tick_starts_the_trial_a_lost_advance_missed(client, settings, ds,
+                                                               monkeypatch):
+    sweep_id = start(client, {**KMEANS, "dataset_id": ds, "trials": 2,
+                              "parallelism": 1}).json()["id"]
+    first = client.get(f"/v1/sweeps/{sweep_id}").json()["trials"][0]["job_id"]
+    # The worker dies between the trial's end (committed) and its advance.
+    monkeypatch.setattr(sweeps, "after_job", lambda **_: None)
+    run_job(first, settings=settings, worker="test")
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert [t["state"] for t in sweep["trials"]] == ["succeeded"]
+    sweeps.tick(settings, open_store(settings))
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert [t["state"] for t in sweep["trials"]] == ["succeeded", "queued"]
+    run_job(sweep["trials"][1]["job_id"], settings=settings, worker="test")
+    sweeps.tick(settings, open_store(settings))  # the last end, too, is found by the tick
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["status"] == "succeeded" and sweep["best_job_id"] is not None
