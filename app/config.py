@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     requeue_seconds: float = Field(300.0, gt=0)
     # A job is failed, not retried, after this many deliveries (poison-job guard).
     max_attempts: int = Field(3, ge=1)
+    # A sweep's trial budget (POST /v1/sweeps `trials`) is at most this: each trial is a job.
+    max_sweep_trials: int = Field(200, ge=1)
     # ZIP uploads of images: bounds checked while extracting (zip bombs beat a ratio check alone).
     max_zip_members: int = Field(200_000, ge=1)
     max_zip_uncompressed_bytes: int = Field(8 * 1024**3, ge=1)

@@ -17,6 +17,7 @@ from app.db.tables import utcnow
 from app.ml.base import Cancelled
 from app.services import leases
 from app.services.leases import Lease
+from app.services.sweep_trials import TrialWatch
 from app.storage import BlobStore
 
 log = logs.get_logger("pretrainer.runner")  # the runner's lines, wherever they are written
@@ -42,6 +43,7 @@ class JobReport:
         self.resuming = False
         self.max_seconds = settings.max_job_seconds
         self.deadline: datetime | None = None  # set once the job row (started_at) is read
+        self.watch: TrialWatch | None = None  # a sweep's trial: the pruner's (set with deadline)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._progress: float | None = None
@@ -87,6 +89,8 @@ class JobReport:
             if not leases.append_history(session=s, lease=self.lease, entry=entry, since=since):
                 self.lost.set()
         self.check()
+        if self.watch is not None:
+            self.watch.epoch(entry)  # raises Pruned when the sweep's pruner says stop
 
     def checkpoint(self, write: Callable[[Path], None]) -> bool:
         """Write a checkpoint when one is due; a worker that lost its lease writes nothing."""

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db.session import session_scope
 from app.db.tables import utcnow
 from app.queue import enqueue_train
-from app.services import identity, leases, orphans, uploads
+from app.services import identity, leases, orphans, sweeps, uploads
 from app.storage import BlobStore, S3BlobStore, StoreOwned
 
 log = logs.get_logger("pretrainer.reaper")
@@ -127,6 +127,8 @@ def start(settings: Settings, store: BlobStore) -> threading.Event:
     stop = threading.Event()
     if settings.reaper_seconds > 0:
         _every(settings.reaper_seconds, "reaper", lambda: reap_once(settings), stop)
+        # A sweep whose advance was missed (a crash between a trial's end and it) goes on.
+        _every(settings.reaper_seconds, "sweeps", lambda: sweeps.tick(settings, store), stop)
     if isinstance(store, S3BlobStore):
         log.info("sweep.off", reason="the orphan sweep does not list S3 stores")
     elif settings.orphan_sweep_seconds > 0:

@@ -30,7 +30,7 @@ from app.ml import registry, reproduce
 from app.ml.base import Algorithm, BackboneRef, Cancelled, FitInput, Trained
 from app.queue import enqueue_train
 from app.ranks import AttemptLost, RankFailed, job_devices, run_ranks
-from app.services import backbones, leases, models
+from app.services import backbones, leases, models, sweep_trials, sweeps
 from app.services import reproduce as reproductions
 from app.services.leases import Lease
 from app.storage import BlobStore, open_store
@@ -59,6 +59,12 @@ def holder_dead(worker: str) -> bool:
 
 def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     """Train job_id if this delivery should; every outcome ends in the job row."""
+    _run_job(job_id, settings=settings, worker=worker)
+    # After the end committed: a sweep's trial ended, so its sweep starts the next one.
+    sweeps.after_job(settings=settings, store=None, job_id=job_id)
+
+
+def _run_job(job_id: str, *, settings: Settings, worker: str) -> None:
     url = settings.resolved_database_url
     try:
         lease = _claim(settings, job_id, worker, holder_dead, quota=True)
@@ -79,6 +85,8 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> None:
             # This process held the lease and is done with it: the next try may start now.
             lease = _claim(settings, job_id, worker, lambda _: True, quota=False)
             continue
+        except sweep_trials.Pruned as exc:  # a sweep's lagging trial: stopped like a cancel
+            _end(url, lease, CANCELLED, (sweep_trials.PRUNED_ERROR, str(exc)), store)
         except Cancelled:
             _end(url, lease, CANCELLED, ("Cancelled", "cancelled by request"), store)
         except LeaseLost:
@@ -193,6 +201,9 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> JobFacts:
             raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
         if job.started_at is not None:  # the first try's start: retries share the budget
             report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
+        if isinstance(report, JobReport):  # a sweep's trial: its pruner watches each epoch
+            report.watch = sweep_trials.watch(session=s, url=settings.resolved_database_url,
+                                              job=job)
         data = training.of_job(dataset, features=job.features, target=job.target)
         source = reproductions.source_of(session=s, job=job)
         seed = source.seed if source is not None else None  # a rerun keeps the original's

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.tables import Dataset, Job, Model, Upload, utcnow
+
+if TYPE_CHECKING:
+    from app.services.sweeps import Board
 
 
 class ColumnOut(BaseModel):
@@ -324,3 +327,109 @@ class ProjectOut(BaseModel):
     key_id: str | None = Field(description="the API key of the request (null when the API is open)")
     quotas: dict[str, QuotaOut] = Field(description="stored_bytes, datasets, models, "
                                         "running_jobs, queued_jobs, serving_requests")
+
+
+class PrunerIn(BaseModel):
+    """The median pruner of a sweep over an epoch-trained (torch) algorithm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_startup_trials: int = Field(3, ge=0, le=1000, description="prune nothing until this many "
+                                  "trials have finished")
+    n_warmup_steps: int = Field(2, ge=0, le=100_000, description="prune no trial before this "
+                                "epoch (the first epochs of any run are noisy)")
+
+
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "algorithm": "kmeans",
+         "space": {"n_clusters": {"choices": [2, 3, 4, 5, 6]}}, "params": {"random_state": 0},
+         "metric": "silhouette", "direction": "maximize", "trials": 5, "parallelism": 2},
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "algorithm": "autoencoder",
+         "space": {"lr": {"low": 0.0001, "high": 0.1, "log": True},
+                   "latent_dim": {"low": 2, "high": 16}},
+         "params": {"epochs": 10}, "metric": "val_loss", "direction": "minimize", "trials": 12,
+         "parallelism": 3, "pruner": {"n_startup_trials": 3, "n_warmup_steps": 3}}]})
+
+    dataset_id: str = Field(max_length=64)
+    algorithm: str = Field(max_length=64)
+    space: dict[str, dict[str, Any]] = Field(
+        description='per param: {"choices": [...]} or {"low", "high", "log"?, "int"?} (int: '
+                    "default from the param's type; log: sample on a log scale)")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="fixed params of every trial")
+    metric: str = Field(max_length=100, description="a metric the algorithm reports: a final "
+                        "one (silhouette, …) or a per-epoch one (val_loss, …; a trial's value "
+                        "is then its best epoch's)")
+    direction: Literal["maximize", "minimize"]
+    trials: int = Field(ge=1, description="the trial budget (at most "
+                        "PRETRAINER_MAX_SWEEP_TRIALS)")
+    parallelism: int = Field(1, ge=1, le=1000, description="trials queued or running at once")
+    sampler: Literal["auto", "tpe", "random", "grid"] = Field(
+        "auto", description="Optuna sampler; auto: grid when every param is choices and the "
+                            "budget fits the grid, else TPE")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    pruner: PrunerIn | None = Field(
+        default_factory=PrunerIn, description="median pruner fed by each epoch's metric "
+                                              "(torch algorithms); null: no pruning")
+    features: list[str] | None = None
+    target: str | None = Field(None, max_length=255)
+    name: str | None = Field(None, max_length=255)
+
+
+class TrialOut(BaseModel):
+    job_id: str
+    number: int
+    params: dict[str, Any] = Field(description="the params sampled for this trial")
+    state: str = Field(description="queued or running while active; then succeeded, pruned, "
+                                   "failed or cancelled")
+    value: float | None = Field(description="the metric: the job's final metric, or its best "
+                                            "epoch's for a per-epoch one")
+    seconds: float | None = Field(description="from start to end (so far, while running)")
+    model_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SweepOut(BaseModel):
+    id: str
+    name: str | None
+    dataset_id: str
+    algorithm: str
+    space: dict[str, Any]
+    params: dict[str, Any]
+    metric: str
+    direction: str
+    budget: int = Field(description="the trial budget (`trials` of the request)")
+    parallelism: int
+    sampler: str
+    seed: int
+    pruner: dict[str, Any] | None
+    status: str = Field(description="running, succeeded, failed or cancelled")
+    progress: float = Field(ge=0, le=1, description="ended trials / budget")
+    trials: list[TrialOut] = Field(description="the leaderboard, by trial number")
+    best_job_id: str | None
+    best_model_id: str | None
+    best_value: float | None
+    error: str | None = Field(None, description="why it stopped making trials early")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+    @classmethod
+    def from_board(cls, board: Board) -> SweepOut:
+        s = board.sweep
+        ended = sum(1 for t in board.trials if t.state not in ("queued", "running"))
+        return cls(
+            id=s.id, name=s.name, dataset_id=s.dataset_id, algorithm=s.algorithm, space=s.space,
+            params=s.params, metric=s.metric, direction=s.direction, budget=s.trials,
+            parallelism=s.parallelism, sampler=s.sampler, seed=s.seed, pruner=s.pruner,
+            status=s.status, progress=min(1.0, ended / max(1, s.trials)),
+            trials=[TrialOut.model_validate(t, from_attributes=True) for t in board.trials],
+            best_job_id=board.best_job_id, best_model_id=board.best_model_id,
+            best_value=board.best_value, error=s.error, created_at=s.created_at,
+            finished_at=s.finished_at)
+
+
+class SweepList(Page):
+    items: list[SweepOut]

@@ -21,7 +21,10 @@ from pretrainer_client.types import (
     Prediction,
     Project,
     Quota,
+    Sweep,
+    Trial,
 )
 
 __all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
-           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota"]
+           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota",
+           "Sweep", "Trial"]

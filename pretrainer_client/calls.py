@@ -21,6 +21,7 @@ from pretrainer_client.types import (
     Page,
     Prediction,
     Project,
+    Sweep,
     as_array,
 )
 
@@ -254,3 +255,23 @@ def model_plot(model_id: str, kind: str) -> Call[bytes]:
 
 def reproduce(model_id: str) -> Call[Job]:
     return Call("POST", f"/v1/models/{model_id}/reproduce", _one(Job))
+# --- sweeps ----------------------------------------------------------------------------
+
+RESOURCES["sweeps"] = Sweep
+
+
+def sweep(dataset: Any, algorithm: str, space: dict[str, Any], *, metric: str, direction: str,
+          trials: int, parallelism: int = 1, params: dict[str, Any] | None = None,
+          pruner: dict[str, int] | bool = True, **options: Any) -> Call[Sweep]:
+    """POST /v1/sweeps. pruner: True the server's median pruner, False none, or its settings;
+    options: sampler, seed, features, target, name (None values left out)."""
+    body = {"dataset_id": ident(dataset), "algorithm": algorithm, "space": space,
+            "params": params or {}, "metric": metric, "direction": direction, "trials": trials,
+            "parallelism": parallelism, **{k: v for k, v in options.items() if v is not None}}
+    if pruner is not True:
+        body["pruner"] = pruner or None
+    return Call("POST", "/v1/sweeps", _one(Sweep), {"json": body})
+
+
+def cancel_sweep(sweep_id: str) -> Call[Sweep]:
+    return Call("POST", f"/v1/sweeps/{sweep_id}/cancel", _one(Sweep))

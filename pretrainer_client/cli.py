@@ -127,6 +127,7 @@ def register(sub: Any) -> None:
                           "samples.csv (or samples.npy with --format npy) otherwise")
     gen.add_argument("--format", choices=["csv", "npy"], default="csv",
                      help="the file of non-image samples written with -o (default csv)")
+    _register_sweeps(sub, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -534,3 +535,91 @@ def _csv_bytes(arr: np.ndarray, names: list[str]) -> bytes:
     writer.writerow(names)
     writer.writerows(arr.reshape(len(arr), -1).tolist())
     return buf.getvalue().encode()
+
+
+# ------------------------------------------------------------------------------------ sweeps
+
+
+def _register_sweeps(sub: Any, common: argparse.ArgumentParser) -> None:
+    sweeps = sub.add_parser("sweeps", help="start, list, show, follow, cancel hyperparameter "
+                            "sweeps").add_subparsers(dest="action", required=True)
+    start = _leaf(sweeps, "start", "start a sweep: trials sampled from --space run as jobs",
+                  _sweep_start, common)
+    start.add_argument("algorithm")
+    start.add_argument("--dataset", required=True, help="dataset id")
+    start.add_argument("--space", required=True, help='a JSON file, or inline JSON: '
+                       '{"n_clusters": {"choices": [2, 3, 4]}, "lr": {"low": 1e-4, "high": 0.1, '
+                       '"log": true}}')
+    start.add_argument("--metric", required=True, help="e.g. silhouette, val_loss")
+    start.add_argument("--direction", required=True, choices=["maximize", "minimize"])
+    start.add_argument("--trials", type=int, required=True, help="the trial budget")
+    start.add_argument("--parallelism", type=int, default=1, help="trials at once")
+    start.add_argument("--param", action="append", default=[], metavar="K=V",
+                       help="a fixed param of every trial; V read as JSON when it parses")
+    start.add_argument("--sampler", choices=["auto", "tpe", "random", "grid"], default=None)
+    start.add_argument("--seed", type=int, default=None)
+    start.add_argument("--no-pruner", action="store_true", help="never prune a trial")
+    start.add_argument("--name", default=None)
+    start.add_argument("--follow", action="store_true", help="follow it to its end")
+    _leaf(sweeps, "list", "list sweeps", _sweeps_list, common).add_argument("--status",
+                                                                            default=None)
+    _leaf(sweeps, "show", "a sweep and its leaderboard", _sweep_show, common).add_argument("id")
+    _leaf(sweeps, "follow", "follow a sweep to its end", _sweep_follow, common).add_argument("id")
+    _leaf(sweeps, "cancel", "cancel a sweep and its active trials", _sweep_cancel,
+          common).add_argument("id")
+
+
+def read_space(text: str) -> dict[str, Any]:
+    """--space: the JSON of a file when text names one, else text itself as JSON."""
+    path = Path(text)
+    raw = path.read_text() if not text.lstrip().startswith("{") and path.is_file() else text
+    try:
+        space = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--space is neither a JSON file nor JSON: {exc}") from exc
+    if isinstance(space, dict):
+        return space
+    raise ValueError("--space must be a JSON object of param: range or choices")
+
+
+def _sweep_view(sweep: dict[str, Any]) -> None:
+    _fields(f"sweep {sweep['id']}", {k: sweep.get(k) for k in (
+        "status", "algorithm", "dataset_id", "metric", "direction", "budget", "parallelism",
+        "progress", "best_job_id", "best_model_id", "best_value", "error")})
+    _table("trials", ["#", "job", "params", "state", "value", "seconds"],
+           [[t["number"], t["job_id"], json.dumps(t["params"]), t["state"], t["value"],
+             t["seconds"]] for t in sweep["trials"]])
+
+
+def _sweep_start(client: Client, args: argparse.Namespace) -> None:
+    sweep = client.sweep(args.dataset, args.algorithm, read_space(args.space),
+                         metric=args.metric, direction=args.direction, trials=args.trials,
+                         parallelism=args.parallelism,
+                         params=dict(parse_param(p) for p in args.param),
+                         pruner=not args.no_pruner, sampler=args.sampler, seed=args.seed,
+                         name=args.name)
+    if args.follow:
+        sweep = client.follow_sweep(sweep)
+    _output(sweep.raw, args.json, _sweep_view)
+
+
+def _sweeps_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.sweeps(status=args.status, limit=500)
+    _output([s.raw for s in page.items], args.json, lambda items: _table(
+        f"sweeps ({page.total})", ["id", "algorithm", "metric", "status", "trials", "best",
+                                   "created"],
+        [[s["id"], s["algorithm"], s["metric"], s["status"],
+          f"{len(s['trials'])}/{s['budget']}", s["best_value"], s["created_at"]]
+         for s in items]))
+
+
+def _sweep_show(client: Client, args: argparse.Namespace) -> None:
+    _output(client.sweep_status(args.id).raw, args.json, _sweep_view)
+
+
+def _sweep_follow(client: Client, args: argparse.Namespace) -> None:
+    _output(client.follow_sweep(args.id).raw, args.json, _sweep_view)
+
+
+def _sweep_cancel(client: Client, args: argparse.Namespace) -> None:
+    _output(client.cancel_sweep(args.id).raw, args.json, _sweep_view)

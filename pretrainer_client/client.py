@@ -27,6 +27,7 @@ from pretrainer_client.types import (
     Page,
     Prediction,
     Project,
+    Sweep,
 )
 
 T = TypeVar("T")
@@ -218,8 +219,11 @@ class Client:
 
     def events(self, job: str | Job) -> Iterator[Event]:
         """The job's server-sent events (status, progress, epoch, end) as they happen."""
+        return self._stream(f"/v1/jobs/{ident(job)}/events")
+
+    def _stream(self, path: str) -> Iterator[Event]:
         parser = EventParser()
-        with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+        with self._http.stream("GET", path) as r:
             if r.status_code >= 400:
                 r.read()
                 check(r)
@@ -328,6 +332,52 @@ class Client:
         """Retrain the model from its reproducibility record (a job of kind `reproduce`);
         follow() it: its metrics then hold `identical` and `max_abs_diff`."""
         return self._do(calls.reproduce(ident(model)))
+    # --- sweeps ----------------------------------------------------------------------------
+
+    def sweep(self, dataset: str | Dataset, algorithm: str, space: dict[str, Any], *,
+              metric: str, direction: str, trials: int, parallelism: int = 1,
+              params: dict[str, Any] | None = None, pruner: dict[str, int] | bool = True,
+              sampler: str | None = None, seed: int | None = None, name: str | None = None,
+              features: list[str] | None = None, target: str | None = None) -> Sweep:
+        """Start a hyperparameter sweep (POST /v1/sweeps); follow it with follow_sweep."""
+        return self._do(calls.sweep(dataset, algorithm, space, metric=metric, direction=direction,
+                                    trials=trials, parallelism=parallelism, params=params,
+                                    pruner=pruner, sampler=sampler, seed=seed, name=name,
+                                    features=features, target=target))
+
+    def sweeps(self, *, status: str | None = None, limit: int = 50,
+               offset: int = 0) -> Page[Sweep]:
+        return self._do(calls.listing("sweeps", limit, offset, status=status))
+
+    def sweep_status(self, sweep: str | Sweep) -> Sweep:
+        """The sweep with its leaderboard (trials, best job and model so far)."""
+        found: Sweep = self._do(calls.one("sweeps", ident(sweep)))
+        return found
+
+    def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
+        return self._do(calls.cancel_sweep(ident(sweep)))
+
+    def sweep_events(self, sweep: str | Sweep) -> Iterator[Event]:
+        """The sweep's server-sent events (status, trial, progress, end) as they happen."""
+        return self._stream(f"/v1/sweeps/{ident(sweep)}/events")
+
+    def follow_sweep(self, sweep: str | Sweep, *, on_event: EventFn | None = None) -> Sweep:
+        """Follow a sweep until it ends (reconnecting if the stream drops); the ended sweep."""
+        failures = 0
+        while True:
+            try:
+                for event in self.sweep_events(sweep):
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == "end":
+                        return Sweep.from_json(event.data)
+            except httpx.TransportError:
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+                time.sleep(1)
+            if (now := self.sweep_status(sweep)).done:
+                return now
 
 
 class AsyncClient:
@@ -408,9 +458,12 @@ class AsyncClient:
         return await self.follow(job, progress=progress, on_event=on_event,
                                  raise_on_failure=raise_on_failure)
 
-    async def events(self, job: str | Job) -> AsyncIterator[Event]:
+    def events(self, job: str | Job) -> AsyncIterator[Event]:
+        return self._stream(f"/v1/jobs/{ident(job)}/events")
+
+    async def _stream(self, path: str) -> AsyncIterator[Event]:
         parser = EventParser()
-        async with self._http.stream("GET", f"/v1/jobs/{ident(job)}/events") as r:
+        async with self._http.stream("GET", path) as r:
             if r.status_code >= 400:
                 await r.aread()
                 check(r)
@@ -499,3 +552,45 @@ class AsyncClient:
 
     async def reproduce(self, model: str | Model) -> Job:
         return await self._do(calls.reproduce(ident(model)))
+    # --- sweeps ----------------------------------------------------------------------------
+
+    async def sweep(self, dataset: str | Dataset, algorithm: str, space: dict[str, Any], *,
+                    metric: str, direction: str, trials: int, parallelism: int = 1,
+                    params: dict[str, Any] | None = None, pruner: dict[str, int] | bool = True,
+                    sampler: str | None = None, seed: int | None = None, name: str | None = None,
+                    features: list[str] | None = None, target: str | None = None) -> Sweep:
+        return await self._do(calls.sweep(
+            dataset, algorithm, space, metric=metric, direction=direction, trials=trials,
+            parallelism=parallelism, params=params, pruner=pruner, sampler=sampler, seed=seed,
+            name=name, features=features, target=target))
+
+    async def sweeps(self, *, status: str | None = None, limit: int = 50,
+                     offset: int = 0) -> Page[Sweep]:
+        return await self._do(calls.listing("sweeps", limit, offset, status=status))
+
+    async def sweep_status(self, sweep: str | Sweep) -> Sweep:
+        return await self._do(calls.one("sweeps", ident(sweep)))
+
+    async def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
+        return await self._do(calls.cancel_sweep(ident(sweep)))
+
+    def sweep_events(self, sweep: str | Sweep) -> AsyncIterator[Event]:
+        return self._stream(f"/v1/sweeps/{ident(sweep)}/events")
+
+    async def follow_sweep(self, sweep: str | Sweep, *,
+                           on_event: EventFn | None = None) -> Sweep:
+        failures = 0
+        while True:
+            try:
+                async for event in self.sweep_events(sweep):
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == "end":
+                        return Sweep.from_json(event.data)
+            except httpx.TransportError:
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+                await asyncio.sleep(1)
+            if (now := await self.sweep_status(sweep)).done:
+                return now

@@ -207,3 +207,58 @@ def as_array(value: Any) -> Any:
     except ValueError:  # ragged
         return value
     return value if arr.dtype == object else arr
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a sweep: its job, the params sampled for it, its state and value."""
+
+    job_id: str
+    number: int
+    params: dict[str, Any]
+    state: str
+    value: float | None = None
+    seconds: float | None = None
+    model_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trial:
+        return _parse(cls, data)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A hyperparameter sweep: its status and its trials' leaderboard with the best so far."""
+
+    id: str
+    algorithm: str
+    dataset_id: str
+    metric: str
+    direction: str
+    status: str
+    progress: float
+    budget: int
+    parallelism: int
+    created_at: datetime
+    trials: list[Trial] = field(default_factory=list)
+    space: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    best_job_id: str | None = None
+    best_model_id: str | None = None
+    best_value: float | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sweep:
+        return _parse(cls, data, trials=[Trial.from_json(t) for t in data.get("trials", [])])
+
+    @property
+    def done(self) -> bool:
+        """The sweep has ended: succeeded, failed or cancelled."""
+        return self.status in TERMINAL

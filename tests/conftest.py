@@ -71,12 +71,13 @@ def upload(client: TestClient, content: bytes, filename: str = "data.csv", **dat
     return {"status": r.status_code, "body": r.json(), "headers": dict(r.headers)}
 
 
-def read_events(http, job_id: str, **kwargs) -> list[tuple[str, dict]]:
-    """Follow GET /v1/jobs/{id}/events to its end; return (event, data) pairs."""
+def read_events(http, job_id: str, resource: str = "jobs", **kwargs) -> list[tuple[str, dict]]:
+    """Follow GET /v1/{resource}/{id}/events (a job's, or a sweep's) to its end; return
+    (event, data) pairs."""
     import json
 
     events, event = [], None
-    with http.stream("GET", f"/v1/jobs/{job_id}/events", **kwargs) as r:
+    with http.stream("GET", f"/v1/{resource}/{job_id}/events", **kwargs) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("event: "):

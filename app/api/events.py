@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.session import get_sessionmaker
 from app.db.tables import TERMINAL
-from app.schemas import JobOut
-from app.services import jobs
+from app.schemas import JobOut, SweepOut
+from app.services import jobs, sweeps
 
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
@@ -53,6 +53,57 @@ async def stream(request: Request, url: str, project: str, job_id: str) -> Async
             yield _frame(event, data, n)
             last_sent = time.monotonic()
         if job.status in TERMINAL or await request.is_disconnected():
+            return
+        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
+            yield b": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(POLL_SECONDS)
+
+
+# --- a sweep's events ----------------------------------------------------------------------
+
+SWEEP_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _sweep_snapshot(url: str, project: str, sweep_id: str) -> SweepOut:
+    with get_sessionmaker(url)() as session:
+        sweep = sweeps.get(session=session, project=project, sweep_id=sweep_id)
+        return SweepOut.from_board(sweeps.board(session=session, sweep=sweep))
+
+
+def _sweep_frames(sweep: SweepOut, seen: dict[str, tuple[str, Any]],
+                  last: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What changed since the last look: the status, each trial's state or value, progress."""
+    frames: list[tuple[str, Any]] = []
+    if sweep.status != last.get("status"):
+        last["status"] = sweep.status
+        frames.append(("status", {"status": sweep.status, "progress": sweep.progress}))
+    for trial in sweep.trials:
+        if seen.get(trial.job_id) != (now := (trial.state, trial.value)):
+            seen[trial.job_id] = now
+            frames.append(("trial", trial.model_dump(mode="json")))
+    if sweep.progress != last.get("progress"):
+        last["progress"] = sweep.progress
+        frames.append(("progress", {"progress": sweep.progress, "best_job_id": sweep.best_job_id,
+                                    "best_value": sweep.best_value}))
+    if sweep.status in SWEEP_ENDED:
+        frames.append(("end", sweep.model_dump(mode="json")))
+    return frames
+
+
+async def sweep_stream(request: Request, url: str, project: str,
+                       sweep_id: str) -> AsyncIterator[bytes]:
+    """Yield SSE frames (status, trial, progress, end) until the sweep ends or the client goes."""
+    seen: dict[str, tuple[str, Any]] = {}
+    last: dict[str, Any] = {}
+    n, last_sent = 0, time.monotonic()
+    while True:
+        sweep = await run_in_threadpool(_sweep_snapshot, url, project, sweep_id)
+        for event, data in _sweep_frames(sweep, seen, last):
+            n += 1
+            yield _frame(event, data, n)
+            last_sent = time.monotonic()
+        if sweep.status in SWEEP_ENDED or await request.is_disconnected():
             return
         if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
             yield b": keep-alive\n\n"

@@ -157,6 +157,45 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "finished_at": None}}},
 }
 
+# --- sweeps ------------------------------------------------------------------------------
+SWEEP = "swp_4d1e7a2c9b3f4e6a8d0c2b4e6f8a0c13"
+SWEEP_BODY = {"dataset_id": DS, "algorithm": "kmeans", "params": {"random_state": 0},
+              "space": {"n_clusters": {"choices": [2, 3, 4]}}, "metric": "silhouette",
+              "direction": "maximize", "trials": 3, "parallelism": 2}
+TRIAL_JOB = "job_0a7c9e1b3d4f4a6c8e0b2d4f6a8c0e10"
+TRIALS = [{"job_id": f"job_{n}a7c9e1b3d4f4a6c8e0b2d4f6a8c0e1{n}", "number": n,
+           "params": {"n_clusters": k}, "state": "succeeded", "value": value, "seconds": 0.41,
+           "model_id": f"mdl_{n}c8e0b2d4f6a8c0e12a7c9e1b3d4f4a6{n}", "started_at": STARTED,
+           "finished_at": FINISHED}
+          for n, k, value in ((0, 3, 0.8437), (1, 2, 0.5521), (2, 4, 0.6893))]
+SWEEP_OUT = {"id": SWEEP, "name": None, "dataset_id": DS, "algorithm": "kmeans",
+             "space": SWEEP_BODY["space"], "params": {"random_state": 0}, "metric": "silhouette",
+             "direction": "maximize", "budget": 3, "parallelism": 2, "sampler": "auto",
+             "seed": 0, "pruner": {"n_startup_trials": 3, "n_warmup_steps": 2},
+             "status": "succeeded", "progress": 1.0, "trials": TRIALS,
+             "best_job_id": TRIALS[0]["job_id"], "best_model_id": TRIALS[0]["model_id"],
+             "best_value": 0.8437, "error": None, "created_at": CREATED, "finished_at": FINISHED}
+SWEEP_QUEUED = [{**t, "state": "queued", "value": None, "seconds": None, "model_id": None,
+                 "started_at": None, "finished_at": None} for t in TRIALS[:2]]
+SWEEP_EVENTS = ('id: 1\nevent: status\ndata: {"status": "running", "progress": 0.0}\n\n'
+                'id: 2\nevent: trial\ndata: {"job_id": "' + TRIAL_JOB + '", '
+                '"number": 0, "params": {"n_clusters": 3}, "state": "succeeded", '
+                '"value": 0.8437, "…": "…"}\n\n'
+                'id: 3\nevent: end\ndata: {"id": "' + SWEEP + '", "status": "succeeded", '
+                '"…": "…"}\n\n')
+EXAMPLES.update({
+    "POST /v1/sweeps": {"request": {"application/json": SWEEP_BODY}, "responses": {"202": {
+        **SWEEP_OUT, "status": "running", "progress": 0.0, "trials": SWEEP_QUEUED,
+        "best_job_id": None, "best_model_id": None, "best_value": None, "finished_at": None}}},
+    "GET /v1/sweeps": {"responses": {"200": {"items": [SWEEP_OUT], "total": 1, "next": None}}},
+    "GET /v1/sweeps/{sweep_id}": {"responses": {"200": SWEEP_OUT}},
+    "GET /v1/sweeps/{sweep_id}/events": {"responses": {"200": SWEEP_EVENTS}},
+    "POST /v1/sweeps/{sweep_id}/cancel": {"responses": {"202": {
+        **SWEEP_OUT, "status": "cancelled", "progress": 1.0,
+        "trials": [{**t, "state": "cancelled"} for t in SWEEP_QUEUED], "best_job_id": None,
+        "best_model_id": None, "best_value": None}}},
+})
+
 PROBLEM_SCHEMA = {
     "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",

@@ -212,3 +212,60 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Sweep(Base):
+    """A hyperparameter sweep: a search space over one algorithm's params, a metric to optimise,
+    a trial budget and how many trials run at once. Its trials are jobs (parent_id = its id)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), default="default", index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    algorithm: Mapped[str] = mapped_column(String(50))
+    # {param: {"choices": [...]} | {"low", "high", "log", "int"}}, as checked at creation.
+    space: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # fixed params of every trial
+    features: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    metric: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(10))
+    trials: Mapped[int] = mapped_column(Integer)  # the budget
+    parallelism: Mapped[int] = mapped_column(Integer)
+    sampler: Mapped[str] = mapped_column(String(20))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    # {"n_startup_trials", "n_warmup_steps"} of the median pruner; null: no pruning.
+    pruner: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # running, succeeded, failed or cancelled.
+    status: Mapped[str] = mapped_column(String(20), default=RUNNING)
+    # Trials created so far; raised only by a conditional UPDATE, so that two trial ends
+    # advancing the sweep at once cannot both create the next trial.
+    asked: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    best_job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    best_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    best_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Why it stopped making trials before its budget was spent (its dataset was deleted, …).
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SweepTrial(Base):
+    """One trial of a sweep: the job that runs it, the params sampled for it and, once the job
+    ended, its state (succeeded, pruned, failed, cancelled), value and per-epoch values."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trials_number"),)
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(String(40), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the sampled ones only
+    state: Mapped[str | None] = mapped_column(String(20), nullable=True)  # null while active
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    steps: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # {epoch: value}
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -176,6 +176,9 @@ class Algorithm(ABC):
     params_model: ClassVar[type[Params]]
     trained_cls: ClassVar[type[Trained]]
     queue: ClassVar[str] = "cpu"
+    # The numbers a job of this algorithm reports (in its final metrics, or per epoch in its
+    # history) that a sweep may optimise; epoch ones also feed a sweep's pruner.
+    sweep_metrics: ClassVar[tuple[str, ...]] = ()
 
     def own(self, params: Params | dict[str, Any]) -> Any:
         """params as this algorithm's Params model (a dict is validated)."""

@@ -155,3 +155,18 @@ def durations(*, session: Session) -> list[tuple[str, str, float]]:
         Job.status.in_(TERMINAL), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
     return [(status, queue, max(0.0, (end - start).total_seconds()))
             for status, queue, start, end in rows if start is not None and end is not None]
+
+
+def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Settings,
+                  store: BlobStore, parent_id: str) -> Job:
+    """A checked, inserted (uncommitted) job of a sweep or comparison (parent_id), counted
+    against the project's quotas like any job; the caller commits, then sends it (`send`)."""
+    job = _prepare(session, project, spec, settings, store)
+    job.parent_id = parent_id
+    session.flush()
+    return job
+
+
+def send(settings: Settings, job: Job) -> None:
+    """Send a committed job to its queue; a broker that is down leaves it to the reaper."""
+    _enqueue(settings, job)

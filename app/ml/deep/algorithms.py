@@ -40,6 +40,8 @@ class DeepAlgorithm(Algorithm):
     extras: ClassVar[tuple[str, ...]] = ()
     trained_cls: ClassVar[type[DeepModel]]
     validates: ClassVar[bool] = True  # False: no validation split, val_loss or early stopping
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        "val_loss", "loss", "best_val_loss", "final_loss", "knn_accuracy", "linear_probe_accuracy")
     min_train_rows: ClassVar[int] = 1
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
@@ -95,6 +97,8 @@ class AutoencoderAlgorithm(DeepAlgorithm):
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
     params_model: ClassVar[type[AutoencoderParams]] = AutoencoderParams
     trained_cls: ClassVar[type[AutoencoderModel]] = AutoencoderModel
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        *DeepAlgorithm.sweep_metrics, "val_reconstruction_error", "train_reconstruction_error")
 
 
 class VAEAlgorithm(DeepAlgorithm):
@@ -109,6 +113,8 @@ class VAEAlgorithm(DeepAlgorithm):
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED, GENERATE)
     params_model: ClassVar[type[VAEParams]] = VAEParams
     trained_cls: ClassVar[type[VAEModel]] = VAEModel
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        *DeepAlgorithm.sweep_metrics, "val_reconstruction_error", "train_reconstruction_error")
 
 
 class ContrastiveAlgorithm(DeepAlgorithm):
@@ -139,6 +145,9 @@ class GANAlgorithm(DeepAlgorithm):
     capabilities: ClassVar[tuple[str, ...]] = (EMBED, GENERATE)
     params_model: ClassVar[type[GANParams]] = GANParams
     trained_cls: ClassVar[type[GANModel]] = GANModel
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        "d_loss", "g_loss", "loss", "final_d_loss", "final_g_loss", "final_loss", "knn_accuracy",
+        "linear_probe_accuracy")
     validates: ClassVar[bool] = False
 
 

@@ -35,6 +35,9 @@ class TransferAlgorithm(Algorithm):
         "and the confusion matrix (classification); RMSE, MAE, R^2 (regression). predict gives the class names and "
         "probabilities (or values); embed gives the backbone's features.")
     params_model: ClassVar[type[TransferParams]] = TransferParams
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        "val_loss", "loss", "best_val_loss", "final_loss", "accuracy", "macro_f1", "log_loss",
+        "train_accuracy", "rmse", "mae", "r2", "train_rmse", "train_mae", "train_r2")
     trained_cls: ClassVar[type[TransferModel]] = TransferModel
     queue: ClassVar[str] = "gpu"
 

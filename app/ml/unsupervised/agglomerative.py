@@ -80,6 +80,7 @@ class AgglomerativeAlgorithm(UnsupervisedAlgorithm[AgglomerativeParams]):
     """agglomerative: scikit-learn's AgglomerativeClustering."""
 
     name: ClassVar[str] = "agglomerative"
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("silhouette", "davies_bouldin", "calinski_harabasz")
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
     description: ClassVar[str] = (
         "Hierarchical agglomerative clustering (scikit-learn AgglomerativeClustering): starts "

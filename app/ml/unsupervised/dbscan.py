@@ -82,6 +82,8 @@ class DBSCANAlgorithm(UnsupervisedAlgorithm[DBSCANParams]):
     """dbscan: scikit-learn's DBSCAN."""
 
     name: ClassVar[str] = "dbscan"
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("silhouette", "davies_bouldin", "calinski_harabasz",
+                                                  "n_clusters", "noise_fraction")
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT,)
     description: ClassVar[str] = (
         "Density-based clustering (scikit-learn DBSCAN): clusters are dense regions of rows, "

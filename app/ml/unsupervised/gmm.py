@@ -71,6 +71,7 @@ class GMMAlgorithm(UnsupervisedAlgorithm[GMMParams]):
     """gmm: scikit-learn's GaussianMixture."""
 
     name: ClassVar[str] = "gmm"
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("bic", "aic", "log_likelihood")
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
     description: ClassVar[str] = (
         "Gaussian mixture model (scikit-learn GaussianMixture), fitted by EM: soft clustering "

@@ -114,6 +114,8 @@ CP = TypeVar("CP", KMeansParams, MiniBatchKMeansParams)
 
 class _CentroidAlgorithm(UnsupervisedAlgorithm[CP]):
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("inertia", "silhouette", "davies_bouldin",
+                                                  "calinski_harabasz")
 
     def problems(self, params: CP, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         return too_many("n_clusters", params.n_clusters, n_rows)

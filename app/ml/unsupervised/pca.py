@@ -80,6 +80,7 @@ class PCAAlgorithm(UnsupervisedAlgorithm[PCAParams]):
     """pca: scikit-learn's PCA."""
 
     name: ClassVar[str] = "pca"
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("explained_variance_ratio_sum",)
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
     description: ClassVar[str] = (
         "Principal component analysis (scikit-learn PCA): a linear projection onto the "

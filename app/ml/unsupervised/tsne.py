@@ -90,6 +90,7 @@ class TSNEAlgorithm(UnsupervisedAlgorithm[TSNEParams]):
     """tsne: scikit-learn's TSNE."""
 
     name: ClassVar[str] = "tsne"
+    sweep_metrics: ClassVar[tuple[str, ...]] = ("kl_divergence", "trustworthiness")
     capabilities: ClassVar[tuple[str, ...]] = ()
     extras: ClassVar[tuple[str, ...]] = (TRAINING_EMBEDDING,)
     description: ClassVar[str] = (

@@ -528,6 +528,64 @@ async function usageView() {
     el("p", { class: "hint" }, "Past a quota a request is refused (429, or 413 for bytes). An operator sets a project's own quotas with `pretrainer quotas set`."));
 }
 
+// --------------------------------------------------------------------------------- sweeps
+
+const SWEEP_COLOURS = { succeeded: "#2f6fde", pruned: "#d98b1c", failed: "#c33", cancelled: "#999" };
+
+async function sweepsView() {
+  const page = await api("/v1/sweeps?limit=500");
+  if (page.items.some((s) => s.status === "running")) setTimeout(() => { if (location.hash === "#sweeps") render(); }, 2000);
+  return el("section", {}, el("h2", {}, `Sweeps (${page.total})`),
+    el("p", { class: "hint" }, "Start one with POST /v1/sweeps or `pretrainer sweeps start` (see the README)."),
+    table(["id", "algorithm", "metric", "status", "trials", "best", "created"],
+      page.items.map((s) => ({ id: s.id, cells: [el("code", {}, s.id), s.algorithm, `${s.metric} (${s.direction})`,
+        el("span", { class: `status-${s.status}` }, s.status), `${s.trials.length}/${s.budget}`, s.best_value, s.created_at] })),
+      (s) => { location.hash = `sweeps/${s.id}`; }));
+}
+
+// Each ended trial's value by trial number, coloured by state; the best one ringed.
+function trialChart(sweep) {
+  const W = 560, H = 240, L = 55, R = 20, T = 15, B = 35;
+  const svg = svgEl("svg", { id: "sweep-chart", class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
+  const pts = sweep.trials.filter((t) => typeof t.value === "number");
+  svg.dataset.points = String(pts.length);
+  if (!pts.length) {
+    svg.append(Object.assign(svgEl("text", { x: L, y: H / 2 }), { textContent: "waiting for the first trial…" }));
+    return svg;
+  }
+  const ns = sweep.trials.map((t) => t.number), vs = pts.map((t) => t.value);
+  const x = scale(Math.min(...ns), Math.max(...ns), L, W - R), y = scale(Math.min(...vs), Math.max(...vs), H - B, T);
+  svg.append(svgEl("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }), svgEl("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }));
+  for (const v of [Math.min(...vs), Math.max(...vs)]) svg.append(Object.assign(svgEl("text", { x: 4, y: y(v) + 4 }), { textContent: fmt(v) }));
+  svg.append(Object.assign(svgEl("text", { x: (W - R) / 2 - 40, y: H - 4 }), { textContent: `trial → ${sweep.metric}` }));
+  for (const t of pts) {
+    svg.append(svgEl("circle", { class: "trial", "data-state": t.state, cx: x(t.number), cy: y(t.value), r: 5, fill: SWEEP_COLOURS[t.state] || "#666" }));
+    if (t.job_id === sweep.best_job_id) svg.append(svgEl("circle", { cx: x(t.number), cy: y(t.value), r: 9, fill: "none", stroke: "#2a2", "stroke-width": 2 }));
+  }
+  return svg;
+}
+
+async function sweepView(id) {
+  const sweep = await api(`/v1/sweeps/${id}`);
+  if (sweep.status === "running") setTimeout(() => { if (location.hash === `#sweeps/${id}`) render(); }, 2000);
+  const cancel = el("button", { class: "secondary", id: "sweep-cancel", onclick: guard(async () => { await api(`/v1/sweeps/${id}/cancel`, { method: "POST" }); render(); }) }, "Cancel");
+  cancel.hidden = sweep.status !== "running";
+  const best = sweep.best_model_id ? el("a", { href: `#models/${sweep.best_model_id}`, id: "sweep-best" }, `best model ${sweep.best_model_id} →`) : "";
+  return [
+    el("section", {}, el("h2", {}, "Sweep ", el("code", {}, id)),
+      el("div", { class: "row" }, el("div", {},
+        el("p", {}, "status: ", el("span", { id: "sweep-status", class: `status-${sweep.status}` }, sweep.status)), progressBar(sweep.progress),
+        el("p", { class: "hint" }, `${sweep.algorithm} on ${sweep.dataset_id}: ${sweep.direction} ${sweep.metric}, ${sweep.budget} trials, ${sweep.parallelism} at once`),
+        el("pre", {}, JSON.stringify(sweep.space, null, 1)), el("p", {}, best), cancel, sweep.error ? el("pre", {}, sweep.error) : ""),
+        trialChart(sweep))),
+    el("section", {}, el("h2", {}, "Leaderboard"),
+      table(["#", "job", "params", "state", sweep.metric, "seconds"],
+        sweep.trials.map((t) => ({ id: t.job_id, cells: [t.number, el("code", {}, t.job_id), t.params,
+          el("span", { class: `status-${t.state}` }, t.job_id === sweep.best_job_id ? `${t.state} ★` : t.state), t.value, t.seconds] })),
+        (t) => { location.hash = `jobs/${t.id}`; })),
+  ];
+}
+
 // --------------------------------------------------------------------------------- router
 
 async function render() {
@@ -535,6 +593,7 @@ async function render() {
   const [tab, id] = (location.hash.slice(1) || "datasets").split("/");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === tab);
   const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView, usage: usageView };
+  views.sweeps = id ? () => sweepView(id) : sweepsView;
   try {
     const content = await (views[tab] || datasetsView)(id);
     view.replaceChildren(...[content].flat());
