@@ -99,14 +99,15 @@ def get_model(model_id: str, session: SessionDep, project: ProjectDep) -> ModelO
 
 @router.delete("/{model_id}", status_code=204, response_class=Response,
                responses={**NOT_FOUND, 409: {"description": "other models or active jobs use "
-                                                            "this model as their backbone"}})
+                                                            "this model as their backbone, or "
+                                                            "a registry alias points at it"}})
 def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: CacheDep,
                  project: ProjectDep) -> Response:
     """Delete a model and its files."""
-    key = models.delete(session=session, project=project, model_id=model_id)
+    row = models.delete(session=session, project=project, model_id=model_id)
     session.commit()
-    cache.evict(model_id)
-    store.delete(key)
+    cache.evict(row.id)
+    store.delete(row.artifact_key)
     return Response(status_code=204)
 
 
