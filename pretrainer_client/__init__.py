@@ -11,17 +11,22 @@ from pretrainer_client.client import AsyncClient, Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.types import (
     Algorithm,
+    Alias,
+    AliasMove,
     Column,
     Dataset,
     Event,
     Job,
     JobError,
     Model,
+    ModelVersion,
     Page,
     Prediction,
     Project,
     Quota,
+    RegisteredModel,
 )
 
-__all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
-           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota"]
+__all__ = ["Algorithm", "Alias", "AliasMove", "AsyncClient", "Client", "Column", "Dataset",
+           "Event", "Job", "JobError", "JobFailed", "Model", "ModelVersion", "Page", "Prediction",
+           "PretrainerError", "Project", "Quota", "RegisteredModel"]

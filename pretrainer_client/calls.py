@@ -15,12 +15,15 @@ import numpy as np
 from pretrainer_client.errors import PretrainerError
 from pretrainer_client.types import (
     Algorithm,
+    Alias,
     Dataset,
     Job,
     Model,
+    ModelVersion,
     Page,
     Prediction,
     Project,
+    RegisteredModel,
     as_array,
 )
 
@@ -250,3 +253,26 @@ def model_plot(model_id: str, kind: str) -> Call[bytes]:
     if kind not in PLOTS:
         raise ValueError(f"kind is one of {', '.join(PLOTS)}, not {kind!r}")
     return Call("GET", f"/v1/models/{model_id}/plots/{kind}.png", _bytes)
+
+
+def registry_names(limit: int, offset: int) -> Call[Page[RegisteredModel]]:
+    return Call("GET", "/v1/registry", _page(RegisteredModel),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def registry(name: str) -> Call[RegisteredModel]:
+    return Call("GET", f"/v1/registry/{name}", _one(RegisteredModel))
+
+
+def register(name: str, model_ref: str) -> Call[ModelVersion]:
+    return Call("POST", f"/v1/registry/{name}/versions", _one(ModelVersion),
+                {"json": {"model_id": model_ref}})
+
+
+def set_alias(name: str, alias: str, version: int) -> Call[Alias]:
+    return Call("PUT", f"/v1/registry/{name}/aliases/{alias}", _one(Alias),
+                {"json": {"version": version}})
+
+
+def delete_alias(name: str, alias: str) -> Call[None]:
+    return Call("DELETE", f"/v1/registry/{name}/aliases/{alias}", _none)
