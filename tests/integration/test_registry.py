@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +21,14 @@ from tests.conftest import blobs, to_csv
 from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
-X = blobs(150, d=3)
+X = blobs(150)  # 4 columns a-d, like the README's demo/blobs.csv
 NEW = X[:12] + 0.2
 
 
-def sklearn_predict(k: int) -> list[int]:
-    """What the job's pipeline (standardize, k-means) predicts for NEW, by scikit-learn."""
+def sklearn_predict(k: int, rows: object = NEW) -> list[int]:
+    """What the job's pipeline (standardize, k-means) predicts for rows, by scikit-learn."""
     model = make_pipeline(StandardScaler(), KMeans(n_clusters=k, random_state=0, n_init="auto"))
-    return model.fit(X).predict(NEW).tolist()
+    return model.fit(X).predict(np.asarray(rows)).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,21 @@ def test_register_alias_show_and_refused_delete_from_the_command_line(embedded, 
     assert cli(embedded, "models", "unalias", "fraud", "production").returncode == 0
     missing = cli(embedded, "models", "show", "fraud@production", check=False)
     assert missing.returncode == 1 and "no alias 'production'" in missing.stderr
+
+
+def test_the_readme_registry_walkthrough_runs_as_written(embedded, trained):
+    """The README's Model registry block, against make run, with a name of its own."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Model registry\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("churn", "readme")
+    env = {"PATH": os.environ["PATH"], "PRETRAINER_URL": embedded.base, "MODEL": trained[0]}
+    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) if line.startswith("{") else line for line in out.stdout.split()]
+    assert lines[0] == {"name": "readme", "version": 1, "model_id": trained[0]}
+    assert lines[1] == {"alias": "production", "version": 1, "updated_by": "anonymous"}
+    assert lines[2] == {"predictions": sklearn_predict(2, [[1.0, 4.2, -2.0, 3.3]])}
+    assert lines[3] == {"alias": "production", "from_version": None, "to_version": 1,
+                        "by": "anonymous"}
+    assert lines[4] == "409"
