@@ -106,6 +106,14 @@ def test_every_model_route_takes_a_version_or_alias_and_answers_with_the_real_id
         assert labels.text == client.get(f"/v1/models/{model_id}/labels").text
     assert client.get("/v1/models/churn@2/plots/embedding.png").headers["content-type"] \
         == "image/png"
+    # evaluate names the model it scored by its id, not by the reference it was called with.
+    labelled = to_csv(np.column_stack([X, np.arange(len(X)) % 2]), ["a", "b", "c", "d", "y"])
+    test_set = client.post("/v1/datasets", files={"file": ("t.csv", labelled)}).json()["id"]
+    body = {"dataset_id": test_set, "target": "y"}
+    by_ref = client.post("/v1/models/churn@staging/evaluate", json=body)
+    assert by_ref.status_code == 200, by_ref.text
+    assert by_ref.json() == client.post(f"/v1/models/{two[0]}/evaluate", json=body).json()
+    assert by_ref.json()["model_id"] == two[0]
 
 
 @pytest.mark.parametrize("ref, missing", [
