@@ -193,16 +193,16 @@ STEPS: dict[str, Step] = {
     # at that version, read it back, and remove the alias (an aliased model cannot be deleted).
     "POST /v1/registry/{name}/versions": Step("use", 201, (
         _keys("name", "version", "model_id"), _eq("body.model_id", "model_id")),
-        after=("if (pm.response.code === 201) pm.collectionVariables.set('version', "
-               "String(body.version));",),
+        after=(("if (pm.response.code === 201) pm.collectionVariables.set('version', "
+                "String(body.version));"),),
         body={"model_id": "{{model_id}}"}, rank=1),
     "PUT /v1/registry/{name}/aliases/{alias}": Step("use", 200, (
         _keys("name", "alias", "version"), _eq("String(body.version)", "version")),
         raw='{"version": {{version}}}', rank=2),
     "GET /v1/registry/{name}": Step("use", 200, (
         _keys("versions", "aliases", "history"),
-        "pm.expect(String(body.aliases[pm.collectionVariables.get('alias')])).to.eql("
-        "pm.collectionVariables.get('version'));"), rank=3),
+        ("pm.expect(String(body.aliases[pm.collectionVariables.get('alias')])).to.eql("
+         "pm.collectionVariables.get('version'));")), rank=3),
     "GET /v1/registry": Step("use", 200, (PAGE,), rank=3),
     "DELETE /v1/registry/{name}/aliases/{alias}": Step("use", 204, rank=4),
     # A model before the dataset it was trained on.
