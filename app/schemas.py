@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.tables import Dataset, Job, Model, ModelAlias, ModelVersion, Upload, utcnow
-from app.services.registry import Entry
+from app.services.registry import Entry, Registered
 
 
 class ColumnOut(BaseModel):
@@ -183,6 +183,12 @@ class JobList(Page):
     items: list[JobOut]
 
 
+class RegisteredAs(BaseModel):
+    name: str
+    version: int
+    aliases: list[str]
+
+
 class ModelOut(BaseModel):
     id: str
     name: str | None
@@ -201,10 +207,16 @@ class ModelOut(BaseModel):
         description="transfer models: the backbone (model id, or architecture and the sha256 of "
                     "its weights file) and the chain from the pretraining dataset to this model")
     created_at: datetime
+    versions: list[RegisteredAs] = Field(
+        default_factory=list, description="the model registry versions this model is: name, "
+        "version and the aliases pointing at it (call it as name@version or name@alias)")
 
     @classmethod
-    def from_row(cls, row: Model) -> ModelOut:
-        return cls.model_validate(row, from_attributes=True)
+    def from_row(cls, row: Model, versions: list[Registered] | None = None) -> ModelOut:
+        out = cls.model_validate(row, from_attributes=True)
+        out.versions = [RegisteredAs(name=v.name, version=v.version, aliases=v.aliases)
+                        for v in versions or []]
+        return out
 
 
 class ModelList(Page):

@@ -154,6 +154,8 @@ REGISTERED = {
                 {"alias": "production", "from_version": 1, "to_version": 2, "by": KEY,
                  "at": FINISHED}]}
 EXAMPLES.update({
+    "GET /v1/models/{model_id}": {"responses": {"200": {
+        **MODEL_OUT, "versions": [{"name": "churn", "version": 1, "aliases": []}]}}},
     "GET /v1/registry": {"responses": {"200": {"items": [REGISTERED], "total": 1, "next": None}}},
     "GET /v1/registry/{name}": {"responses": {"200": REGISTERED}},
     "POST /v1/registry/{name}/versions": {"request": {"application/json": {"model_id": MDL_2}},

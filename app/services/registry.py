@@ -39,6 +39,15 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Registered:
+    """One registry version a model is, with the aliases that point at it."""
+
+    name: str
+    version: int
+    aliases: list[str]
+
+
+@dataclass(frozen=True)
 class Held:
     """An alias that points at a version of a model (and so keeps it from being deleted)."""
 
@@ -278,3 +287,23 @@ def versions_of(*, session: Session, project: str, model_id: str) -> list[ModelV
     return list(session.scalars(select(ModelVersion).where(
         ModelVersion.project == project, ModelVersion.model_id == model_id)
         .order_by(ModelVersion.name, ModelVersion.version)))
+
+
+def registered_as(*, session: Session, project: str,
+                  model_ids: list[str]) -> dict[str, list[Registered]]:
+    """The registry versions each of these models is (two queries, whatever their number)."""
+    versions = session.scalars(select(ModelVersion).where(
+        ModelVersion.project == project, ModelVersion.model_id.in_(model_ids),
+        ModelVersion.model_deleted_at.is_(None))
+        .order_by(ModelVersion.name, ModelVersion.version)).all()
+    names = {v.name for v in versions}
+    aliases: dict[tuple[str, int], list[str]] = {}
+    for a in session.scalars(select(ModelAlias).where(
+            ModelAlias.project == project, ModelAlias.name.in_(names))
+            .order_by(ModelAlias.alias)) if names else ():
+        aliases.setdefault((a.name, a.version), []).append(a.alias)
+    out: dict[str, list[Registered]] = {}
+    for v in versions:
+        out.setdefault(v.model_id, []).append(
+            Registered(name=v.name, version=v.version, aliases=aliases.get((v.name, v.version), [])))
+    return out

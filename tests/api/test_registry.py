@@ -86,6 +86,12 @@ def test_alias_moves_serve_the_new_version_at_once_and_are_recorded(client, two)
     assert entry["history"][0]["at"] <= entry["history"][1]["at"]
     assert entry["aliases"] == {"production": 2}
     assert [v["aliases"] for v in entry["versions"]] == [[], ["production"]]
+    # A model shows the registry versions it is, and the aliases on them.
+    shown = client.get(f"/v1/models/{two[1]}").json()
+    assert shown["versions"] == [{"name": "churn", "version": 2, "aliases": ["production"]}]
+    listed = {m["id"]: m["versions"] for m in client.get("/v1/models").json()["items"]}
+    assert listed == {two[0]: [{"name": "churn", "version": 1, "aliases": []}],
+                      two[1]: shown["versions"]}
     # Removing an alias is a move to no version.
     assert client.delete("/v1/registry/churn/aliases/production").status_code == 204
     last = client.get("/v1/registry/churn").json()["history"][-1]

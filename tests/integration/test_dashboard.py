@@ -167,4 +167,8 @@ def test_register_from_the_model_page_and_point_an_alias(embedded, browser, tmp_
     assert entry["aliases"] == {"production": 1} and entry["history"][0]["to_version"] == 1
     browser.goto(f"{embedded.base}/ui/#registry")
     names = browser.wait_for(_registry_rows("#registry-names tbody tr"))
-    assert ["dash", "1", "production → 1"] == names[0][:3]
+    assert ["dash", "1", "production → 1"] in [row[:3] for row in names]
+    # The model's page says what it is registered as.
+    browser.goto(f"{embedded.base}/ui/#models/{model_id}")
+    shown = browser.wait_for("document.querySelector('#registered-as')?.textContent")
+    assert shown == "dash@1 (dash@production)"

@@ -484,21 +484,24 @@ async function modelView(id) {
       el("button", { id: "evaluate", onclick: evaluate }, "evaluate")), scored),
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
-    registerSection(model.id),
+    registerSection(model),
   ];
 }
 
 // ------------------------------------------------------------------------------ registry
 
 // On a model's page: register it under a name as that name's next version.
-function registerSection(modelId) {
+function registerSection(model) {
   const name = el("input", { id: "register-name", placeholder: "name, e.g. churn" });
   const register = guard(async () => {
-    const v = await api(`/v1/registry/${encodeURIComponent(name.value.trim())}/versions`, { method: "POST", json: { model_id: modelId } });
+    const v = await api(`/v1/registry/${encodeURIComponent(name.value.trim())}/versions`, { method: "POST", json: { model_id: model.id } });
     notify(`registered as ${v.name} version ${v.version} (${v.name}@${v.version})`, true);
     location.hash = `registry/${v.name}`;
   });
-  return el("section", {}, el("h2", {}, "Registry"), el("p", {}, name, " ", el("button", { id: "register", onclick: register }, "Register")),
+  const known = (model.versions || []).map((v) => el("li", {}, el("a", { href: `#registry/${v.name}` }, `${v.name}@${v.version}`),
+    v.aliases.length ? ` (${v.aliases.map((a) => `${v.name}@${a}`).join(", ")})` : ""));
+  return el("section", {}, el("h2", {}, "Registry"), known.length ? el("ul", { id: "registered-as" }, known) : "",
+    el("p", {}, name, " ", el("button", { id: "register", onclick: register }, "Register")),
     el("p", { class: "hint" }, "Then call it as NAME@VERSION or NAME@ALIAS wherever a model id goes: /v1/models/churn@production/predict."));
 }
 
