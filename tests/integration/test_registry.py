@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,25 @@ def test_the_readme_registry_walkthrough_runs_as_written(embedded, trained):
     assert lines[3] == {"alias": "production", "from_version": None, "to_version": 1,
                         "by": "anonymous"}
     assert lines[4] == "409"
+
+
+def test_simultaneous_registrations_over_http_on_redis_and_postgresql(production, tmp_path):
+    """`pretrainer up` on PostgreSQL: eight registrations of one name at once get versions 1-8,
+    and the model an alias then points at cannot be deleted."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(to_csv(X))
+    with Client(production.base) as c:
+        model_id = c.train("kmeans", c.upload(path), {"n_clusters": 2, "random_state": 0}).model_id
+
+    def register(_: int) -> int:
+        with Client(production.base) as c:
+            return c.register("pg", model_id).version
+    with ThreadPoolExecutor(8) as pool:
+        versions = sorted(pool.map(register, range(8)))
+    assert versions == list(range(1, 9))
+    with Client(production.base) as c:
+        c.set_alias("pg", "production", 8)
+        assert c.predict("pg@production", NEW).predictions.tolist() == sklearn_predict(2)
+        with pytest.raises(PretrainerError) as refused:
+            c.delete_model(model_id)
+        assert refused.value.status == 409 and "pg@production (version 8)" in refused.value.detail
