@@ -22,6 +22,7 @@ from app.api import (
     openapi,
     plots,
     projects,
+    registry,
     sweeps,
     tus,
     ui,
@@ -47,7 +48,8 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects, sweeps)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects, sweeps,
+            registry)
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ ENVIRONMENT_FILE = "pretrainer.postman_environment.json"
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Path parameters whose values a request before them stores (see STEPS).
 VARIABLES = {"dataset_id": "", "job_id": "", "model_id": "", "name": "kmeans",
-             "kind": "embedding", "polls": "0"}
+             "kind": "embedding", "polls": "0", "alias": "production", "version": ""}
 # The job's status is read at most this many times, a second apart, before the run fails.
 MAX_POLLS = 300
 BOUNDARY = "pretrainer-postman"
@@ -189,6 +189,22 @@ STEPS: dict[str, Step] = {
     "GET /v1/datasets/{dataset_id}/export.csv": Step("downloads", 200, (
         "pm.expect(body.split('\\n')[0]).to.eql('a,b,c,d');",
         "pm.expect(body.trim().split('\\n')).to.have.lengthOf(61);")),
+    # The registry, after the model has answered: register it under {{name}}, point an alias
+    # at that version, read it back, and remove the alias (an aliased model cannot be deleted).
+    "POST /v1/registry/{name}/versions": Step("use", 201, (
+        _keys("name", "version", "model_id"), _eq("body.model_id", "model_id")),
+        after=(("if (pm.response.code === 201) pm.collectionVariables.set('version', "
+                "String(body.version));"),),
+        body={"model_id": "{{model_id}}"}, rank=1),
+    "PUT /v1/registry/{name}/aliases/{alias}": Step("use", 200, (
+        _keys("name", "alias", "version"), _eq("String(body.version)", "version")),
+        raw='{"version": {{version}}}', rank=2),
+    "GET /v1/registry/{name}": Step("use", 200, (
+        _keys("versions", "aliases", "history"),
+        ("pm.expect(String(body.aliases[pm.collectionVariables.get('alias')])).to.eql("
+         "pm.collectionVariables.get('version'));")), rank=3),
+    "GET /v1/registry": Step("use", 200, (PAGE,), rank=3),
+    "DELETE /v1/registry/{name}/aliases/{alias}": Step("use", 204, rank=4),
     # A model before the dataset it was trained on.
     "DELETE /v1/models/{model_id}": Step("delete", 204, rank=-1),
     "DELETE /v1/datasets/{dataset_id}": Step("delete", 204),

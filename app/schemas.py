@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.tables import Dataset, Job, Model, Upload, utcnow
+from app.db.tables import Dataset, Job, Model, ModelAlias, ModelVersion, Upload, utcnow
+from app.services.registry import Entry, Registered
 
 if TYPE_CHECKING:
     from app.services.sweeps import Board
@@ -185,6 +186,12 @@ class JobList(Page):
     items: list[JobOut]
 
 
+class RegisteredAs(BaseModel):
+    name: str
+    version: int
+    aliases: list[str]
+
+
 class ModelOut(BaseModel):
     id: str
     name: str | None
@@ -218,10 +225,16 @@ class ModelOut(BaseModel):
                                 "numpy": "2.2.0", "pretrainer": "0.1.0", "git_commit": None},
                    "device": "cpu", "device_name": "AMD EPYC 7B13", "threads": 2,
                    "backbone": None, "artifact_sha256": {"meta.json": "5d41…"}}])
+    versions: list[RegisteredAs] = Field(
+        default_factory=list, description="the model registry versions this model is: name, "
+        "version and the aliases pointing at it (call it as name@version or name@alias)")
 
     @classmethod
-    def from_row(cls, row: Model) -> ModelOut:
-        return cls.model_validate(row, from_attributes=True)
+    def from_row(cls, row: Model, versions: list[Registered] | None = None) -> ModelOut:
+        out = cls.model_validate(row, from_attributes=True)
+        out.versions = [RegisteredAs(name=v.name, version=v.version, aliases=v.aliases)
+                        for v in versions or []]
+        return out
 
 
 class ModelList(Page):
@@ -433,3 +446,89 @@ class SweepOut(BaseModel):
 
 class SweepList(Page):
     items: list[SweepOut]
+
+
+MODEL_REF = ("a model id, or a registry reference: NAME@VERSION (churn@3) or NAME@ALIAS "
+             "(churn@production); NAME@latest is the newest version whose model exists")
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model_id": "mdl_3f2a9c0e5b7d4e1f8a6b2c9d0e7f1a3b"}, {"model_id": "churn@staging"}]})
+
+    model_id: str = Field(min_length=1, max_length=200, description=MODEL_REF)
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True,  # "3" and true are not versions
+                              json_schema_extra={"examples": [{"version": 3}]})
+
+    version: int = Field(ge=1, le=2**31 - 1, description="the version the alias points at")
+
+
+class VersionOut(BaseModel):
+    name: str
+    version: int
+    model_id: str
+    created_at: datetime
+    created_by: str = Field(description="the API key id that registered it (anonymous when "
+                                        "the API is open)")
+    model_deleted_at: datetime | None = Field(
+        None, description="when its model was deleted: the number stays taken, the version no "
+                          "longer resolves")
+    aliases: list[str] = Field(default_factory=list, description="aliases pointing at it")
+
+    @classmethod
+    def from_row(cls, row: ModelVersion, aliases: list[str] | None = None) -> VersionOut:
+        return cls.model_validate({**_columns(row), "aliases": aliases or []})
+
+
+class AliasOut(BaseModel):
+    name: str
+    alias: str
+    version: int
+    updated_at: datetime
+    updated_by: str = Field(description="the API key id that last moved it")
+
+    @classmethod
+    def from_row(cls, row: ModelAlias) -> AliasOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class AliasMoveOut(BaseModel):
+    alias: str
+    from_version: int | None = Field(description="null: the alias was created")
+    to_version: int | None = Field(description="null: the alias was deleted")
+    by: str = Field(description="the API key id that moved it (anonymous when the API is open)")
+    at: datetime
+
+
+class RegisteredModelOut(BaseModel):
+    name: str
+    created_at: datetime
+    created_by: str
+    latest_version: int | None = Field(description="the newest version whose model exists")
+    versions: list[VersionOut] = Field(description="oldest first")
+    aliases: dict[str, int] = Field(description="alias → version")
+    history: list[AliasMoveOut] = Field(description="every alias move, oldest first")
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> RegisteredModelOut:
+        held: dict[int, list[str]] = {}
+        for a in entry.aliases:
+            held.setdefault(a.version, []).append(a.alias)
+        live = [v.version for v in entry.versions if v.model_deleted_at is None]
+        return cls(name=entry.name, created_at=entry.created_at, created_by=entry.created_by,
+                   latest_version=max(live, default=None),
+                   versions=[VersionOut.from_row(v, held.get(v.version)) for v in entry.versions],
+                   aliases={a.alias: a.version for a in entry.aliases},
+                   history=[AliasMoveOut.model_validate(m, from_attributes=True)
+                            for m in entry.moves])
+
+
+class RegisteredModelList(Page):
+    items: list[RegisteredModelOut]
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

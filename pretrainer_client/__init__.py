@@ -11,20 +11,24 @@ from pretrainer_client.client import AsyncClient, Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.types import (
     Algorithm,
+    Alias,
+    AliasMove,
     Column,
     Dataset,
     Event,
     Job,
     JobError,
     Model,
+    ModelVersion,
     Page,
     Prediction,
     Project,
     Quota,
+    RegisteredModel,
     Sweep,
     Trial,
 )
 
-__all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
-           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota",
-           "Sweep", "Trial"]
+__all__ = ["Algorithm", "Alias", "AliasMove", "AsyncClient", "Client", "Column", "Dataset",
+           "Event", "Job", "JobError", "JobFailed", "Model", "ModelVersion", "Page", "Prediction",
+           "PretrainerError", "Project", "Quota", "RegisteredModel", "Sweep", "Trial"]

@@ -15,12 +15,15 @@ import numpy as np
 from pretrainer_client.errors import PretrainerError
 from pretrainer_client.types import (
     Algorithm,
+    Alias,
     Dataset,
     Job,
     Model,
+    ModelVersion,
     Page,
     Prediction,
     Project,
+    RegisteredModel,
     Sweep,
     as_array,
 )
@@ -275,3 +278,26 @@ def sweep(dataset: Any, algorithm: str, space: dict[str, Any], *, metric: str, d
 
 def cancel_sweep(sweep_id: str) -> Call[Sweep]:
     return Call("POST", f"/v1/sweeps/{sweep_id}/cancel", _one(Sweep))
+
+
+def registry_names(limit: int, offset: int) -> Call[Page[RegisteredModel]]:
+    return Call("GET", "/v1/registry", _page(RegisteredModel),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def registry(name: str) -> Call[RegisteredModel]:
+    return Call("GET", f"/v1/registry/{name}", _one(RegisteredModel))
+
+
+def register(name: str, model_ref: str) -> Call[ModelVersion]:
+    return Call("POST", f"/v1/registry/{name}/versions", _one(ModelVersion),
+                {"json": {"model_id": model_ref}})
+
+
+def set_alias(name: str, alias: str, version: int) -> Call[Alias]:
+    return Call("PUT", f"/v1/registry/{name}/aliases/{alias}", _one(Alias),
+                {"json": {"version": version}})
+
+
+def delete_alias(name: str, alias: str) -> Call[None]:
+    return Call("DELETE", f"/v1/registry/{name}/aliases/{alias}", _none)

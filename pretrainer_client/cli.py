@@ -128,6 +128,28 @@ def register(sub: Any) -> None:
     gen.add_argument("--format", choices=["csv", "npy"], default="csv",
                      help="the file of non-image samples written with -o (default csv)")
     _register_sweeps(sub, common)
+    _registry_commands(sub, models, common)
+
+
+def _registry_commands(sub: Any, models: Any, common: argparse.ArgumentParser) -> None:
+    """models register / alias / unalias, and registry list / show."""
+    reg = _leaf(models, "register", "register a model (id or NAME@VERSION/ALIAS) under NAME as "
+                "its next version", _registry_register, common)
+    reg.add_argument("name")
+    reg.add_argument("model")
+    alias = _leaf(models, "alias", "point an alias of NAME (production, staging, …) at VERSION",
+                  _registry_alias, common)
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version", type=int)
+    unalias = _leaf(models, "unalias", "remove an alias of NAME", _registry_unalias, common)
+    unalias.add_argument("name")
+    unalias.add_argument("alias")
+    registry = sub.add_parser("registry", help="model names, versions and aliases"
+                              ).add_subparsers(dest="action", required=True)
+    _leaf(registry, "list", "list registered names", _registry_list, common)
+    _leaf(registry, "show", "a name's versions, aliases and alias history", _registry_show,
+          common).add_argument("name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -623,3 +645,44 @@ def _sweep_follow(client: Client, args: argparse.Namespace) -> None:
 
 def _sweep_cancel(client: Client, args: argparse.Namespace) -> None:
     _output(client.cancel_sweep(args.id).raw, args.json, _sweep_view)
+
+
+# ---------------------------------------------------------------------------------- registry
+
+
+def _registry_register(client: Client, args: argparse.Namespace) -> None:
+    v = client.register(args.name, args.model)
+    _output(v.raw, args.json, lambda d: print(
+        f"registered {d['model_id']} as {d['name']} version {d['version']} "
+        f"({d['name']}@{d['version']})"))
+
+
+def _registry_alias(client: Client, args: argparse.Namespace) -> None:
+    a = client.set_alias(args.name, args.alias, args.version)
+    _output(a.raw, args.json, lambda d: print(
+        f"{d['name']}@{d['alias']} -> version {d['version']}"))
+
+
+def _registry_unalias(client: Client, args: argparse.Namespace) -> None:
+    client.delete_alias(args.name, args.alias)
+    _output({"deleted": f"{args.name}@{args.alias}"}, args.json,
+            lambda d: print(f"removed {d['deleted']}"))
+
+
+def _registry_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.registry_names(limit=500)
+    _output([r.raw for r in page.items], args.json, lambda items: _table(
+        f"registered names ({page.total})", ["name", "latest", "aliases", "created"],
+        [[r["name"], r["latest_version"], r["aliases"], r["created_at"]] for r in items]))
+
+
+def _registry_show(client: Client, args: argparse.Namespace) -> None:
+    def view(d: dict[str, Any]) -> None:
+        _table(f"{d['name']}: versions", ["version", "model", "aliases", "registered", "by"],
+               [[v["version"], v["model_id"] + (" (deleted)" if v["model_deleted_at"] else ""),
+                 ", ".join(v["aliases"]), v["created_at"], v["created_by"]]
+                for v in d["versions"]])
+        _table(f"{d['name']}: alias moves", ["alias", "from", "to", "by", "at"],
+               [[m["alias"], m["from_version"], m["to_version"], m["by"], m["at"]]
+                for m in d["history"]])
+    _output(client.registry(args.name).raw, args.json, view)

@@ -20,13 +20,16 @@ from pretrainer_client.resumable import RESUMABLE_ABOVE, Uploader
 from pretrainer_client.sse import EventParser
 from pretrainer_client.types import (
     Algorithm,
+    Alias,
     Dataset,
     Event,
     Job,
     Model,
+    ModelVersion,
     Page,
     Prediction,
     Project,
+    RegisteredModel,
     Sweep,
 )
 
@@ -379,6 +382,25 @@ class Client:
             if (now := self.sweep_status(sweep)).done:
                 return now
 
+    # The model registry: every `model` argument above also takes NAME@VERSION or NAME@ALIAS.
+    def register(self, name: str, model: str | Model) -> ModelVersion:
+        """Register a model (an id, a Model, or a reference) under name as its next version."""
+        return self._do(calls.register(name, ident(model)))
+
+    def registry(self, name: str) -> RegisteredModel:
+        """A registry name: its versions, aliases and the history of alias moves."""
+        return self._do(calls.registry(name))
+
+    def registry_names(self, *, limit: int = 50, offset: int = 0) -> Page[RegisteredModel]:
+        return self._do(calls.registry_names(limit, offset))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        """Point alias (production, staging, …) of name at version."""
+        return self._do(calls.set_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._do(calls.delete_alias(name, alias))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -594,3 +616,19 @@ class AsyncClient:
                 await asyncio.sleep(1)
             if (now := await self.sweep_status(sweep)).done:
                 return now
+
+    async def register(self, name: str, model: str | Model) -> ModelVersion:
+        return await self._do(calls.register(name, ident(model)))
+
+    async def registry(self, name: str) -> RegisteredModel:
+        return await self._do(calls.registry(name))
+
+    async def registry_names(self, *, limit: int = 50,
+                             offset: int = 0) -> Page[RegisteredModel]:
+        return await self._do(calls.registry_names(limit, offset))
+
+    async def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        return await self._do(calls.set_alias(name, alias, version))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self._do(calls.delete_alias(name, alias))

@@ -262,3 +262,69 @@ class Sweep:
     def done(self) -> bool:
         """The sweep has ended: succeeded, failed or cancelled."""
         return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """Version n of a registry name: one model."""
+
+    name: str
+    version: int
+    model_id: str
+    created_at: datetime
+    created_by: str
+    model_deleted_at: datetime | None = None
+    aliases: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelVersion:
+        return _parse(cls, data)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An alias of a registry name and the version it points at."""
+
+    name: str
+    alias: str
+    version: int
+    updated_at: datetime
+    updated_by: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alias:
+        return _parse(cls, data)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias: from_version None = created, to_version None = deleted."""
+
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registry name: its versions (oldest first), aliases (alias → version), alias history."""
+
+    name: str
+    created_at: datetime
+    created_by: str
+    latest_version: int | None
+    versions: list[ModelVersion]
+    aliases: dict[str, int]
+    history: list[AliasMove]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegisteredModel:
+        moves = [AliasMove(m["alias"], m["from_version"], m["to_version"], m["by"],
+                           datetime.fromisoformat(m["at"])) for m in data.get("history", [])]
+        return _parse(cls, data, versions=[ModelVersion.from_json(v) for v in data["versions"]],
+                      history=moves)

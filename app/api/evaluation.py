@@ -32,6 +32,7 @@ async def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, service
     a target): ARI, NMI, purity; autoencoder, vae, pca: reconstruction error. The target
     defaults to the training job's label column when the test set has it.
     """
+    model_id = await service.resolve(project, model_id)  # the answer names the model's id
     test, metrics = await service.evaluate(session=session, project=project, model_id=model_id,
                                            dataset_id=body.dataset_id, target=body.target)
     return EvaluateOut(model_id=model_id, dataset_id=body.dataset_id, target=test.target,

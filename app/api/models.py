@@ -38,7 +38,7 @@ from app.schemas import (
     PredictOut,
     TrainingEmbeddingOut,
 )
-from app.services import models, reproduce
+from app.services import models, registry, reproduce
 from app.serving.inputs import JSON
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -89,26 +89,31 @@ def list_models(session: SessionDep, project: ProjectDep, limit: Limit = 50,
                 offset: Offset = 0) -> ModelList:
     """The project's models, newest first."""
     rows, total = models.list_(session=session, project=project, limit=limit, offset=offset)
-    return ModelList(items=[ModelOut.from_row(r) for r in rows], total=total,
+    names = registry.registered_as(session=session, project=project, model_ids=[r.id for r in rows])
+    return ModelList(items=[ModelOut.from_row(r, names.get(r.id)) for r in rows], total=total,
                      next=Page.next_offset(offset, len(rows), total))
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=NOT_FOUND)
 def get_model(model_id: str, session: SessionDep, project: ProjectDep) -> ModelOut:
-    """One model: algorithm, input schema, capabilities and training metrics."""
-    return ModelOut.from_row(models.get(session=session, project=project, model_id=model_id))
+    """One model: algorithm, input schema, capabilities, training metrics, and the registry
+    versions it is. `model_id` may be a reference: `name@version` or `name@alias`."""
+    row = models.get(session=session, project=project, model_id=model_id)
+    names = registry.registered_as(session=session, project=project, model_ids=[row.id])
+    return ModelOut.from_row(row, names.get(row.id))
 
 
 @router.delete("/{model_id}", status_code=204, response_class=Response,
                responses={**NOT_FOUND, 409: {"description": "other models or active jobs use "
-                                                            "this model as their backbone"}})
+                                                            "this model as their backbone, or "
+                                                            "a registry alias points at it"}})
 def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: CacheDep,
                  project: ProjectDep) -> Response:
     """Delete a model and its files."""
-    key = models.delete(session=session, project=project, model_id=model_id)
+    row = models.delete(session=session, project=project, model_id=model_id)
     session.commit()
-    cache.evict(model_id)
-    store.delete(key)
+    cache.evict(row.id)
+    store.delete(row.artifact_key)
     return Response(status_code=204)
 
 

@@ -196,6 +196,34 @@ EXAMPLES.update({
         "best_model_id": None, "best_value": None}}},
 })
 
+# The model registry: a name with two versions, production moved from 1 to 2.
+MDL_2 = "mdl_9b1d3f5a7c2e4b6d8f0a1c3e5b7d9f21"
+KEY = "key_0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
+VERSION_2 = {"name": "churn", "version": 2, "model_id": MDL_2, "created_at": FINISHED,
+             "created_by": KEY, "model_deleted_at": None, "aliases": []}
+REGISTERED = {
+    "name": "churn", "created_at": CREATED, "created_by": KEY, "latest_version": 2,
+    "versions": [{**VERSION_2, "version": 1, "model_id": MDL, "created_at": CREATED},
+                 {**VERSION_2, "aliases": ["production"]}],
+    "aliases": {"production": 2},
+    "history": [{"alias": "production", "from_version": None, "to_version": 1, "by": KEY,
+                 "at": STARTED},
+                {"alias": "production", "from_version": 1, "to_version": 2, "by": KEY,
+                 "at": FINISHED}]}
+EXAMPLES.update({
+    "GET /v1/models/{model_id}": {"responses": {"200": {
+        **MODEL_OUT, "versions": [{"name": "churn", "version": 1, "aliases": []}]}}},
+    "GET /v1/registry": {"responses": {"200": {"items": [REGISTERED], "total": 1, "next": None}}},
+    "GET /v1/registry/{name}": {"responses": {"200": REGISTERED}},
+    "POST /v1/registry/{name}/versions": {"request": {"application/json": {"model_id": MDL_2}},
+                                          "responses": {"201": VERSION_2}},
+    "PUT /v1/registry/{name}/aliases/{alias}": {
+        "request": {"application/json": {"version": 2}},
+        "responses": {"200": {"name": "churn", "alias": "production", "version": 2,
+                              "updated_at": FINISHED, "updated_by": KEY}}},
+    "DELETE /v1/registry/{name}/aliases/{alias}": {},
+})
+
 PROBLEM_SCHEMA = {
     "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",

@@ -269,3 +269,60 @@ class SweepTrial(Base):
     steps: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # {epoch: value}
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A model name of a project in the registry: its versions and aliases hang off it."""
+
+    __tablename__ = "registered_models"
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class ModelVersion(Base):
+    """Version n of a name: one model. The primary key is what makes two registrations at once
+    get distinct numbers (the loser retries with the next one)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_model", "project", "model_id"),)
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    model_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(40))
+    # The row outlives its model, so that a number is never given twice: set when it is deleted.
+    model_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ModelAlias(Base):
+    """An alias of a name (production, staging, …) and the version it points at now."""
+
+    __tablename__ = "model_aliases"
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(50), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(40))
+
+
+class AliasMove(Base):
+    """One move of an alias: who pointed it from which version to which (None: none), when."""
+
+    __tablename__ = "alias_moves"
+    __table_args__ = (Index("ix_alias_moves_name", "project", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    alias: Mapped[str] = mapped_column(String(50))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    by: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from app.errors import NotFound, field_error
 from app.ml import reproduce
 from app.ml.base import Algorithm, BackboneRef, Trained
 from app.ml.transfer.backbones import MODEL_PREFIX
-from app.services import backbones, page
+from app.services import backbones, page, registry
 from app.storage import BlobStore
 
 
@@ -71,7 +71,9 @@ def _answer_schema(schema: dict[str, Any], trained: Trained) -> dict[str, Any]:
 
 
 def get(*, session: Session, project: str, model_id: str) -> Model:
-    """One model of the project, or NotFound."""
+    """One model of the project, by id or registry reference (`name@version`, `name@alias`),
+    or NotFound."""
+    model_id = registry.resolve(session=session, project=project, ref=model_id)
     row = session.get(Model, model_id)
     if row is None or row.project != project:
         raise NotFound(f"model {model_id} does not exist")
@@ -102,10 +104,13 @@ def dependants(*, session: Session, project: str, model_id: str) -> list[str]:
     return sorted(models) + jobs
 
 
-def delete(*, session: Session, project: str, model_id: str) -> str:
-    """Delete a model's row unless other models or active jobs are built on it; return its
-    artifact key to remove after commit."""
+def delete(*, session: Session, project: str, model_id: str) -> Model:
+    """Delete a model's row unless a registry alias points at it, or other models or active
+    jobs are built on it; return the row (its id to evict, its artifact key to remove after
+    commit)."""
     row = get(session=session, project=project, model_id=model_id)
+    model_id = row.id
+    _refuse_if_aliased(session, row)
     using = dependants(session=session, project=project, model_id=model_id)
     if using:
         raise field_error(
@@ -113,6 +118,18 @@ def delete(*, session: Session, project: str, model_id: str) -> str:
                                 + ", ".join(using), status=409,
             detail=f"model {model_id} is the backbone of {', '.join(using)}; delete those "
                    "first (or wait for the jobs to finish)")
+    registry.model_deleted(session=session, project=project, model_id=model_id)
     session.delete(row)
     session.flush()
-    return row.artifact_key
+    return row
+
+
+def _refuse_if_aliased(session: Session, row: Model) -> None:
+    """A 409 naming the aliases that point at a version of this model: serving them must not
+    start failing because a model went away under them."""
+    held = registry.holding(session=session, project=row.project, model_id=row.id)
+    if held:
+        names = ", ".join(f"{h.name}@{h.alias} (version {h.version})" for h in held)
+        raise field_error("model_id", f"aliased in the registry: {names}", status=409,
+                          detail=f"model {row.id} is {names} in the registry; move or delete "
+                                 "those aliases first")

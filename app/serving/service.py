@@ -17,7 +17,7 @@ from app import logs
 from app.db.session import get_sessionmaker
 from app.db.tables import Model
 from app.errors import NotFound, field_error
-from app.services import evaluation, models
+from app.services import evaluation, models, registry
 from app.services.evaluation import TestSet
 from app.serving import arrays, inputs
 from app.serving.cache import Loaded, ModelCache
@@ -46,7 +46,11 @@ class Serving:
 
         The hot path touches neither the database nor a thread: a cached model answers from
         memory until its row is due to be looked at again (deleted elsewhere, another project).
+        A registry reference (`name@alias`) is resolved on every call, before the cache (which
+        stays keyed by model id), so that an alias move serves the new model at once.
         """
+        if registry.is_ref(model_id):
+            model_id = await self.resolve(project, model_id)
         entry = self.cache.peek(model_id)
         if (entry is not None and entry.project == project
                 and time.monotonic() - entry.checked_at < self.limits.model_recheck_seconds):
@@ -60,6 +64,16 @@ class Serving:
             entry = await to_thread.run_sync(self._load, row)
         entry.checked_at = time.monotonic()
         return entry
+
+    async def resolve(self, project: str, ref: str) -> str:
+        """The model id of a model id or registry reference (NotFound when it names nothing)."""
+        if not registry.is_ref(ref):
+            return ref
+        return await to_thread.run_sync(self._resolve, project, ref)
+
+    def _resolve(self, project: str, ref: str) -> str:
+        with get_sessionmaker(self.database_url)() as session:
+            return registry.resolve(session=session, project=project, ref=ref)
 
     def _row(self, project: str, model_id: str) -> Model:
         with get_sessionmaker(self.database_url)() as session:
@@ -91,7 +105,7 @@ class Serving:
             evaluation.load, session=session, project=project, model=row,
             dataset_id=dataset_id, target=target, store=self.cache.store,
             max_rows=self.limits.evaluate_max_rows))
-        entry = await self.loaded(project, model_id)
+        entry = await self.loaded(project, row.id)
         metrics = await to_thread.run_sync(entry.trained.evaluate, test.x, test.y)
         return test, metrics
 

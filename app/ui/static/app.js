@@ -485,6 +485,62 @@ async function modelView(id) {
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
     reproducibilitySection(model),
+    registerSection(model),
+  ];
+}
+
+// ------------------------------------------------------------------------------ registry
+
+// On a model's page: register it under a name as that name's next version.
+function registerSection(model) {
+  const name = el("input", { id: "register-name", placeholder: "name, e.g. churn" });
+  const register = guard(async () => {
+    const v = await api(`/v1/registry/${encodeURIComponent(name.value.trim())}/versions`, { method: "POST", json: { model_id: model.id } });
+    notify(`registered as ${v.name} version ${v.version} (${v.name}@${v.version})`, true);
+    location.hash = `registry/${v.name}`;
+  });
+  const known = (model.versions || []).map((v) => el("li", {}, el("a", { href: `#registry/${v.name}` }, `${v.name}@${v.version}`),
+    v.aliases.length ? ` (${v.aliases.map((a) => `${v.name}@${a}`).join(", ")})` : ""));
+  return el("section", {}, el("h2", {}, "Registry"), known.length ? el("ul", { id: "registered-as" }, known) : "",
+    el("p", {}, name, " ", el("button", { id: "register", onclick: register }, "Register")),
+    el("p", { class: "hint" }, "Then call it as NAME@VERSION or NAME@ALIAS wherever a model id goes: /v1/models/churn@production/predict."));
+}
+
+async function registryView() {
+  const page = await api("/v1/registry?limit=500");
+  return el("section", { id: "registry-names" }, el("h2", {}, `Registered names (${page.total})`),
+    table(["name", "latest version", "aliases", "created"],
+      page.items.map((r) => ({ id: r.name, cells: [el("code", {}, r.name), r.latest_version, Object.entries(r.aliases).map(([a, v]) => `${a} → ${v}`).join(", "), r.created_at] })),
+      (r) => { location.hash = `registry/${r.id}`; }),
+    el("p", { class: "hint" }, "Register a model from its page (Models → a model → Register)."));
+}
+
+async function registryNameView(name) {
+  const path = `/v1/registry/${encodeURIComponent(name)}`;
+  const entry = await api(path);
+  const alias = el("input", { id: "alias-name", placeholder: "alias, e.g. production" });
+  const version = el("select", { id: "alias-version" }, entry.versions.filter((v) => !v.model_deleted_at).reverse().map((v) => el("option", { value: v.version }, `version ${v.version}`)));
+  const move = guard(async () => {
+    await api(`${path}/aliases/${encodeURIComponent(alias.value.trim())}`, { method: "PUT", json: { version: Number(version.value) } });
+    render();
+  });
+  const drop = (a) => guard(async () => {
+    if (!confirm(`Remove alias ${name}@${a}?`)) return;
+    await api(`${path}/aliases/${encodeURIComponent(a)}`, { method: "DELETE" });
+    render();
+  });
+  const modelLink = (v) => v.model_deleted_at ? el("span", {}, el("code", {}, v.model_id), " (deleted)") : el("a", { href: `#models/${v.model_id}` }, el("code", {}, v.model_id));
+  return [
+    el("section", { id: "registry-versions" }, el("h2", {}, "Name ", el("code", {}, name)),
+      table(["version", "model", "aliases", "registered", "by"],
+        entry.versions.map((v) => ({ id: v.version, cells: [v.version, modelLink(v), v.aliases.join(", "), v.created_at, v.created_by] })))),
+    el("section", { id: "registry-aliases" }, el("h2", {}, "Aliases"),
+      table(["alias", "version", "call it as", ""],
+        Object.entries(entry.aliases).map(([a, v]) => ({ id: a, cells: [a, v, el("code", {}, `${name}@${a}`), el("button", { class: "secondary", onclick: drop(a) }, "remove")] }))),
+      el("p", {}, alias, " ", version, " ", el("button", { id: "alias-set", onclick: move }, "Point alias"))),
+    el("section", { id: "registry-history" }, el("h2", {}, "Alias history"),
+      table(["alias", "from", "to", "by", "at"],
+        entry.history.slice().reverse().map((m) => ({ cells: [m.alias, m.from_version ?? "(new)", m.to_version ?? "(removed)", m.by, m.at] })))),
   ];
 }
 
@@ -592,7 +648,8 @@ async function render() {
   if (following) { following.abort(); following = null; }
   const [tab, id] = (location.hash.slice(1) || "datasets").split("/");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === tab);
-  const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView, usage: usageView };
+  const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView, usage: usageView,
+    registry: id ? () => registryNameView(decodeURIComponent(id)) : registryView };
   views.sweeps = id ? () => sweepView(id) : sweepsView;
   try {
     const content = await (views[tab] || datasetsView)(id);
