@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pretrainer_client.calls import settings
+from pretrainer_client.calls import EXPORT_FORMATS, settings
 from pretrainer_client.client import Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.progress import describe
@@ -122,6 +122,13 @@ def register(sub: Any) -> None:
                           "samples.csv (or samples.npy with --format npy) otherwise")
     gen.add_argument("--format", choices=["csv", "npy"], default="csv",
                      help="the file of non-image samples written with -o (default csv)")
+    exp = _leaf(sub, "export", "download a model as ONNX or TorchScript files with its "
+                "preprocessing and model card (a ZIP)", _export, common)
+    exp.add_argument("model")
+    exp.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx",
+                     help="onnx (default) or torchscript (PyTorch models)")
+    exp.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
+                     help="where to write the ZIP (default <model>.<format>.zip here)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -519,3 +526,9 @@ def _csv_bytes(arr: np.ndarray, names: list[str]) -> bytes:
     writer.writerow(names)
     writer.writerows(arr.reshape(len(arr), -1).tolist())
     return buf.getvalue().encode()
+
+
+def _export(client: Client, args: argparse.Namespace) -> None:
+    path = client.export(args.model, args.format, args.output)
+    _output({"saved": str(path), "bytes": path.stat().st_size}, args.json,
+            lambda d: print(f"wrote {d['saved']} ({d['bytes']} bytes)"))

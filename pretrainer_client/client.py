@@ -324,6 +324,14 @@ class Client:
         """A model picture as PNG bytes: kind `embedding` or `confusion`."""
         return self._do(calls.model_plot(ident(model), kind))
 
+    def export(self, model: str | Model, format: str = "onnx",
+               path: str | Path | None = None) -> Path:
+        """Download the model as a ZIP (ONNX or TorchScript files, preprocess.json, model
+        card) to path, else <model>.<format>.zip here; the path written."""
+        model_id = ident(model)
+        data = self._do(calls.export(model_id, format))
+        return calls.write_export(data, calls.export_path(model_id, format, path))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -491,3 +499,9 @@ class AsyncClient:
 
     async def model_plot(self, model: str | Model, kind: str) -> bytes:
         return await self._do(calls.model_plot(ident(model), kind))
+
+    async def export(self, model: str | Model, format: str = "onnx",
+                     path: str | Path | None = None) -> Path:
+        model_id = ident(model)
+        data = await self._do(calls.export(model_id, format))
+        return calls.write_export(data, calls.export_path(model_id, format, path))

@@ -13,12 +13,14 @@ within 1 (a value at .5 after float32 arithmetic may round the other way).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import io
 import json
 import zipfile
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -168,15 +170,25 @@ def test_unknown_and_unsupported_formats_are_422_naming_the_supported(client, se
     assert client.get("/v1/models/mdl_nope/export").status_code == 404
 
 
+def relayed_to(client) -> httpx.MockTransport:
+    """A transport for the client library that relays each request to the in-process API."""
+    def relay(request: httpx.Request) -> httpx.Response:
+        r = client.request(request.method, str(request.url), headers=request.headers,
+                           content=request.content)
+        headers = {k: v for k, v in r.headers.items() if k != "content-encoding"}
+        return httpx.Response(r.status_code, headers=headers, content=r.content)
+    return httpx.MockTransport(relay)
+
+
 def test_client_and_cli_write_the_archive(client, settings, tmp_path, monkeypatch):
     from pretrainer_client import cli
-    from pretrainer_client.client import Client
+    from pretrainer_client.client import AsyncClient, Client
     from pretrainer_client.errors import PretrainerError
 
     mid = train(client, settings, "kmeans", {"n_clusters": 3})
 
     def in_process(url=None, api_key=None):
-        return Client("http://testserver", transport=client._transport)
+        return Client("http://testserver", transport=relayed_to(client))
 
     with in_process() as c:
         path = c.export(mid, path=tmp_path / "k.zip")
@@ -189,6 +201,11 @@ def test_client_and_cli_write_the_archive(client, settings, tmp_path, monkeypatc
     monkeypatch.setattr(cli, "Client", in_process)
     assert cli.main(["export", mid, "--format", "onnx", "-o", str(tmp_path / "cli.zip")]) == 0
     assert (tmp_path / "cli.zip").read_bytes() == path.read_bytes()
+
+    async def flow():
+        async with AsyncClient("http://testserver", transport=relayed_to(client)) as ac:
+            return await ac.export(mid, "onnx", tmp_path / "async.zip")
+    assert asyncio.run(flow()).read_bytes() == path.read_bytes()
 
 
 # ------------------------------------------------------------------------ torch, rows
