@@ -20,6 +20,7 @@ from app.ml.exporting.spec import (
     FORMATS,
     ONNX,
     PREPROCESS_FILE,
+    TOLERANCE_RULE,
     TORCHSCRIPT,
     Export,
     ExportRefused,
@@ -31,10 +32,6 @@ from app.ml.unsupervised.dbscan import DBSCANModel
 
 __all__ = ["FORMATS", "ONNX", "TORCHSCRIPT", "ExportRefused", "build", "formats", "refusal"]
 
-# The stated tolerance of the parity tests (tests/api/test_export.py): float outputs agree with
-# the service's answers within it; uint8 pixels within one step of rounding.
-TOLERANCE = {"float32": {"atol": 1e-4, "rtol": 1e-4}, "float64": {"atol": 1e-8, "rtol": 1e-7},
-             "int64": "exact", "uint8": {"atol": 1}}
 # Why a scikit-learn model without a converter has no export (by the class that answers).
 WHY_NOT = {
     DBSCANModel: "a dbscan model labels a new row by its nearest core sample within eps, "
@@ -92,7 +89,7 @@ def build(trained: Trained, fmt: str, *, model_id: str,
         "model_id": model_id, "algorithm": trained.algorithm, "format": fmt,
         "input": {**made.input, **({"features": features} if features else {})},
         "endpoints": {e.name: e.to_json() for e in made.endpoints},
-        "tolerance": TOLERANCE, **made.extra}
+        "tolerance": TOLERANCE_RULE, **made.extra}
     files = {**made.files,
              PREPROCESS_FILE: json.dumps(preprocess, indent=2, allow_nan=False).encode(),
              CARD_FILE: model_card(preprocess).encode()}

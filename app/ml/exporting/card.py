@@ -14,7 +14,8 @@ def _shape(shape: list[Any]) -> str:
 def _ports(ports: list[dict[str, Any]], outputs: bool) -> list[str]:
     lines = []
     for p in ports:
-        answer = f" = the answer's `{p['answer']}`" if outputs and p.get("answer") else ""
+        answer = (f" = the answer's `{p['answer']}` (atol {p['atol']:g})"
+                  if outputs and p.get("answer") else "")
         lines.append(f"  - `{p['name']}`: {p['dtype']} {_shape(p['shape'])}{answer}")
     return lines
 
@@ -68,6 +69,6 @@ def model_card(pre: dict[str, Any]) -> str:
                   f"draws it as: `{pre['noise']['service_draws']}`"), ""]
     lines += ["## Tolerance", "",
               ("The outputs equal the service's predict/embed/generate answers on the same "
-              f"input within: {pre['tolerance']} (by output dtype)."), "",
+              f"input within the atol beside each output: {pre['tolerance']}."), "",
               f"Everything above, machine-readable: `{PREPROCESS_FILE}`.", ""]
     return "\n".join(lines)

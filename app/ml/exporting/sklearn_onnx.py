@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.pipeline import Pipeline
 
 from app.ml.base import EMBED, PREDICT
-from app.ml.exporting.spec import BATCH, Endpoint, Export, Port
+from app.ml.exporting.spec import BATCH, EXACT, FLOAT64_ATOL, NETWORK_ATOL, Endpoint, Export, Port
 from app.ml.unsupervised._common import UnsupervisedModel
 from app.ml.unsupervised.gmm import GMMModel
 from app.ml.unsupervised.kmeans import KMeansModel
@@ -76,6 +76,11 @@ def _flattened(model: onnx.ModelProto, column: str, name: str) -> onnx.ModelProt
     return model
 
 
+def _atol(model: UnsupervisedModel) -> float:
+    """Float outputs are computed in the model's dtype, as the service computes them."""
+    return FLOAT64_ATOL if model.dtype == "float64" else NETWORK_ATOL
+
+
 def _rows(model: UnsupervisedModel) -> Port:
     return Port(INPUT, model.dtype, [BATCH, model.n_features_in])
 
@@ -99,9 +104,9 @@ def kmeans(model: KMeansModel) -> Export:
     k = int(model.estimator.n_clusters)
     rows = _rows(model)
     predict = Endpoint(PREDICT, MODEL_FILE, [rows], [Port("predictions", "int64", [BATCH],
-                                                          "predictions")])
+                                                          "predictions", EXACT)])
     embed = Endpoint(EMBED, MODEL_FILE, [rows], [Port("embeddings", model.dtype, [BATCH, k],
-                                                      "embeddings")],
+                                                      "embeddings", _atol(model))],
                      ["embeddings: the Euclidean distance of each row to each centroid"])
     return Export({MODEL_FILE: graph.SerializeToString()}, [predict, embed], rows_input(model))
 
@@ -112,11 +117,11 @@ def gmm(model: GMMModel) -> Export:
     graph = _flattened(_convert(model, {}), "label", "predictions")
     k = int(model.estimator.n_components)
     rows = _rows(model)
-    probs = Port("probabilities", model.dtype, [BATCH, k], "probabilities")
+    probs = Port("probabilities", model.dtype, [BATCH, k], "probabilities", _atol(model))
     predict = Endpoint(PREDICT, MODEL_FILE, [rows], [
-        Port("predictions", "int64", [BATCH], "predictions"), probs])
+        Port("predictions", "int64", [BATCH], "predictions", EXACT), probs])
     embed = Endpoint(EMBED, MODEL_FILE, [rows], [
-        Port("probabilities", model.dtype, [BATCH, k], "embeddings")])
+        Port("probabilities", model.dtype, [BATCH, k], "embeddings", _atol(model))])
     return Export({MODEL_FILE: graph.SerializeToString()}, [predict, embed], rows_input(model))
 
 
@@ -126,11 +131,11 @@ def pca(model: PCAModel) -> Export:
     k = int(model.estimator.n_components_)
     rows = _rows(model)
     embed = Endpoint(EMBED, "embed.onnx", [rows], [Port("embeddings", model.dtype, [BATCH, k],
-                                                        "embeddings")])
+                                                        "embeddings", _atol(model))])
     d = model.n_features_in
     predict = Endpoint(PREDICT, "predict.onnx", [rows], [
-        Port("predictions", model.dtype, [BATCH, d], "predictions"),
-        Port("reconstruction_error", model.dtype, [BATCH], "reconstruction_error")],
+        Port("predictions", model.dtype, [BATCH, d], "predictions", _atol(model)),
+        Port("reconstruction_error", model.dtype, [BATCH], "reconstruction_error", _atol(model))],
         [("predictions: each row rebuilt from its components, in the input's units; "
          "reconstruction_error: the mean squared difference to the row")])
     files = {"embed.onnx": embed_graph.SerializeToString(),

@@ -17,6 +17,15 @@ SUFFIX = {ONNX: "onnx", TORCHSCRIPT: "pt"}
 BATCH = "batch"  # the name of the dynamic first axis in every shape we describe
 PREPROCESS_FILE = "preprocess.json"
 CARD_FILE = "README.md"
+# How close an output is to the service's answer (|export - service| <= atol + atol * |service|):
+# a network's float32 arithmetic differs from torch's in the last bits, which its layers grow to
+# ~1e-6; a float64 scikit-learn graph to ~1e-13; pixels may round the other way at .5.
+NETWORK_ATOL = 1e-4
+FLOAT64_ATOL = 1e-8
+PIXEL_ATOL = 1.0
+EXACT = 0.0
+TOLERANCE_RULE = ("each output's atol: |export - service| <= atol + atol * |service|, "
+                  "elementwise; atol 0: equal")
 
 
 class ExportRefused(Exception):
@@ -37,6 +46,7 @@ class Port:
     dtype: str  # numpy spelling: float32, float64, int64, uint8
     shape: list[Any]  # BATCH for the dynamic axis, "sequence" for a text's tokens, else ints
     answer: str | None = None  # the field of the service's JSON answer it equals (outputs)
+    atol: float | None = None  # how close to that answer (outputs; see TOLERANCE_RULE)
 
 
 @dataclass(frozen=True)

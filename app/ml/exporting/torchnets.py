@@ -23,7 +23,16 @@ from torch import Tensor, nn
 from app.ml.base import EMBED, GENERATE, PREDICT, Trained
 from app.ml.deep.model import SEED_SPACE, DeepModel
 from app.ml.deep.preprocess import IMAGE, TABULAR, Prep
-from app.ml.exporting.spec import BATCH, ONNX, SUFFIX, Endpoint, Export, Port
+from app.ml.exporting.spec import (
+    BATCH,
+    NETWORK_ATOL,
+    ONNX,
+    PIXEL_ATOL,
+    SUFFIX,
+    Endpoint,
+    Export,
+    Port,
+)
 from app.ml.transfer.model import TEXT, TOKENIZER_FILE, TransferModel
 
 SEQUENCE = "sequence"
@@ -34,25 +43,26 @@ EXAMPLE_ROWS = 2  # torch.export specialises a batch of one: trace with two rows
 
 
 class RowsIn(nn.Module):
-    """Raw float32 rows to model space: (x - mean) / std, as the service standardises them."""
+    """Raw float64 rows to model space as the service standardises them: (x - mean) / std in
+    float64, then float32 (a feature in large units keeps its precision to the network)."""
 
     mean: Tensor
     std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float64))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float64))
 
     def forward(self, rows: Tensor) -> Tensor:
-        return (rows.float() - self.mean) / self.std
+        return ((rows.double() - self.mean) / self.std).float()
 
 
 class RowsOut(RowsIn):
-    """Model-space rows back in the training data's units."""
+    """Model-space rows back in the training data's units, in float64 as the service answers."""
 
     def forward(self, rows: Tensor) -> Tensor:
-        return rows.float() * self.std + self.mean
+        return rows.double() * self.std + self.mean
 
 
 class PixelsIn(nn.Module):
@@ -144,14 +154,14 @@ class Classify(nn.Module):
 
 
 class Regress(nn.Module):
-    """input stage → transfer net → the value in the target's units."""
+    """input stage → transfer net → the value in the target's units (float64, as served)."""
 
     def __init__(self, stage: nn.Module, net: nn.Module, mean: float, std: float) -> None:
         super().__init__()
         self.stage, self.net, self.mean, self.std = stage, net, mean, std
 
     def forward(self, *inputs: Tensor) -> Tensor:
-        out: Tensor = self.net(self.stage(*inputs)).float()[:, 0] * self.std + self.mean
+        out: Tensor = self.net(self.stage(*inputs)).double()[:, 0] * self.std + self.mean
         return out
 
 
@@ -228,8 +238,8 @@ def _answers(trained: Trained) -> list[str]:
 def _deep_input(prep: Prep) -> tuple[nn.Module, Port, Tensor, dict[str, Any]]:
     """The input stage, its port, an example and what preprocess.json says of a deep model."""
     if prep.kind == TABULAR:
-        port = Port("rows", "float32", [BATCH, prep.shape[0]])
-        example = torch.zeros(EXAMPLE_ROWS, prep.shape[0])
+        port = Port("rows", "float64", [BATCH, prep.shape[0]])
+        example = torch.zeros(EXAMPLE_ROWS, prep.shape[0], dtype=torch.float64)
         return RowsIn(prep.mean, prep.std), port, example, rows_input(prep.mean, prep.std)
     h, w, c = prep.shape
     port = Port("images", "uint8", [BATCH, h, w, c])
@@ -241,9 +251,10 @@ def _deep_input(prep: Prep) -> tuple[nn.Module, Port, Tensor, dict[str, Any]]:
 
 def rows_input(mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
     """preprocess.json's input of a model that takes raw numeric rows."""
-    return {"kind": TABULAR, "dtype": "float32", "layout": "rows (batch, features), the "
+    return {"kind": TABULAR, "dtype": "float64", "layout": "rows (batch, features), the "
             "features in the order of the model's input_schema",
-            "in_graph": ["standardisation (x - mean) / std"],
+            "in_graph": [("standardisation (x - mean) / std in float64, then float32 for the "
+                         "network")],
             "mean": list(mean), "std": list(std)}
 
 
@@ -264,11 +275,11 @@ def image_input(height: int, width: int, channels: int, in_graph: list[str]) -> 
         "in_graph": in_graph}
 
 
-def _deep_back(prep: Prep) -> tuple[nn.Module, str, list[Any]]:
-    """The output stage of reconstructions and samples: its dtype and per-row shape."""
+def _deep_back(prep: Prep) -> tuple[nn.Module, str, list[Any], float]:
+    """The output stage of reconstructions and samples: its dtype, per-row shape, tolerance."""
     if prep.kind == TABULAR:
-        return RowsOut(prep.mean, prep.std), "float32", [prep.shape[0]]
-    return PixelsOut(prep), "uint8", list(prep.shape)
+        return RowsOut(prep.mean, prep.std), "float64", [prep.shape[0]], NETWORK_ATOL
+    return PixelsOut(prep), "uint8", list(prep.shape), PIXEL_ATOL
 
 
 def deep(trained: DeepModel, fmt: str) -> Export:
@@ -276,7 +287,7 @@ def deep(trained: DeepModel, fmt: str) -> Export:
     net = trained.net.cpu().eval()
     prep = trained.prep
     stage, port, example, described = _deep_input(prep)
-    back, out_dtype, out_shape = _deep_back(prep)
+    back, out_dtype, out_shape, out_atol = _deep_back(prep)
     files: dict[str, bytes] = {}
     endpoints: list[Endpoint] = []
     extra: dict[str, Any] = {}
@@ -286,12 +297,12 @@ def deep(trained: DeepModel, fmt: str) -> Export:
             module: nn.Module = Embed(stage, net)
             dim = _width(module, (example,))
             ep = Endpoint(name, file, [port], [Port("embeddings", "float32", [BATCH, dim],
-                                                    "embeddings")])
+                                                    "embeddings", NETWORK_ATOL)])
             files[file] = _file(fmt, module, (example,), ep.inputs, ep.outputs)
         elif name == PREDICT:
             module = Reconstruct(stage, net, back, trained.scored)
-            outs = [Port("predictions", out_dtype, [BATCH, *out_shape], "predictions"),
-                    *(Port(k, "float32", [BATCH], k) for k in trained.scored)]
+            outs = [Port("predictions", out_dtype, [BATCH, *out_shape], "predictions", out_atol),
+                    *(Port(k, "float32", [BATCH], k, NETWORK_ATOL) for k in trained.scored)]
             notes = [("image reconstructions come as uint8 NHWC pixels; the JSON answer holds "
                      "the same pixels as nested lists")] if prep.kind == IMAGE else []
             ep = Endpoint(name, file, [port], outs, notes)
@@ -303,7 +314,8 @@ def deep(trained: DeepModel, fmt: str) -> Export:
             notes = [("images come as uint8 NHWC pixels; the service answers each as "
                      "{\"b64\": PNG of those pixels}")] if prep.kind == IMAGE else []
             ep = Endpoint(name, file, [Port("z", "float32", [BATCH, latent])],
-                          [Port("samples", out_dtype, [BATCH, *out_shape], "samples")], notes)
+                          [Port("samples", out_dtype, [BATCH, *out_shape], "samples", out_atol)],
+                          notes)
             files[file] = _file(fmt, module, (z,), ep.inputs, ep.outputs)
             extra["noise"] = noise(latent)
         endpoints.append(ep)
@@ -329,8 +341,9 @@ def _transfer_input(trained: TransferModel) -> tuple[nn.Module, list[Port], tupl
     inp = trained.config["input"]
     if trained.kind == TABULAR:
         width = int(inp["shape"][0])
-        return (RowsIn(inp["mean"], inp["std"]), [Port("rows", "float32", [BATCH, width])],
-                (torch.zeros(EXAMPLE_ROWS, width),), rows_input(inp["mean"], inp["std"]))
+        return (RowsIn(inp["mean"], inp["std"]), [Port("rows", "float64", [BATCH, width])],
+                (torch.zeros(EXAMPLE_ROWS, width, dtype=torch.float64),),
+                rows_input(inp["mean"], inp["std"]))
     if trained.kind == TEXT:
         ids = [Port("input_ids", "int64", [BATCH, SEQUENCE]),
                Port("attention_mask", "int64", [BATCH, SEQUENCE])]
@@ -372,12 +385,13 @@ def transfer(trained: TransferModel, fmt: str) -> Export:
     extra: dict[str, Any] = {"task": task}
     if task["head"] == "regression":
         head: nn.Module = Regress(stage, net, float(task["target_mean"]), float(task["target_std"]))
-        outs = [Port("predictions", "float32", [BATCH], "predictions")]
+        outs = [Port("predictions", "float64", [BATCH], "predictions", NETWORK_ATOL)]
         notes = ["predictions: the value in the target's units"]
     else:
         head = Classify(stage, net)
         classes = list(task.get("class_values") or task.get("classes") or [])
-        outs = [Port("probabilities", "float32", [BATCH, len(classes)], "probabilities")]
+        outs = [Port("probabilities", "float32", [BATCH, len(classes)], "probabilities",
+                     NETWORK_ATOL)]
         notes = ["predictions = classes[argmax(probabilities)] (classes in preprocess.json)"]
         extra["classes"] = classes
     predict = Endpoint(PREDICT, f"{PREDICT}.{SUFFIX[fmt]}", ports, outs, notes)
@@ -385,7 +399,7 @@ def transfer(trained: TransferModel, fmt: str) -> Export:
     body = Embed(stage, net)
     dim = _width(body, examples)
     embed = Endpoint(EMBED, f"{EMBED}.{SUFFIX[fmt]}", ports,
-                     [Port("embeddings", "float32", [BATCH, dim], "embeddings")])
+                     [Port("embeddings", "float32", [BATCH, dim], "embeddings", NETWORK_ATOL)])
     files[embed.file] = _file(fmt, body, examples, ports, embed.outputs)
     if trained.tokens is not None:
         files[TOKENIZER_FILE] = trained.tokens.path.read_bytes()
