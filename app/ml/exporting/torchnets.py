@@ -14,6 +14,7 @@ import inspect
 import io
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,44 +283,77 @@ def _deep_back(prep: Prep) -> tuple[nn.Module, str, list[Any], float]:
     return PixelsOut(prep), "uint8", list(prep.shape), PIXEL_ATOL
 
 
+@dataclass(frozen=True)
+class Served:
+    """One endpoint: the module that answers it, the inputs it is traced on, its description."""
+
+    module: nn.Module
+    examples: tuple[Tensor, ...]
+    endpoint: Endpoint
+
+
+def _written(fmt: str, served: list[Served]) -> dict[str, bytes]:
+    """Each served endpoint's file in fmt."""
+    return {p.endpoint.file: _file(fmt, p.module, p.examples, p.endpoint.inputs,
+                                   p.endpoint.outputs) for p in served}
+
+
+@dataclass(frozen=True)
+class DeepStages:
+    """A self-supervised network with its input stage and its output stage (rows or pixels)."""
+
+    net: Any
+    stage: nn.Module
+    port: Port
+    example: Tensor
+    back: nn.Module
+    out: Port  # the reconstruction / sample output, per row
+
+
+def _deep_stages(trained: DeepModel) -> tuple[DeepStages, dict[str, Any]]:
+    """The stages of a trained network, and what preprocess.json says of its input."""
+    stage, port, example, described = _deep_input(trained.prep)
+    back, dtype, shape, atol = _deep_back(trained.prep)
+    stages = DeepStages(trained.net.cpu().eval(), stage, port, example, back,
+                        Port("", dtype, [BATCH, *shape], None, atol))
+    return stages, described
+
+
+def _deep_embed(s: DeepStages, file: str, scored: tuple[str, ...]) -> Served:
+    module = Embed(s.stage, s.net)
+    dim = _width(module, (s.example,))
+    return Served(module, (s.example,), Endpoint(EMBED, file, [s.port], [
+        Port("embeddings", "float32", [BATCH, dim], "embeddings", NETWORK_ATOL)]))
+
+
+def _deep_predict(s: DeepStages, file: str, scored: tuple[str, ...]) -> Served:
+    outs = [replace(s.out, name="predictions", answer="predictions"),
+            *(Port(k, "float32", [BATCH], k, NETWORK_ATOL) for k in scored)]
+    notes = [("image reconstructions come as uint8 NHWC pixels; the JSON answer holds the same "
+              "pixels as nested lists")] if s.out.dtype == "uint8" else []
+    return Served(Reconstruct(s.stage, s.net, s.back, scored), (s.example,),
+                  Endpoint(PREDICT, file, [s.port], outs, notes))
+
+
+def _deep_generate(s: DeepStages, file: str, scored: tuple[str, ...]) -> Served:
+    latent = int(s.net.latent_dim)
+    notes = [("images come as uint8 NHWC pixels; the service answers each as {\"b64\": PNG of "
+              "those pixels}")] if s.out.dtype == "uint8" else []
+    return Served(Generate(s.net, s.back), (torch.zeros(EXAMPLE_ROWS, latent),),
+                  Endpoint(GENERATE, file, [Port("z", "float32", [BATCH, latent])],
+                           [replace(s.out, name="samples", answer="samples")], notes))
+
+
+DEEP_ENDPOINTS = {EMBED: _deep_embed, PREDICT: _deep_predict, GENERATE: _deep_generate}
+
+
 def deep(trained: DeepModel, fmt: str) -> Export:
     """Every endpoint of a self-supervised model as one file each."""
-    net = trained.net.cpu().eval()
-    prep = trained.prep
-    stage, port, example, described = _deep_input(prep)
-    back, out_dtype, out_shape, out_atol = _deep_back(prep)
-    files: dict[str, bytes] = {}
-    endpoints: list[Endpoint] = []
-    extra: dict[str, Any] = {}
-    for name in _answers(trained):
-        file = f"{name}.{SUFFIX[fmt]}"
-        if name == EMBED:
-            module: nn.Module = Embed(stage, net)
-            dim = _width(module, (example,))
-            ep = Endpoint(name, file, [port], [Port("embeddings", "float32", [BATCH, dim],
-                                                    "embeddings", NETWORK_ATOL)])
-            files[file] = _file(fmt, module, (example,), ep.inputs, ep.outputs)
-        elif name == PREDICT:
-            module = Reconstruct(stage, net, back, trained.scored)
-            outs = [Port("predictions", out_dtype, [BATCH, *out_shape], "predictions", out_atol),
-                    *(Port(k, "float32", [BATCH], k, NETWORK_ATOL) for k in trained.scored)]
-            notes = [("image reconstructions come as uint8 NHWC pixels; the JSON answer holds "
-                     "the same pixels as nested lists")] if prep.kind == IMAGE else []
-            ep = Endpoint(name, file, [port], outs, notes)
-            files[file] = _file(fmt, module, (example,), ep.inputs, ep.outputs)
-        else:
-            latent = int(net.latent_dim)
-            module = Generate(net, back)
-            z = torch.zeros(EXAMPLE_ROWS, latent)
-            notes = [("images come as uint8 NHWC pixels; the service answers each as "
-                     "{\"b64\": PNG of those pixels}")] if prep.kind == IMAGE else []
-            ep = Endpoint(name, file, [Port("z", "float32", [BATCH, latent])],
-                          [Port("samples", out_dtype, [BATCH, *out_shape], "samples", out_atol)],
-                          notes)
-            files[file] = _file(fmt, module, (z,), ep.inputs, ep.outputs)
-            extra["noise"] = noise(latent)
-        endpoints.append(ep)
-    return Export(files=files, endpoints=endpoints, input=described, extra=extra)
+    stages, described = _deep_stages(trained)
+    served = [DEEP_ENDPOINTS[name](stages, f"{name}.{SUFFIX[fmt]}", trained.scored)
+              for name in _answers(trained)]
+    extra = {"noise": noise(int(stages.net.latent_dim))} if GENERATE in _answers(trained) else {}
+    return Export(_written(fmt, served), [p.endpoint for p in served], described, extra)
 
 
 def noise(latent_dim: int) -> dict[str, Any]:
@@ -376,31 +410,35 @@ def text_input(max_length: int) -> dict[str, Any]:
                      "L2 normalisation", "the trained head"]}
 
 
+def _transfer_predict(trained: TransferModel, stage: nn.Module, ports: list[Port],
+                      examples: tuple[Tensor, ...], file: str) -> tuple[Served, dict[str, Any]]:
+    """The head's answer: probabilities (with the classes for preprocess.json), or values."""
+    net, task = trained.net, trained.task
+    if task["head"] == "regression":
+        module: nn.Module = Regress(stage, net, float(task["target_mean"]),
+                                    float(task["target_std"]))
+        return Served(module, examples, Endpoint(PREDICT, file, ports, [
+            Port("predictions", "float64", [BATCH], "predictions", NETWORK_ATOL)],
+            ["predictions: the value in the target's units"])), {}
+    classes = list(task.get("class_values") or task.get("classes") or [])
+    return Served(Classify(stage, net), examples, Endpoint(PREDICT, file, ports, [
+        Port("probabilities", "float32", [BATCH, len(classes)], "probabilities", NETWORK_ATOL)],
+        ["predictions = classes[argmax(probabilities)] (classes in preprocess.json)"])), {
+        "classes": classes}
+
+
 def transfer(trained: TransferModel, fmt: str) -> Export:
     """predict (probabilities, or values) and embed of a transfer model, one file each."""
-    net = trained.net.cpu().eval()
+    trained.net.cpu().eval()
     stage, ports, examples, described = _transfer_input(trained)
-    task = trained.task
-    files: dict[str, bytes] = {}
-    extra: dict[str, Any] = {"task": task}
-    if task["head"] == "regression":
-        head: nn.Module = Regress(stage, net, float(task["target_mean"]), float(task["target_std"]))
-        outs = [Port("predictions", "float64", [BATCH], "predictions", NETWORK_ATOL)]
-        notes = ["predictions: the value in the target's units"]
-    else:
-        head = Classify(stage, net)
-        classes = list(task.get("class_values") or task.get("classes") or [])
-        outs = [Port("probabilities", "float32", [BATCH, len(classes)], "probabilities",
-                     NETWORK_ATOL)]
-        notes = ["predictions = classes[argmax(probabilities)] (classes in preprocess.json)"]
-        extra["classes"] = classes
-    predict = Endpoint(PREDICT, f"{PREDICT}.{SUFFIX[fmt]}", ports, outs, notes)
-    files[predict.file] = _file(fmt, head, examples, ports, outs)
-    body = Embed(stage, net)
-    dim = _width(body, examples)
-    embed = Endpoint(EMBED, f"{EMBED}.{SUFFIX[fmt]}", ports,
-                     [Port("embeddings", "float32", [BATCH, dim], "embeddings", NETWORK_ATOL)])
-    files[embed.file] = _file(fmt, body, examples, ports, embed.outputs)
+    predict, extra = _transfer_predict(trained, stage, ports, examples,
+                                       f"{PREDICT}.{SUFFIX[fmt]}")
+    body = Embed(stage, trained.net)
+    embed = Served(body, examples, Endpoint(EMBED, f"{EMBED}.{SUFFIX[fmt]}", ports, [
+        Port("embeddings", "float32", [BATCH, _width(body, examples)], "embeddings",
+             NETWORK_ATOL)]))
+    files = _written(fmt, [predict, embed])
     if trained.tokens is not None:
         files[TOKENIZER_FILE] = trained.tokens.path.read_bytes()
-    return Export(files=files, endpoints=[predict, embed], input=described, extra=extra)
+    return Export(files, [predict.endpoint, embed.endpoint], described,
+                  {"task": trained.task, **extra})
