@@ -122,6 +122,9 @@ NEW_ROWS = blobs()[:12] + 0.1
     ("gmm", {"n_components": 3}),
     ("pca", {"n_components": 2}),
     ("pca", {"n_components": 2, "whiten": True, "standardize": False}),
+    ("agglomerative", {"n_clusters": 3}),
+    ("agglomerative", {"n_clusters": 3, "linkage": "average", "metric": "manhattan"}),
+    ("agglomerative", {"n_clusters": 3, "linkage": "complete", "metric": "cosine"}),
 ])
 def test_sklearn_exports_answer_as_the_service(client, settings, algorithm, params):
     mid = train(client, settings, algorithm, params)

@@ -27,7 +27,6 @@ from app.ml.exporting.spec import (
 )
 from app.ml.transfer.model import TransferModel
 from app.ml.unsupervised._common import UnsupervisedModel
-from app.ml.unsupervised.agglomerative import AgglomerativeModel
 from app.ml.unsupervised.dbscan import DBSCANModel
 
 __all__ = ["FORMATS", "ONNX", "TORCHSCRIPT", "ExportRefused", "build", "formats", "refusal"]
@@ -36,8 +35,6 @@ __all__ = ["FORMATS", "ONNX", "TORCHSCRIPT", "ExportRefused", "build", "formats"
 WHY_NOT = {
     DBSCANModel: "a dbscan model labels a new row by its nearest core sample within eps, "
                  "which skl2onnx cannot express",
-    AgglomerativeModel: "an agglomerative model answers through its clusters' centroids in "
-                        "its trained metric, which skl2onnx has no converter for",
 }
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so the same export is the same bytes
 
