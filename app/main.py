@@ -15,6 +15,7 @@ from app.api import (
     docs,
     errors,
     evaluation,
+    exports,
     health,
     jobs,
     metrics,
@@ -48,8 +49,8 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects, sweeps,
-            registry)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, exports, evaluation, plots, registry,
+            sweeps, projects)
 
 
 @asynccontextmanager

@@ -55,6 +55,12 @@ def model_key(model_id: str) -> str:
     return f"{MODELS}/{model_id}"
 
 
+def export_key(model_id: str, fmt: str) -> str:
+    """Where a model's export archive in one format is cached: inside the model's folder, so
+    deleting the model (and the orphan sweep) removes it with the artifact."""
+    return f"{model_key(model_id)}/exports/{fmt}.zip"
+
+
 def checkpoint_key(job_id: str) -> str:
     """Where a running job keeps its resumable checkpoint."""
     return f"{JOBS}/{job_id}/checkpoint.pt"

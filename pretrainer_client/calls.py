@@ -301,3 +301,23 @@ def set_alias(name: str, alias: str, version: int) -> Call[Alias]:
 
 def delete_alias(name: str, alias: str) -> Call[None]:
     return Call("DELETE", f"/v1/registry/{name}/aliases/{alias}", _none)
+
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+def export(model_id: str, fmt: str) -> Call[bytes]:
+    return Call("GET", f"/v1/models/{model_id}/export", _bytes, {"params": {"format": fmt}})
+
+
+def export_path(model_id: str, fmt: str, path: str | Path | None) -> Path:
+    """Where an export is written: path, or <model>.<format>.zip in the working directory."""
+    return Path(path) if path is not None else Path(f"{model_id}.{fmt}.zip")
+
+
+def write_export(data: bytes, target: Path) -> Path:
+    """The archive's bytes at target (written whole, then renamed into place)."""
+    staged = target.with_name(target.name + ".part")
+    staged.write_bytes(data)
+    staged.replace(target)
+    return target

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pretrainer_client.calls import settings
+from pretrainer_client.calls import EXPORT_FORMATS, settings
 from pretrainer_client.client import Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.progress import describe
@@ -150,6 +150,13 @@ def _registry_commands(sub: Any, models: Any, common: argparse.ArgumentParser) -
     _leaf(registry, "list", "list registered names", _registry_list, common)
     _leaf(registry, "show", "a name's versions, aliases and alias history", _registry_show,
           common).add_argument("name")
+    exp = _leaf(sub, "export", "download a model as ONNX or TorchScript files with its "
+                "preprocessing and model card (a ZIP)", _export, common)
+    exp.add_argument("model")
+    exp.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx",
+                     help="onnx (default) or torchscript (PyTorch models)")
+    exp.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
+                     help="where to write the ZIP (default <model>.<format>.zip here)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -686,3 +693,9 @@ def _registry_show(client: Client, args: argparse.Namespace) -> None:
                [[m["alias"], m["from_version"], m["to_version"], m["by"], m["at"]]
                 for m in d["history"]])
     _output(client.registry(args.name).raw, args.json, view)
+
+
+def _export(client: Client, args: argparse.Namespace) -> None:
+    path = client.export(args.model, args.format, args.output)
+    _output({"saved": str(path), "bytes": path.stat().st_size}, args.json,
+            lambda d: print(f"wrote {d['saved']} ({d['bytes']} bytes)"))

@@ -401,6 +401,14 @@ class Client:
     def delete_alias(self, name: str, alias: str) -> None:
         self._do(calls.delete_alias(name, alias))
 
+    def export(self, model: str | Model, format: str = "onnx",
+               path: str | Path | None = None) -> Path:
+        """Download the model as a ZIP (ONNX or TorchScript files, preprocess.json, model
+        card) to path, else <model>.<format>.zip here; the path written."""
+        model_id = ident(model)
+        data = self._do(calls.export(model_id, format))
+        return calls.write_export(data, calls.export_path(model_id, format, path))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -632,3 +640,9 @@ class AsyncClient:
 
     async def delete_alias(self, name: str, alias: str) -> None:
         await self._do(calls.delete_alias(name, alias))
+
+    async def export(self, model: str | Model, format: str = "onnx",
+                     path: str | Path | None = None) -> Path:
+        model_id = ident(model)
+        data = await self._do(calls.export(model_id, format))
+        return calls.write_export(data, calls.export_path(model_id, format, path))

@@ -21,6 +21,7 @@ from app.errors import Problem, field_error, title_and_slug
 from app.logs import get_logger
 from app.ml.artifacts import UnsafeArtifact
 from app.ml.base import CapabilityError, InputError
+from app.ml.exporting.spec import ExportRefused
 from app.plots import NoPlot
 from app.storage import StoreOwned
 
@@ -198,6 +199,8 @@ DOMAIN_ERRORS: dict[type[Exception], Rule] = {
     # A job's features/target/labels do not fit its dataset.
     JobDataError: Rule(_always(422), lambda e: e.field, lambda e, _: e.detail,
                        message=lambda e: e.message),
+    # A format the model has no export in; the detail names the formats it has.
+    ExportRefused: Rule(_always(422), _always("format")),
 }
 
 

@@ -159,6 +159,17 @@ async function plotImage(path, alt) {
   return el("img", { class: "plot", alt, src: URL.createObjectURL(await r.blob()) });
 }
 
+// Download GET /v1/models/{id}/export?format=… (fetch, for the Authorization header) as a file;
+// a model without that format answers 422 naming the ones it has, shown as a notice.
+async function downloadExport(id, format) {
+  const r = await fetch(`/v1/models/${id}/export?format=${format}`, { headers: headers() });
+  if (!r.ok) throw await problem(r);
+  const link = el("a", { href: URL.createObjectURL(await r.blob()), download: `${id}.${format}.zip` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
 // --------------------------------------------------------------------------------- events
 
 // Read GET /v1/jobs/{id}/events with fetch (EventSource cannot send an Authorization header).
@@ -482,6 +493,9 @@ async function modelView(id) {
     el("section", {}, pictures),
     el("section", {}, el("h2", {}, "Evaluate on a test set"), el("p", {}, testSet, " ", target, " ",
       el("button", { id: "evaluate", onclick: evaluate }, "evaluate")), scored),
+    el("section", {}, el("h2", {}, "Export"),
+      el("p", { class: "hint" }, "The model as files an outside runtime answers with (onnxruntime, torch.jit.load), with preprocess.json and a model card."),
+      el("p", {}, ["onnx", "torchscript"].map((f) => [el("button", { id: `export-${f}`, class: "secondary", onclick: guard(() => downloadExport(id, f)) }, `download ${f}`), " "]))),
     el("section", {}, el("h2", {}, "Try it"), input,
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
     reproducibilitySection(model),
