@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pretrainer_client.calls import settings
+from pretrainer_client.calls import BATCH_FORMATS, BATCH_OUTPUTS, format_of, settings
 from pretrainer_client.client import Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.progress import describe
@@ -113,6 +113,7 @@ def register(sub: Any) -> None:
                   ".jsonl) or for image files", handler, common)
         p.add_argument("model")
         p.add_argument("file", nargs="+", help="a data file, '-' for JSON on stdin, or images")
+    _register_batch(sub, jobs, common)
     gen = _leaf(sub, "generate", "draw samples from a generative model", _generate, common)
     gen.add_argument("model")
     gen.add_argument("-n", type=int, default=1)
@@ -122,6 +123,27 @@ def register(sub: Any) -> None:
                           "samples.csv (or samples.npy with --format npy) otherwise")
     gen.add_argument("--format", choices=["csv", "npy"], default="csv",
                      help="the file of non-image samples written with -o (default csv)")
+
+
+def _register_batch(sub: Any, jobs: Any, common: argparse.ArgumentParser) -> None:
+    """`batch MODEL DATASET -o FILE [--follow]`, and `jobs result ID -o FILE`."""
+    b = _leaf(sub, "batch", "score a whole dataset with a model, as a job; --follow waits for "
+              "it and saves the result to -o", _batch, common)
+    b.add_argument("model")
+    b.add_argument("dataset", help="dataset id")
+    b.add_argument("-o", dest="out", type=Path, default=None, metavar="FILE",
+                   help="where --follow saves the result; its suffix (.parquet, .csv, .npy) "
+                        "is the format unless --format says")
+    b.add_argument("--output", choices=list(BATCH_OUTPUTS), default="predict",
+                   help="predict (labels, probabilities) or embed (vectors); default predict")
+    b.add_argument("--format", choices=list(BATCH_FORMATS), default=None,
+                   help="the result file's format (default: from -o, else parquet)")
+    b.add_argument("--name", default=None)
+    b.add_argument("--follow", action="store_true", help="follow it, then download the result")
+    result = _leaf(jobs, "result", "save a finished batch job's result file", _jobs_result,
+                   common)
+    result.add_argument("id")
+    result.add_argument("-o", dest="out", type=Path, required=True, metavar="FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -519,3 +541,25 @@ def _csv_bytes(arr: np.ndarray, names: list[str]) -> bytes:
     writer.writerow(names)
     writer.writerows(arr.reshape(len(arr), -1).tolist())
     return buf.getvalue().encode()
+
+
+# ------------------------------------------------------------------------- batch prediction
+
+
+def _batch(client: Client, args: argparse.Namespace) -> None:
+    fmt = args.format or (format_of(args.out) if args.out else "parquet")
+    job = client.batch(args.model, args.dataset, args.output, fmt, name=args.name)
+    if not args.follow:
+        _output(job.raw, args.json, _job_view)
+        return
+    job = client.follow(job, progress=not args.json, raise_on_failure=True)
+    out = args.out or Path(f"{job.id}.{fmt}")
+    client.download_result(job, out)
+    _output({**job.raw, "saved": str(out)}, args.json, lambda d: (
+        _job_view(d), print(f"saved {d['saved']} ({out.stat().st_size} bytes)")))
+
+
+def _jobs_result(client: Client, args: argparse.Namespace) -> None:
+    client.download_result(args.id, args.out)
+    _output({"saved": str(args.out), "bytes": args.out.stat().st_size}, args.json,
+            lambda d: print(f"saved {d['saved']} ({d['bytes']} bytes)"))

