@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from app.data.formats import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE
 from app.data.images import IMAGES_FILE
-from app.data.loaders import _ARROW_TYPES, _npy_indices, _table_matrix, jsonl_rows
+from app.data.loaders import _ARROW_TYPES, _npy_indices, jsonl_rows
 from app.data.text import as_texts
 from app.data.training import JobData
 
@@ -50,7 +50,21 @@ def iter_blocks(data: JobData, path: Callable[[str], Path], rows: int) -> Iterat
             yield np.array(values, dtype=dtype).reshape(-1, len(names))
     else:
         for table in _tables(file, data.format, names, by_name, rows):
-            yield _table_matrix(table, names, dtype)
+            yield _rows(table, names, dtype)
+
+
+def _rows(table: pa.Table, names: list[str], dtype: np.dtype) -> np.ndarray:
+    """The named columns as a C-contiguous 2-D array, filled in place (a block is small: no
+    column-major staging copy as the whole-file loader makes)."""
+    out = np.empty((table.num_rows, len(names)), dtype=dtype)
+    for j, name in enumerate(names):
+        start = 0
+        for chunk in table.column(name).chunks:
+            if chunk.null_count:  # NaN stands for missing; ints and bools cannot hold it
+                chunk = chunk.cast(pa.float64())
+            out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
+    return out
 
 
 def npy_blocks(file: Path, rows: int) -> Iterator[np.ndarray]:
@@ -110,7 +124,9 @@ def _tables(file: Path, fmt: str, names: list[str], by_name: dict[str, dict[str,
             rows: int) -> Iterator[pa.Table]:
     """Blocks of at most `rows` rows of the named columns of a CSV or Parquet file."""
     if fmt == "parquet":
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=rows, columns=names):
+        # Not pre-buffered: pyarrow would otherwise hold the whole file's column chunks.
+        for batch in pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=rows,
+                                                                         columns=names):
             yield pa.Table.from_batches([batch])
         return
     if fmt != "csv":

@@ -9,6 +9,8 @@ retry after a lost worker starts again from the first row.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -57,12 +59,13 @@ def run(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None
     t0 = time.perf_counter()
     with store.writer(key) as sink:
         rows, names = _score(settings, facts, trained, report, store, sink)
+        size = sink.tell()
         report.check()  # cancelled or lost on the last block: nothing is published
     seconds = time.perf_counter() - t0
     metrics = {"rows": rows, "seconds": round(seconds, 4),
                "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
                "output": facts.output, "format": facts.format, "n_columns": len(names),
-               "columns": names[:100], "result_bytes": store.path(key).stat().st_size}
+               "columns": names[:100], "result_bytes": size}
     with session_scope(settings.resolved_database_url) as s:
         if not leases.complete(session=s, lease=lease, metrics=metrics, result_key=key):
             store.delete(key)  # the lease moved on: this try's result must go
@@ -106,14 +109,16 @@ def _score(settings: Settings, facts: BatchFacts, trained: Trained, report: Any,
     classes = [str(c) for c in task.get("classes") or []]
     writer = open_writer(facts.format, sink, list(task.get("class_values") or classes))
     done, names = 0, []
+    blocks = prefetched(iter_blocks(facts.data, store.path, _block_rows(settings, facts.data)))
     try:
-        for x in iter_blocks(facts.data, store.path, _block_rows(settings, facts.data)):
+        for x in blocks:
             report.check()
             block = _answer(trained, facts.output, x, classes)
             writer.write(block)
             done, names = done + len(block), block.names
             report.progress(min(0.99, 0.01 + 0.98 * done / max(facts.n_rows, 1)))
     finally:  # ended even when the try stops: the staged file is then discarded unpublished
+        blocks.close()
         writer.close()
     return done, names
 
@@ -127,3 +132,17 @@ def _answer(trained: Trained, output: str, x: Any, classes: list[str]) -> Block:
 def _block_rows(settings: Settings, data: JobData) -> int:
     width = TEXT_WIDTH if data.kind == "text" else max(1, data.n_features)
     return max(1, min(settings.batch_chunk_rows, BLOCK_VALUES // width))
+
+
+_END = object()
+
+
+def prefetched(blocks: Iterator[Any]) -> Generator[Any, None, None]:
+    """blocks, the next one read by a thread while the caller answers this one: reading and
+    parsing (pyarrow, numpy) and the model release the GIL, so the two overlap. One block
+    ahead at most; a reading error is raised here, at the block it stopped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
+        ahead = reader.submit(next, blocks, _END)
+        while (block := ahead.result()) is not _END:
+            ahead = reader.submit(next, blocks, _END)
+            yield block
