@@ -555,8 +555,12 @@ def _batch(client: Client, args: argparse.Namespace) -> None:
     job = client.follow(job, progress=not args.json, raise_on_failure=True)
     out = args.out or Path(f"{job.id}.{fmt}")
     client.download_result(job, out)
-    _output({**job.raw, "saved": str(out)}, args.json, lambda d: (
-        _job_view(d), print(f"saved {d['saved']} ({out.stat().st_size} bytes)")))
+    _output({**job.raw, "saved": str(out)}, args.json, _saved_job_view)
+
+
+def _saved_job_view(job: dict[str, Any]) -> None:
+    _job_view(job)
+    print(f"saved {job['saved']} ({Path(job['saved']).stat().st_size} bytes)")
 
 
 def _jobs_result(client: Client, args: argparse.Namespace) -> None:

@@ -106,7 +106,7 @@ class _ArrowWriter:
         if self.writer is None:
             self.schema = table.schema
             self.writer = self.make(self.schema)
-        self.writer.write_table(table.cast(self.schema))
+        self.writer.write_table(table if table.schema == self.schema else table.cast(self.schema))
 
     def _cells(self, column: np.ndarray) -> Any:
         # A label a spreadsheet would run as a formula is escaped, as the dataset export does.

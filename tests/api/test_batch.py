@@ -314,3 +314,39 @@ def test_a_lost_try_restarts_from_the_first_row(client, settings, monkeypatch):
     out = parquet(client.get(f"/v1/jobs/{job['id']}/result").content)
     served = client.post(f"/v1/models/{model}/predict", json={"instances": x.tolist()}).json()
     assert out["prediction"].tolist() == served["predictions"]
+
+
+# ----------------------------------------------------------------------- the Python client
+
+
+def test_client_and_async_client_start_a_batch_and_download_its_result(client, settings,
+                                                                        tmp_path):
+    import asyncio
+
+    import httpx
+
+    from pretrainer_client import AsyncClient, Client
+    from pretrainer_client.errors import PretrainerError
+
+    model, ds = trained(client, settings, to_csv(blobs()), "x.csv", "kmeans", {"n_clusters": 3})
+    sync = Client("http://test", transport=client._transport)
+    job = sync.batch(model, ds, output="embed", format="npy")
+    assert job.kind == "batch" and job.source_model_id == model and job.status == "queued"
+    with pytest.raises(PretrainerError) as refused:
+        sync.download_result(job, tmp_path / "early.npy")
+    assert refused.value.status == 409 and not (tmp_path / "early.npy").exists()
+    run_job(job.id, settings=settings, worker="test")
+    saved = sync.download_result(job, tmp_path / "emb.npy")
+    want = np.asarray(sync.embed(model, blobs()))
+    np.testing.assert_allclose(np.load(saved), want, rtol=1e-6)
+
+    async def through_async() -> bytes:
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncClient("http://test", transport=transport) as c:
+            started = await c.batch(model, ds, format="csv")
+            assert started.params == {"output": "predict", "format": "csv"}
+            await asyncio.to_thread(run_job, started.id, settings=settings, worker="test")
+            return (await c.download_result(started, tmp_path / "p.csv")).read_bytes()
+
+    lines = asyncio.run(through_async()).decode().splitlines()
+    assert lines[0] == "prediction" and len(lines) == 301

@@ -8,7 +8,8 @@ from pydantic import BaseModel
 from app import schemas
 
 # binary bodies: described, not exemplified
-NO_EXAMPLE_MEDIA = ("image/png", "application/x-npy", "application/vnd.apache.arrow.stream")
+NO_EXAMPLE_MEDIA = ("image/png", "application/x-npy", "application/vnd.apache.arrow.stream",
+                    "application/vnd.apache.parquet")
 
 
 def operations(doc: dict) -> list[tuple[str, str, dict]]:
