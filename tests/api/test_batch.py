@@ -329,7 +329,8 @@ def test_client_and_async_client_start_a_batch_and_download_its_result(client, s
     from pretrainer_client.errors import PretrainerError
 
     model, ds = trained(client, settings, to_csv(blobs()), "x.csv", "kmeans", {"n_clusters": 3})
-    sync = Client("http://test", transport=client._transport)
+    sync = Client("http://testserver")
+    sync._http = client  # the TestClient is an httpx.Client on the app in this process
     job = sync.batch(model, ds, output="embed", format="npy")
     assert job.kind == "batch" and job.source_model_id == model and job.status == "queued"
     with pytest.raises(PretrainerError) as refused:
