@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from app.data.formats import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE
 from app.data.images import IMAGES_FILE
-from app.data.loaders import _ARROW_TYPES, _npy_indices, jsonl_rows
+from app.data.loaders import _ARROW_TYPES, _npy_indices, fill_columns, jsonl_rows
 from app.data.text import as_texts
 from app.data.training import JobData
 
@@ -56,15 +56,7 @@ def iter_blocks(data: JobData, path: Callable[[str], Path], rows: int) -> Iterat
 def _rows(table: pa.Table, names: list[str], dtype: np.dtype) -> np.ndarray:
     """The named columns as a C-contiguous 2-D array, filled in place (a block is small: no
     column-major staging copy as the whole-file loader makes)."""
-    out = np.empty((table.num_rows, len(names)), dtype=dtype)
-    for j, name in enumerate(names):
-        start = 0
-        for chunk in table.column(name).chunks:
-            if chunk.null_count:  # NaN stands for missing; ints and bools cannot hold it
-                chunk = chunk.cast(pa.float64())
-            out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
-            start += len(chunk)
-    return out
+    return fill_columns(np.empty((table.num_rows, len(names)), dtype=dtype), table, names)
 
 
 def npy_blocks(file: Path, rows: int) -> Iterator[np.ndarray]:
