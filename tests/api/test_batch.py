@@ -351,3 +351,20 @@ def test_client_and_async_client_start_a_batch_and_download_its_result(client, s
 
     lines = asyncio.run(through_async()).decode().splitlines()
     assert lines[0] == "prediction" and len(lines) == 301
+
+
+def test_the_orphan_sweep_keeps_results_of_known_jobs_only(client, settings):
+    from app.db.session import session_scope
+    from app.services import orphans
+    from app.storage import open_store
+
+    model, ds = trained(client, settings, to_csv(blobs()), "x.csv", "kmeans", {"n_clusters": 3})
+    done, content = scored(client, settings, model, ds)
+    store = open_store(settings)
+    stray = settings.blob_dir / "results" / "job_gone" / "result.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left by a job whose row is gone")
+    with session_scope(settings.resolved_database_url) as s:
+        removed = orphans.sweep(session=s, store=store, grace_seconds=0)
+    assert removed == ["results/job_gone"]
+    assert client.get(f"/v1/jobs/{done['id']}/result").content == content
