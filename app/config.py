@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     cpu_processes: int = Field(2, ge=1, le=1024)  # 2: the CI path, without oversubscribing
     # A running PyTorch job writes a checkpoint at most this often (0: after every epoch).
     checkpoint_seconds: float = Field(0.0, ge=0)
+    # A batch job (POST /v1/models/{id}/batch) reads, answers and writes this many rows at a
+    # time (fewer for wide rows: a block holds at most ~4M values), between its cancel checks.
+    batch_chunk_rows: int = Field(65_536, ge=1, le=10_000_000)
     # Micro-batching of predict/embed calls in the API process: torch models always; the
     # scikit-learn ones too (sklearn_batching), so concurrent small calls share one estimator
     # call (their answers are the same row by row) instead of paying its fixed cost each.

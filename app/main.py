@@ -11,6 +11,7 @@ from app import __version__, logs, reaper
 from app.api import (
     algorithms,
     backbones,
+    batch,
     datasets,
     docs,
     errors,
@@ -49,8 +50,8 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, exports, evaluation, plots, registry,
-            sweeps, projects)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, batch, exports, evaluation, plots,
+            registry, sweeps, projects)
 
 
 @asynccontextmanager

@@ -532,3 +532,22 @@ class RegisteredModelList(Page):
 
 def _columns(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+
+# ---- batch prediction --------------------------------------------------------------------
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "output": "predict",
+         "format": "parquet"}]})
+
+    dataset_id: str = Field(max_length=64, description="The dataset to score: it holds the "
+                            "columns (or images, or texts) the model was trained on.")
+    output: Literal["predict", "embed"] = Field(
+        "predict", description="predict: `prediction` (+ `probability_<class>` for a "
+                               "classifier); embed: the columns e0..eK")
+    format: Literal["parquet", "csv", "npy"] = Field(
+        "parquet", description="The result file's format (npy: one 2-D array of the same "
+                               "columns, a label that is not a number as its class index)")
+    name: str | None = Field(None, max_length=255)

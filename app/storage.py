@@ -38,6 +38,9 @@ DATASETS = "datasets"  # datasets/<id>/data.<format> (+ images.npy, labels.npy f
 MODELS = "models"  # models/<id>/ (the artifact folder)
 JOBS = "jobs"  # jobs/<id>/checkpoint.pt (while a job may still resume)
 STAGING = ".tmp"  # half-written files and folders, published by a rename
+# results/<job id>/result.<format>: what a batch job made. Not under JOBS: that folder goes
+# when its job ends, and a result stays as long as its job's row does.
+RESULTS = "results"
 
 
 def dataset_prefix(dataset_id: str) -> str:
@@ -64,6 +67,11 @@ def export_key(model_id: str, fmt: str) -> str:
 def checkpoint_key(job_id: str) -> str:
     """Where a running job keeps its resumable checkpoint."""
     return f"{JOBS}/{job_id}/checkpoint.pt"
+
+
+def job_result_key(job_id: str, fmt: str) -> str:
+    """Where a batch job's result file lives (fmt: its format, the file's suffix)."""
+    return f"{RESULTS}/{job_id}/result.{fmt}"
 
 
 class StoreOwned(Exception):

@@ -321,3 +321,29 @@ def write_export(data: bytes, target: Path) -> Path:
     staged.write_bytes(data)
     staged.replace(target)
     return target
+
+
+# ---- batch prediction --------------------------------------------------------------------
+
+BATCH_OUTPUTS = ("predict", "embed")
+BATCH_FORMATS = ("parquet", "csv", "npy")
+
+
+def batch(model_id: str, dataset: Any, output: str, format: str, name: str | None,
+          idempotency_key: str | None) -> Call[Job]:
+    body: dict[str, Any] = {"dataset_id": ident(dataset), "output": output, "format": format}
+    if name is not None:
+        body["name"] = name
+    return Call("POST", f"/v1/models/{model_id}/batch", _one(Job),
+                _idempotent({"json": body}, idempotency_key))
+
+
+def result_path(job_id: str) -> str:
+    """Where a batch job's result file is downloaded from."""
+    return f"/v1/jobs/{job_id}/result"
+
+
+def format_of(path: str | Path) -> str:
+    """The result format a file name asks for by its suffix (parquet when it names none)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"pq": "parquet"}.get(suffix, suffix) if suffix in (*BATCH_FORMATS, "pq") else "parquet"

@@ -18,7 +18,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pretrainer_client.calls import EXPORT_FORMATS, settings
+from pretrainer_client.calls import (
+    BATCH_FORMATS,
+    BATCH_OUTPUTS,
+    EXPORT_FORMATS,
+    format_of,
+    settings,
+)
 from pretrainer_client.client import Client
 from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.progress import describe
@@ -118,6 +124,7 @@ def register(sub: Any) -> None:
                   ".jsonl) or for image files", handler, common)
         p.add_argument("model")
         p.add_argument("file", nargs="+", help="a data file, '-' for JSON on stdin, or images")
+    _register_batch(sub, jobs, common)
     gen = _leaf(sub, "generate", "draw samples from a generative model", _generate, common)
     gen.add_argument("model")
     gen.add_argument("-n", type=int, default=1)
@@ -157,6 +164,27 @@ def _registry_commands(sub: Any, models: Any, common: argparse.ArgumentParser) -
                      help="onnx (default) or torchscript (PyTorch models)")
     exp.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
                      help="where to write the ZIP (default <model>.<format>.zip here)")
+
+
+def _register_batch(sub: Any, jobs: Any, common: argparse.ArgumentParser) -> None:
+    """`batch MODEL DATASET -o FILE [--follow]`, and `jobs result ID -o FILE`."""
+    b = _leaf(sub, "batch", "score a whole dataset with a model, as a job; --follow waits for "
+              "it and saves the result to -o", _batch, common)
+    b.add_argument("model")
+    b.add_argument("dataset", help="dataset id")
+    b.add_argument("-o", dest="out", type=Path, default=None, metavar="FILE",
+                   help="where --follow saves the result; its suffix (.parquet, .csv, .npy) "
+                        "is the format unless --format says")
+    b.add_argument("--output", choices=list(BATCH_OUTPUTS), default="predict",
+                   help="predict (labels, probabilities) or embed (vectors); default predict")
+    b.add_argument("--format", choices=list(BATCH_FORMATS), default=None,
+                   help="the result file's format (default: from -o, else parquet)")
+    b.add_argument("--name", default=None)
+    b.add_argument("--follow", action="store_true", help="follow it, then download the result")
+    result = _leaf(jobs, "result", "save a finished batch job's result file", _jobs_result,
+                   common)
+    result.add_argument("id")
+    result.add_argument("-o", dest="out", type=Path, required=True, metavar="FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -699,3 +727,29 @@ def _export(client: Client, args: argparse.Namespace) -> None:
     path = client.export(args.model, args.format, args.output)
     _output({"saved": str(path), "bytes": path.stat().st_size}, args.json,
             lambda d: print(f"wrote {d['saved']} ({d['bytes']} bytes)"))
+
+
+# ------------------------------------------------------------------------- batch prediction
+
+
+def _batch(client: Client, args: argparse.Namespace) -> None:
+    fmt = args.format or (format_of(args.out) if args.out else "parquet")
+    job = client.batch(args.model, args.dataset, args.output, fmt, name=args.name)
+    if not args.follow:
+        _output(job.raw, args.json, _job_view)
+        return
+    job = client.follow(job, progress=not args.json, raise_on_failure=True)
+    out = args.out or Path(f"{job.id}.{fmt}")
+    client.download_result(job, out)
+    _output({**job.raw, "saved": str(out)}, args.json, _saved_job_view)
+
+
+def _saved_job_view(job: dict[str, Any]) -> None:
+    _job_view(job)
+    print(f"saved {job['saved']} ({Path(job['saved']).stat().st_size} bytes)")
+
+
+def _jobs_result(client: Client, args: argparse.Namespace) -> None:
+    client.download_result(args.id, args.out)
+    _output({"saved": str(args.out), "bytes": args.out.stat().st_size}, args.json,
+            lambda d: print(f"saved {d['saved']} ({d['bytes']} bytes)"))

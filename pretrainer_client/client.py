@@ -409,6 +409,23 @@ class Client:
         data = self._do(calls.export(model_id, format))
         return calls.write_export(data, calls.export_path(model_id, format, path))
 
+    def batch(self, model: str | Model, dataset: str | Dataset, output: str = "predict",
+              format: str = "parquet", *, name: str | None = None,
+              idempotency_key: str | None = None) -> Job:
+        """Queue a batch job scoring the whole dataset with the model (output predict or embed,
+        result format parquet, csv or npy); follow it, then download_result."""
+        return self._do(calls.batch(ident(model), dataset, output, format, name, idempotency_key))
+
+    def download_result(self, job: str | Job, path: str | Path) -> Path:
+        """Stream a finished batch job's result file to path (written whole or not at all)."""
+        path = Path(path)
+        with self._http.stream("GET", calls.result_path(ident(job))) as r:
+            if r.status_code >= 400:
+                r.read()
+                check(r)
+            _save(r.iter_bytes(), path)
+        return path
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -646,3 +663,37 @@ class AsyncClient:
         model_id = ident(model)
         data = await self._do(calls.export(model_id, format))
         return calls.write_export(data, calls.export_path(model_id, format, path))
+
+    async def batch(self, model: str | Model, dataset: str | Dataset, output: str = "predict",
+                    format: str = "parquet", *, name: str | None = None,
+                    idempotency_key: str | None = None) -> Job:
+        return await self._do(calls.batch(ident(model), dataset, output, format, name,
+                                          idempotency_key))
+
+    async def download_result(self, job: str | Job, path: str | Path) -> Path:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.part")
+        try:
+            async with self._http.stream("GET", calls.result_path(ident(job))) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    check(r)
+                with partial.open("wb") as f:  # small blocking writes, as the sync client's
+                    async for chunk in r.aiter_bytes():
+                        f.write(chunk)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
+
+
+def _save(chunks: Iterator[bytes], path: Path) -> None:
+    """Write chunks to a partial file beside path, renamed to path once all arrived."""
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        with partial.open("wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -85,8 +85,11 @@ class Job:
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    kind: str = "train"  # train, reproduce, … (what the job does)
-    source_model_id: str | None = None  # the model a reproduce (batch, index) job reads
+    # What the job does: train (makes a model), batch (scores a dataset into a result file),
+    # reproduce, index; and the model a batch, reproduce or index job reads.
+    kind: str = "train"
+    source_model_id: str | None = None
+    parent_id: str | None = None  # the sweep or comparison the job is part of
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

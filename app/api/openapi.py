@@ -224,6 +224,23 @@ EXAMPLES.update({
     "DELETE /v1/registry/{name}/aliases/{alias}": {},
 })
 
+# Batch prediction (app.api.batch): a job that scores a dataset, and its result file.
+BATCH_JOB = {**JOB_OUT, "kind": "batch", "source_model_id": MDL, "model_id": None,
+             "params": {"output": "predict", "format": "csv"}, "features": ["a", "b", "c", "d"],
+             "metrics": {"rows": 300, "seconds": 0.021, "rows_per_second": 14285.7,
+                         "output": "predict", "format": "csv", "n_columns": 1,
+                         "columns": ["prediction"], "result_bytes": 611}}
+EXAMPLES.update({
+    "POST /v1/models/{model_id}/batch": {
+        "request": {"application/json": {"dataset_id": DS, "output": "predict",
+                                         "format": "csv"}},
+        "responses": {"202": {**BATCH_JOB, "status": "queued", "progress": 0.0, "metrics": {},
+                              "attempts": 0, "started_at": None, "finished_at": None}}},
+    "GET /v1/jobs/{job_id}/result": {"responses": {"200": "prediction\n2\n0\n1\n"}},
+})
+# Binary answers are described by their schema, never given a (JSON or text) example.
+NO_EXAMPLE = (*BINARY, "application/vnd.apache.parquet")
+
 PROBLEM_SCHEMA = {
     "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",
@@ -291,7 +308,7 @@ def _response(status: str, response: dict[str, Any], examples: dict[str, Any]) -
         return
     for media, content in response.get("content", {}).items():
         # .npy and Arrow answers are described by their schema; the JSON example is not theirs.
-        if status in examples and media not in BINARY:
+        if status in examples and media not in NO_EXAMPLE:
             content["example"] = examples[status]
 
 

@@ -143,14 +143,19 @@ def _csv_column(path: Path, name: str, dtype: str | None) -> np.ndarray:
 def _table_matrix(table: pa.Table, features: list[str], dtype: np.dtype) -> np.ndarray:
     # Column-major while filling (each column is one contiguous write), row-major at the end.
     out = np.empty((table.num_rows, len(features)), dtype=dtype, order="F")
-    for j, name in enumerate(features):
+    return np.ascontiguousarray(fill_columns(out, table, features))
+
+
+def fill_columns(out: np.ndarray, table: pa.Table, names: list[str]) -> np.ndarray:
+    """Write the named columns of table into the columns of out (rows x names); returns out."""
+    for j, name in enumerate(names):
         start = 0
         for chunk in table.column(name).chunks:
             if chunk.null_count:  # NaN stands for missing; ints and bools cannot hold it
                 chunk = chunk.cast(pa.float64())
             out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
-    return np.ascontiguousarray(out)
+    return out
 
 
 def _npy_2d(path: Path) -> np.ndarray:

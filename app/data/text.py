@@ -72,6 +72,12 @@ def details(path: Path, fmt: str, columns: list[dict[str, Any]]) -> dict[str, An
 def load_texts(path: Path, fmt: str, column: str) -> list[str]:
     """One text column as a list of str (a missing value is the empty string)."""
     values = load_column(path, fmt, column, dtype="string" if fmt == "csv" else None)
+    return as_texts(values, column)
+
+
+def as_texts(values: Any, column: str, first_row: int = 0) -> list[str]:
+    """A text column's values as str, a missing one as the empty string; FeatureError on a
+    value of another type (first_row: the row number of values[0], for the message)."""
     out = []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -79,8 +85,9 @@ def load_texts(path: Path, fmt: str, column: str) -> list[str]:
         elif isinstance(v, str):
             out.append(v)
         else:
-            raise FeatureError(f'column "{column}" holds {type(v).__name__} values (row {i + 1});'
-                               " a text column must hold strings", column=column)
+            raise FeatureError(f'column "{column}" holds {type(v).__name__} values '
+                               f"(row {first_row + i + 1}); a text column must hold strings",
+                               column=column)
     return out
 
 

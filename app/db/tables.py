@@ -29,6 +29,9 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({QUEUED, RUNNING})
 TRAIN = "train"  # the kind of a job that trains a model
 REPRODUCE = "reproduce"  # a job that retrains source_model_id from its record and compares
+BATCH = "batch"  # the kind of a job that scores a dataset with a model into a result file
+# Kinds of job that make no model: they count against the job quotas, not the models one.
+MAKES_NO_MODEL = frozenset({BATCH})
 
 
 class UTCDateTime(TypeDecorator[datetime]):

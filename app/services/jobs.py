@@ -6,6 +6,7 @@ heartbeat, finish) is app.services.leases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,22 @@ def submit(*, session: Session, project: str, spec: JobSpec, settings: Settings,
     job and sends nothing. A broker that is down loses nothing: the row is committed and the
     reaper sends it again later.
     """
+    return queue_once(session=session, project=project, settings=settings, route="jobs",
+                      prepare=lambda: _prepare(session, project, spec, settings, store),
+                      idempotency_key=idempotency_key, fingerprint=fingerprint)
+
+
+def queue_once(*, session: Session, project: str, settings: Settings, route: str,
+               prepare: Callable[[], Job], idempotency_key: str | None = None,
+               fingerprint: str = "") -> Job:
+    """Insert the job prepare() makes (checked, uncommitted), commit, then send it to its
+    queue; with an idempotency key, a retry of the same request on the route answers the first
+    job and sends nothing. Every kind of job is submitted through here."""
     claim = idempotency.Claim[Job](
-        session=session, project=project, route="jobs", key=idempotency_key,
+        session=session, project=project, route=route, key=idempotency_key,
         fingerprint=fingerprint,
         load=lambda job_id: get(session=session, project=project, job_id=job_id))
-    made = idempotency.once(claim, lambda: _prepare(session, project, spec, settings, store))
+    made = idempotency.once(claim, prepare)
     if made.created:  # committed: the row exists before any worker can see the message
         _enqueue(settings, made.resource)
     return made.resource

@@ -94,13 +94,15 @@ def training_data(*, session: Session, model: Model) -> JobData | None:
 
 
 def dependants(*, session: Session, project: str, model_id: str) -> list[str]:
-    """Models fine-tuned from this one, and active jobs that will load it as their backbone."""
+    """Models fine-tuned from this one, and active jobs that will load it (as their backbone,
+    or to score a dataset with it)."""
     models = session.scalars(select(Model.id).where(Model.project == project,
                                                     Model.backbone_model_id == model_id)).all()
     active = session.scalars(select(Job).where(Job.project == project,
                                                Job.status.in_(ACTIVE))).all()
     spec = MODEL_PREFIX + model_id
-    jobs = [j.id for j in active if (j.params or {}).get("backbone") == spec]
+    jobs = [j.id for j in active
+            if (j.params or {}).get("backbone") == spec or j.source_model_id == model_id]
     return sorted(models) + jobs
 
 

@@ -11,7 +11,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.config import QUOTAS
-from app.db.tables import ACTIVE, QUEUED, RUNNING, Dataset, Job, Model, ProjectQuota, utcnow
+from app.db.tables import (
+    ACTIVE,
+    MAKES_NO_MODEL,
+    QUEUED,
+    RUNNING,
+    Dataset,
+    Job,
+    Model,
+    ProjectQuota,
+    utcnow,
+)
 from app.errors import QuotaExceeded, field_error
 from app.services.keys import check_project
 
@@ -19,7 +29,7 @@ from app.services.keys import check_project
 MEANING = {
     "stored_bytes": "bytes of uploaded datasets",
     "datasets": "datasets",
-    "models": "models, counting one per queued or running job",
+    "models": "models, counting one per queued or running job that trains one",
     "running_jobs": "jobs training at once",
     "queued_jobs": "jobs waiting for a worker",
     "serving_requests": "predict, embed and generate calls in flight",
@@ -57,8 +67,11 @@ def usage(*, session: Session, project: str) -> dict[str, int]:
     states = dict(session.execute(select(Job.status, func.count()).where(
         Job.project == project, Job.status.in_(ACTIVE)).group_by(Job.status)).all())
     running, queued = int(states.get(RUNNING, 0)), int(states.get(QUEUED, 0))
+    making = session.scalar(select(func.count()).select_from(Job).where(
+        Job.project == project, Job.status.in_(ACTIVE),
+        Job.kind.not_in(MAKES_NO_MODEL))) or 0
     return {"stored_bytes": int(stored), "datasets": int(n_datasets),
-            "models": int(n_models) + running + queued, "running_jobs": running,
+            "models": int(n_models) + int(making), "running_jobs": running,
             "queued_jobs": queued}
 
 

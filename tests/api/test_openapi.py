@@ -9,7 +9,7 @@ from app import schemas
 
 # binary bodies: described, not exemplified
 NO_EXAMPLE_MEDIA = ("image/png", "application/x-npy", "application/vnd.apache.arrow.stream",
-                    "application/zip")
+                    "application/zip", "application/vnd.apache.parquet")
 
 
 def operations(doc: dict) -> list[tuple[str, str, dict]]:

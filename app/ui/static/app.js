@@ -413,9 +413,11 @@ async function jobView(id) {
     status.textContent = job.status;
     status.className = `status-${job.status}`;
     bar.replaceChildren(progressBar(job.progress));
-    chartBox.replaceChildren(job.family === "unsupervised" ? el("p", { class: "hint" }, "scikit-learn jobs are not trained in epochs") : lossChart(job.history));
+    chartBox.replaceChildren(job.kind === "batch" ? el("p", { class: "hint" }, `batch ${job.params.output} of ${job.dataset_id} with model ${job.source_model_id}`)
+      : job.family === "unsupervised" ? el("p", { class: "hint" }, "scikit-learn jobs are not trained in epochs") : lossChart(job.history));
     metricsBox.replaceChildren(Object.keys(job.metrics || {}).length ? metricsTable(job.metrics) : "");
     modelBox.replaceChildren(job.model_id ? el("a", { href: `#models/${job.model_id}`, id: "job-model" }, `model ${job.model_id} →`) : "");
+    if (job.kind === "batch" && job.status === "succeeded") modelBox.append(resultLink(job));
     if (job.error) modelBox.append(el("pre", {}, `${job.error.type}: ${job.error.message}`));
     cancel.hidden = TERMINAL.includes(job.status);
   };
@@ -500,6 +502,7 @@ async function modelView(id) {
       el("p", {}, model.capabilities.map((op) => [el("button", { id: `serve-${op}`, onclick: call(op) }, op), " "])), output),
     reproducibilitySection(model),
     registerSection(model),
+    await batchSection(model),
   ];
 }
 
@@ -584,6 +587,40 @@ function reproducibilitySection(model) {
     el("p", {}, el("button", { id: "reproduce", onclick: again }, "Reproduce"), " ",
       el("span", { class: "hint" }, "retrain from this record; the job's metrics say whether every file is identical (max_abs_diff: how far the weights are apart)")));
   return section;
+}
+
+// ------------------------------------------------------------------------ batch prediction
+
+// Score a whole dataset with the model (POST /v1/models/{id}/batch); the job page follows it.
+async function batchSection(model) {
+  const outputs = model.capabilities.filter((c) => c === "predict" || c === "embed");
+  if (!outputs.length) return el("section", {});
+  const page = await api("/v1/datasets?limit=500");
+  const dataset = el("select", { id: "batch-dataset" }, page.items.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind}, ${d.n_rows} rows) ${d.id}`)));
+  const output = el("select", { id: "batch-output" }, outputs.map((o) => el("option", { value: o }, o)));
+  const format = el("select", { id: "batch-format" }, ["parquet", "csv", "npy"].map((f) => el("option", { value: f }, f)));
+  const started = el("p", { id: "batch-job" });
+  const start = guard(async () => {
+    const job = await api(`/v1/models/${model.id}/batch`, { method: "POST", json: { dataset_id: dataset.value, output: output.value, format: format.value } });
+    started.replaceChildren("started ", el("a", { href: `#jobs/${job.id}`, id: "batch-job-link" }, `job ${job.id} →`));
+  });
+  return el("section", {}, el("h2", {}, "Batch score a dataset"),
+    el("p", {}, dataset, " ", output, " ", format, " ", el("button", { id: "batch-start", onclick: start }, "start batch job")),
+    el("p", { class: "hint" }, "Streams the whole dataset through the model as a job; its page links to the result file."), started);
+}
+
+// The result of a finished batch job, fetched with the API key and saved under its file name.
+function resultLink(job) {
+  const name = `${job.id}.${job.params.format}`;
+  const save = guard(async (event) => {
+    event.preventDefault();
+    const r = await fetch(`/v1/jobs/${job.id}/result`, { headers: headers() });
+    if (!r.ok) throw await problem(r);
+    const a = el("a", { href: URL.createObjectURL(await r.blob()), download: name });
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  });
+  return el("a", { href: `/v1/jobs/${job.id}/result`, id: "job-result", onclick: save }, ` download ${name} (${fmt(job.metrics.rows)} rows)`);
 }
 
 // The project's quotas: what it uses of each, as a bar against its limit.
