@@ -12,8 +12,9 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.db.tables import Job
+from app.services import webhooks
 
 
 def ended(*, session: Session, job: Job) -> None:
     """job has just reached a terminal status in session's transaction."""
-    del session, job  # no listener yet: webhooks and sweeps add theirs here
+    webhooks.job_ended(session=session, job=job)  # the job.*/batch.* deliveries (an outbox)
