@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app import __version__, logs, reaper
+from app import __version__, logs, reaper, webhook_sender
 from app.api import (
     algorithms,
     backbones,
+    comparisons,
     datasets,
     docs,
     errors,
@@ -24,6 +25,7 @@ from app.api import (
     projects,
     tus,
     ui,
+    webhooks,
 )
 from app.api.access import Access
 from app.api.bounds import BodyLimit, RateLimiter, ServingSlots
@@ -46,7 +48,8 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, evaluation, plots, projects,
+            comparisons, webhooks)
 
 
 @asynccontextmanager
@@ -55,9 +58,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if refusal := reaper.store_refusal(app.state.settings, app.state.store):
         raise StoreOwned(refusal)  # `pretrainer api` says this in one line before it gets here
     stop = reaper.start(app.state.settings, app.state.store)
+    stop_webhooks = webhook_sender.start(app.state.settings)
     settle_heap()
     yield
     stop.set()
+    stop_webhooks.set()
     app.state.serving.close()
 
 

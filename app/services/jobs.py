@@ -155,3 +155,27 @@ def durations(*, session: Session) -> list[tuple[str, str, float]]:
         Job.status.in_(TERMINAL), Job.started_at.is_not(None), Job.finished_at.is_not(None)))
     return [(status, queue, max(0.0, (end - start).total_seconds()))
             for status, queue, start, end in rows if start is not None and end is not None]
+
+
+# ------------------------------------------------------------------ jobs that belong to a group
+
+
+def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Settings,
+                  store: BlobStore, parent_id: str) -> Job:
+    """A checked, inserted (uncommitted) job of the group parent_id (a comparison, a sweep).
+
+    The same checks as submit; the caller checked the quotas for the whole group at once, so
+    that a group is refused whole, and sends the jobs (send) after its commit.
+    """
+    job = _insert(session=session, project=project, spec=spec,
+                  weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
+    job.parent_id = parent_id
+    for need in _needed_blobs(session=session, job=job):
+        store.require(need.key, what=need.what, field=need.field)
+    return job
+
+
+def send(*, settings: Settings, job: Job) -> None:
+    """Send a committed queued job to its queue (a broker that is down: the reaper sends it)."""
+    _enqueue(settings, job)
+
