@@ -12,7 +12,11 @@ from pretrainer_client.errors import JobFailed, PretrainerError
 from pretrainer_client.types import (
     Algorithm,
     Column,
+    Comparison,
+    ComparisonDelta,
+    ComparisonRow,
     Dataset,
+    Delivery,
     Event,
     Job,
     JobError,
@@ -21,7 +25,9 @@ from pretrainer_client.types import (
     Prediction,
     Project,
     Quota,
+    Webhook,
 )
 
 __all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
            "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota"]
+__all__ += ["Comparison", "ComparisonDelta", "ComparisonRow", "Delivery", "Webhook"]
