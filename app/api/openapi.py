@@ -148,20 +148,20 @@ CMP_ROWS = [
      "job_ids": [f"job_{i}a" for i in range(3)], "mean": 0.917, "std": 0.014, "n": 3},
     {"backbone": f"model:{MDL}", "pretrained": False, "values": [0.611, 0.653, 0.639],
      "job_ids": [f"job_{i}b" for i in range(3)], "mean": 0.6343, "std": 0.0214, "n": 3}]
-COMPARISON_OUT = {
+CMP_COUNTS = {"queued": 0, "running": 0, "succeeded": 6, "failed": 0, "cancelled": 0}
+COMPARISON_OUT: dict[str, Any] = {
     "id": CMP, "name": "digits: contrastive vs scratch", "dataset_id": DS,
     "backbones": [f"model:{MDL}"], "seeds": CMP_SEEDS,
     "params": {"validation_fraction": 0.2, "freeze": "none"}, "metric": "accuracy",
-    "status": "succeeded", "counts": {"queued": 0, "running": 0, "succeeded": 6, "failed": 0,
-                                      "cancelled": 0},
+    "status": "succeeded", "counts": CMP_COUNTS,
     "rows": CMP_ROWS,
     "deltas": [{"backbone": f"model:{MDL}", "delta": 0.2827, "ci_low": 0.2204,
                 "ci_high": 0.3449, "n_pairs": 3, "differences": [0.306, 0.25, 0.292],
                 "note": None}],
     "job_ids": [f"job_{i}{k}" for k in "ab" for i in range(3)], "created_at": CREATED}
-QUEUED_COMPARISON = {
+QUEUED_COMPARISON: dict[str, Any] = {
     **COMPARISON_OUT, "status": "queued",
-    "counts": {**COMPARISON_OUT["counts"], "queued": 6, "succeeded": 0},
+    "counts": {**CMP_COUNTS, "queued": 6, "succeeded": 0},
     "rows": [{**r, "values": [None] * 3, "mean": None, "std": None, "n": 0} for r in CMP_ROWS],
     "deltas": [{"backbone": f"model:{MDL}", "delta": None, "ci_low": None, "ci_high": None,
                 "n_pairs": 0, "differences": [],
@@ -184,7 +184,7 @@ EXAMPLES.update({
     "GET /v1/comparisons/{comparison_id}": {"responses": {"200": COMPARISON_OUT}},
     "POST /v1/comparisons/{comparison_id}/cancel": {"responses": {"202": {
         **QUEUED_COMPARISON, "status": "cancelled",
-        "counts": {**QUEUED_COMPARISON["counts"], "queued": 0, "cancelled": 6}}}},
+        "counts": {**CMP_COUNTS, "succeeded": 0, "cancelled": 6}}}},
     "POST /v1/webhooks": {"request": {"application/json": {
         "url": "https://example.com/pretrainer", "events": ["job.*"]}},
         "responses": {"201": {**WEBHOOK_OUT, "secret": "9f2c" * 16}}},
