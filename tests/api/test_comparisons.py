@@ -216,3 +216,25 @@ def test_text_minilm_vs_scratch_over_three_seeds(client, settings):
     check_stats(client, got)
     delta = got["deltas"][0]
     assert np.isfinite([delta["delta"], delta["ci_low"], delta["ci_high"]]).all()
+
+
+def test_the_last_job_of_a_comparison_emits_one_comparison_event(tmp_path):
+    from tests.api.test_webhooks import make_api
+
+    client, s = make_api(tmp_path)
+    with client:
+        hook = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/",
+                                                 "events": ["comparison.*"]}).json()
+        ds = upload(client, labelled_csv())["body"]["id"]
+        src = autoencoder(client, s, ds)
+        made = client.post("/v1/comparisons", json={
+            "dataset_id": ds, "backbones": [f"model:{src}"], "seeds": 1, "target": "label",
+            "params": {"epochs": 1}}).json()
+        url = f"/v1/webhooks/{hook['id']}/deliveries"
+        run_job(made["job_ids"][0], settings=s, worker="test")
+        assert client.get(url).json()["total"] == 0  # one job is still queued
+        run_job(made["job_ids"][1], settings=s, worker="test")
+        items = client.get(url).json()["items"]
+        assert [d["event"] for d in items] == ["comparison.succeeded"]
+        assert items[0]["body"]["data"]["comparison"] == {"id": made["id"],
+                                                          "status": "succeeded"}
