@@ -292,3 +292,21 @@ def test_signature_is_hmac_sha256_over_timestamp_dot_body():
     body = b'{"a":1}'
     expected = hmac.new(b"k" * 16, b"1700000000." + body, hashlib.sha256).hexdigest()
     assert webhooks.signature("k" * 16, 1700000000, body) == f"t=1700000000,v1={expected}"
+
+
+def test_a_due_delivery_is_claimed_by_one_sender_only(api):
+    """Two API processes polling at the same instant: the claim moves the delivery's
+    next_attempt_at on, so the second finds nothing due."""
+    from app.db.tables import utcnow
+
+    client, s = api
+    client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/", "events": ["*"]})
+    with session_scope(s.resolved_database_url) as session:
+        webhooks.emit(session=session, project="default", event="sweep.failed", data={})
+    now = utcnow()
+    with session_scope(s.resolved_database_url) as first:
+        mine = webhooks.claim_due(session=first, now=now, limit=10, hold_seconds=60)
+    with session_scope(s.resolved_database_url) as second:  # polled at the same instant
+        theirs = webhooks.claim_due(session=second, now=now, limit=10, hold_seconds=60)
+    assert len(mine) == 1 and mine[0].event == "sweep.failed" and mine[0].attempt == 1
+    assert theirs == []
