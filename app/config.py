@@ -162,6 +162,20 @@ class Settings(BaseSettings):
     # when it runs from a checkout (an image built without .git sets it at build time).
     git_commit: str | None = None
 
+    # Webhooks. A URL whose host resolves to a loopback, link-local, private, unspecified or
+    # multicast address is refused (at registration and again at each delivery, against DNS
+    # rebinding) unless this is true: the API must not become a way into its own network.
+    webhook_allow_private: bool = False
+    # How often each API process sends the deliveries that are due (0: never, in this process).
+    webhook_poll_seconds: float = Field(2.0, ge=0)
+    # One POST waits at most this long: a slow receiver costs a sender thread this, no more.
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # A delivery is tried this many times; the wait before try n+1 is backoff * 2**(n-1).
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(10.0, ge=0)
+    # Deliveries sent at once by one API process.
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+
     @property
     def max_active_jobs(self) -> int:
         """The former name of quota_queued_jobs."""

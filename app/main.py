@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app import __version__, logs, reaper
+from app import __version__, logs, reaper, webhook_sender
 from app.api import (
     algorithms,
     backbones,
     batch,
+    comparisons,
     datasets,
     docs,
     errors,
@@ -28,6 +29,7 @@ from app.api import (
     sweeps,
     tus,
     ui,
+    webhooks,
 )
 from app.api.access import Access
 from app.api.bounds import BodyLimit, RateLimiter, ServingSlots
@@ -51,7 +53,7 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
 V1_ORDER = (datasets, algorithms, backbones, jobs, models, batch, exports, evaluation, plots,
-            registry, sweeps, projects)
+            registry, sweeps, comparisons, webhooks, projects)
 
 
 @asynccontextmanager
@@ -60,9 +62,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if refusal := reaper.store_refusal(app.state.settings, app.state.store):
         raise StoreOwned(refusal)  # `pretrainer api` says this in one line before it gets here
     stop = reaper.start(app.state.settings, app.state.store)
+    stop_webhooks = webhook_sender.start(app.state.settings)
     settle_heap()
     yield
     stop.set()
+    stop_webhooks.set()
     app.state.serving.close()
 
 

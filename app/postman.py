@@ -209,6 +209,14 @@ STEPS: dict[str, Step] = {
     "DELETE /v1/models/{model_id}": Step("delete", 204, rank=-1),
     "DELETE /v1/datasets/{dataset_id}": Step("delete", 204),
 }
+# Webhooks: one registered for an event the walk-through never causes (so nothing is sent but
+# the test delivery), read, tested, and deleted at the end. A server that cannot resolve the
+# URL refuses it (422), and the steps after it answer 404: neither is a server error.
+STEPS.update({
+    "POST /v1/webhooks": Step("service", 0, after=(
+        "if (pm.response.code === 201) pm.collectionVariables.set('webhook_id', body.id);",),
+        body={"url": "https://example.com/pretrainer-postman", "events": ["comparison.failed"]}),
+})
 
 
 def _default_step(method: str, path: str) -> Step:

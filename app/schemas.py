@@ -551,3 +551,119 @@ class BatchCreate(BaseModel):
         "parquet", description="The result file's format (npy: one 2-D array of the same "
                                "columns, a label that is not a number as its class index)")
     name: str | None = Field(None, max_length=255)
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+class ComparisonCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef",
+         "backbones": ["model:mdl_0123456789abcdef0123456789abcdef"], "seeds": 3,
+         "params": {"epochs": 30, "freeze": "none"}}]})
+
+    dataset_id: str = Field(max_length=64, description="a labelled dataset (class folders, "
+                            "or a target column)")
+    backbones: list[str] = Field(
+        min_length=1, max_length=8, description="transfer backbones to compare, each "
+        "pretrained and from scratch: model:<id>, a torchvision architecture, or minilm")
+    seeds: int | list[int] = Field(
+        3, description="a count n (seeds 0..n-1) or a list of seeds; each (backbone, "
+        "pretrained) is trained once per seed, and pretrained and scratch share each seed's "
+        "held-out split")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="transfer params every job shares (not backbone, "
+        "pretrained or seed); validation_fraction defaults to 0.2: the metric is held out")
+    features: list[str] | None = None
+    target: str | None = Field(None, max_length=255)
+    metric: str | None = Field(None, max_length=50, description="the held-out metric "
+                               "compared; default accuracy (r2 for a regression head)")
+    name: str | None = Field(None, max_length=255)
+
+
+class ComparisonRowOut(BaseModel):
+    backbone: str
+    pretrained: bool
+    values: list[float | None] = Field(description="the metric per seed, in the order of "
+                                       "seeds; null where that job has not succeeded")
+    job_ids: list[str | None]
+    mean: float | None
+    std: float | None = Field(description="sample standard deviation (ddof=1); null below "
+                              "two values")
+    n: int
+
+
+class ComparisonDeltaOut(BaseModel):
+    backbone: str
+    delta: float | None = Field(description="mean of (pretrained - scratch), paired by seed")
+    ci_low: float | None = Field(description="95% Student-t interval of the paired mean")
+    ci_high: float | None
+    n_pairs: int
+    differences: list[float]
+    note: str | None = Field(None, description="why there is no delta or no interval")
+
+
+class ComparisonOut(BaseModel):
+    id: str
+    name: str | None
+    dataset_id: str
+    backbones: list[str]
+    seeds: list[int]
+    params: dict[str, Any]
+    metric: str
+    status: str = Field(description="queued, running, succeeded (every job ended and at least "
+                        "one seed paired), failed or cancelled")
+    counts: dict[str, int] = Field(description="child jobs by status")
+    rows: list[ComparisonRowOut]
+    deltas: list[ComparisonDeltaOut]
+    job_ids: list[str]
+    created_at: datetime
+
+
+class ComparisonList(Page):
+    items: list[ComparisonOut]
+
+
+# ------------------------------------------------------------------ webhooks
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://example.com/pretrainer", "events": ["job.*", "comparison.succeeded"]}]})
+
+    url: str = Field(max_length=2048, description="http(s) URL of a public host")
+    events: list[str] = Field(description="job.succeeded|failed|cancelled, batch.*, sweep.*, "
+                              "comparison.*; a group's wildcard (job.*) or * for all")
+    secret: str | None = Field(None, min_length=16, max_length=255, description="signing "
+                               "secret; default: one is made and shown once, in this answer")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: datetime
+    secret: str | None = Field(None, description="only in the answer that created it")
+
+
+class WebhookList(Page):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    webhook_id: str
+    event: str
+    status: str = Field(description="pending, delivered or failed")
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="when a pending one is tried next")
+    created_at: datetime
+    delivered_at: datetime | None
+    body: dict[str, Any]
+
+
+class DeliveryList(Page):
+    items: list[DeliveryOut]

@@ -14,7 +14,11 @@ from pretrainer_client.types import (
     Alias,
     AliasMove,
     Column,
+    Comparison,
+    ComparisonDelta,
+    ComparisonRow,
     Dataset,
+    Delivery,
     Event,
     Job,
     JobError,
@@ -27,8 +31,10 @@ from pretrainer_client.types import (
     RegisteredModel,
     Sweep,
     Trial,
+    Webhook,
 )
 
 __all__ = ["Algorithm", "Alias", "AliasMove", "AsyncClient", "Client", "Column", "Dataset",
            "Event", "Job", "JobError", "JobFailed", "Model", "ModelVersion", "Page", "Prediction",
            "PretrainerError", "Project", "Quota", "RegisteredModel", "Sweep", "Trial"]
+__all__ += ["Comparison", "ComparisonDelta", "ComparisonRow", "Delivery", "Webhook"]

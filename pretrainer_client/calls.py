@@ -16,7 +16,9 @@ from pretrainer_client.errors import PretrainerError
 from pretrainer_client.types import (
     Algorithm,
     Alias,
+    Comparison,
     Dataset,
+    Delivery,
     Job,
     Model,
     ModelVersion,
@@ -25,6 +27,7 @@ from pretrainer_client.types import (
     Project,
     RegisteredModel,
     Sweep,
+    Webhook,
     as_array,
 )
 
@@ -347,3 +350,58 @@ def format_of(path: str | Path) -> str:
     """The result format a file name asks for by its suffix (parquet when it names none)."""
     suffix = Path(path).suffix.lower().lstrip(".")
     return {"pq": "parquet"}.get(suffix, suffix) if suffix in (*BATCH_FORMATS, "pq") else "parquet"
+
+
+# ------------------------------------------------------------------ comparisons and webhooks
+
+
+def compare(dataset: Any, backbones: list[str], seeds: int | list[int],
+            params: dict[str, Any] | None, *, features: list[str] | None, target: str | None,
+            metric: str | None, name: str | None) -> Call[Comparison]:
+    body: dict[str, Any] = {"dataset_id": ident(dataset), "backbones": list(backbones),
+                            "seeds": seeds, "params": params or {}}
+    body.update({k: v for k, v in (("features", features), ("target", target),
+                                   ("metric", metric), ("name", name)) if v is not None})
+    return Call("POST", "/v1/comparisons", _one(Comparison), {"json": body})
+
+
+def comparison(comparison_id: str) -> Call[Comparison]:
+    return Call("GET", f"/v1/comparisons/{comparison_id}", _one(Comparison))
+
+
+def comparisons(limit: int, offset: int) -> Call[Page[Comparison]]:
+    return Call("GET", "/v1/comparisons", _page(Comparison),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def cancel_comparison(comparison_id: str) -> Call[Comparison]:
+    return Call("POST", f"/v1/comparisons/{comparison_id}/cancel", _one(Comparison))
+
+
+def add_webhook(url: str, events: list[str], secret: str | None) -> Call[Webhook]:
+    body: dict[str, Any] = {"url": url, "events": list(events)}
+    if secret is not None:
+        body["secret"] = secret
+    return Call("POST", "/v1/webhooks", _one(Webhook), {"json": body})
+
+
+def webhooks(limit: int, offset: int) -> Call[Page[Webhook]]:
+    return Call("GET", "/v1/webhooks", _page(Webhook),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def webhook(webhook_id: str) -> Call[Webhook]:
+    return Call("GET", f"/v1/webhooks/{webhook_id}", _one(Webhook))
+
+
+def delete_webhook(webhook_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/webhooks/{webhook_id}", _none)
+
+
+def deliveries(webhook_id: str, limit: int, offset: int) -> Call[Page[Delivery]]:
+    return Call("GET", f"/v1/webhooks/{webhook_id}/deliveries", _page(Delivery),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def test_webhook(webhook_id: str) -> Call[Delivery]:
+    return Call("POST", f"/v1/webhooks/{webhook_id}/test", _one(Delivery))

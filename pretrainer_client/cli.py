@@ -185,6 +185,7 @@ def _register_batch(sub: Any, jobs: Any, common: argparse.ArgumentParser) -> Non
                    common)
     result.add_argument("id")
     result.add_argument("-o", dest="out", type=Path, required=True, metavar="FILE")
+    register_compare(sub, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -753,3 +754,143 @@ def _jobs_result(client: Client, args: argparse.Namespace) -> None:
     client.download_result(args.id, args.out)
     _output({"saved": str(args.out), "bytes": args.out.stat().st_size}, args.json,
             lambda d: print(f"saved {d['saved']} ({d['bytes']} bytes)"))
+
+
+# ------------------------------------------------------------ comparisons and webhooks
+
+
+def register_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`compare`, `comparisons …` and `webhooks …`."""
+    cmp = _leaf(sub, "compare", "does pretraining pay? train transfer from each backbone, "
+                "pretrained and from scratch, over several seeds (and --follow it)",
+                _compare, common)
+    cmp.add_argument("dataset", help="id of a labelled dataset")
+    cmp.add_argument("--backbone", action="append", required=True, dest="backbones",
+                     help="model:<id>, a torchvision architecture or minilm; repeat to compare "
+                          "several")
+    cmp.add_argument("--seeds", type=seeds_arg, default=3,
+                     help="a count n (seeds 0..n-1, default 3) or a comma-separated list")
+    cmp.add_argument("--param", action="append", default=[], metavar="K=V",
+                     help="a transfer param every job shares (read as JSON when it parses)")
+    cmp.add_argument("--features", default=None, help="comma-separated column names")
+    cmp.add_argument("--target", default=None)
+    cmp.add_argument("--metric", default=None, help="held-out metric (default accuracy)")
+    cmp.add_argument("--name", default=None)
+    cmp.add_argument("--follow", action="store_true", help="wait for every job, then show "
+                     "the results")
+    comparisons = sub.add_parser("comparisons", help="list, show, cancel comparisons"
+                                 ).add_subparsers(dest="action", required=True)
+    _leaf(comparisons, "list", "list comparisons", _comparisons_list, common)
+    _leaf(comparisons, "show", "a comparison's rows and deltas", _comparisons_show,
+          common).add_argument("id")
+    _leaf(comparisons, "cancel", "cancel a comparison's jobs", _comparisons_cancel,
+          common).add_argument("id")
+    hooks = sub.add_parser("webhooks", help="register URLs for job, batch, sweep and "
+                           "comparison events").add_subparsers(dest="action", required=True)
+    add = _leaf(hooks, "add", "register URL for events (the secret is shown once)",
+                _webhooks_add, common)
+    add.add_argument("url")
+    add.add_argument("--event", action="append", required=True, dest="events",
+                     help="job.succeeded, job.*, batch.failed, comparison.*, *; repeat")
+    add.add_argument("--secret", default=None, help="signing secret (default: one is made)")
+    _leaf(hooks, "list", "list webhooks", _webhooks_list, common)
+    _leaf(hooks, "show", "show one webhook", _webhooks_show, common).add_argument("id")
+    _leaf(hooks, "delete", "delete a webhook", _webhooks_delete, common).add_argument("id")
+    _leaf(hooks, "deliveries", "a webhook's deliveries: status, attempts, last response",
+          _webhooks_deliveries, common).add_argument("id")
+    _leaf(hooks, "test", "send a webhook.test delivery", _webhooks_test,
+          common).add_argument("id")
+
+
+def seeds_arg(text: str) -> int | list[int]:
+    """--seeds: a count ("3") or a list ("0,1,7")."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("a count or comma-separated seeds") from exc
+    return numbers[0] if len(numbers) == 1 and "," not in text else numbers
+
+
+def _compare(client: Client, args: argparse.Namespace) -> None:
+    params = dict(parse_param(p) for p in args.param)
+    features = args.features.split(",") if args.features else None
+    found = client.compare(args.dataset, args.backbones, seeds=args.seeds, params=params,
+                           features=features, target=args.target, metric=args.metric,
+                           name=args.name)
+    if args.follow:
+        def progress(c: Any) -> None:
+            if not args.json:
+                done = sum(v for k, v in c.counts.items() if k not in ("queued", "running"))
+                print(f"{c.id}: {c.status}, {done}/{len(c.job_ids)} jobs ended", file=sys.stderr)
+        found = client.wait_comparison(found, on_update=progress)
+    _output(found.raw, args.json, _comparison_view)
+
+
+def _comparison_view(c: dict[str, Any]) -> None:
+    _fields(f"comparison {c['id']}", {k: c.get(k) for k in (
+        "status", "dataset_id", "metric", "seeds", "counts", "created_at")})
+    _table(f"{c['metric']} per seed", ["backbone", "pretrained", "values", "mean", "std"],
+           [[r["backbone"], r["pretrained"], r["values"], r["mean"], r["std"]]
+            for r in c["rows"]])
+    _table("pretrained - scratch (paired by seed, 95% CI)",
+           ["backbone", "delta", "ci_low", "ci_high", "pairs", "note"],
+           [[d["backbone"], d["delta"], d["ci_low"], d["ci_high"], d["n_pairs"], d["note"]]
+            for d in c["deltas"]])
+
+
+def _comparisons_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.comparisons(limit=500)
+    _output([c.raw for c in page.items], args.json, lambda items: _table(
+        f"comparisons ({page.total})", ["id", "name", "status", "backbones", "seeds", "created"],
+        [[c["id"], c["name"], c["status"], c["backbones"], c["seeds"], c["created_at"]]
+         for c in items]))
+
+
+def _comparisons_show(client: Client, args: argparse.Namespace) -> None:
+    _output(client.comparison(args.id).raw, args.json, _comparison_view)
+
+
+def _comparisons_cancel(client: Client, args: argparse.Namespace) -> None:
+    _output(client.cancel_comparison(args.id).raw, args.json, _comparison_view)
+
+
+def _webhook_view(w: dict[str, Any]) -> None:
+    _fields(f"webhook {w['id']}", {k: v for k, v in w.items() if v is not None})
+    if w.get("secret"):
+        print("keep the secret: it is not shown again", file=sys.stderr)
+
+
+def _webhooks_add(client: Client, args: argparse.Namespace) -> None:
+    _output(client.add_webhook(args.url, args.events, secret=args.secret).raw, args.json,
+            _webhook_view)
+
+
+def _webhooks_list(client: Client, args: argparse.Namespace) -> None:
+    page = client.webhooks(limit=500)
+    _output([w.raw for w in page.items], args.json, lambda items: _table(
+        f"webhooks ({page.total})", ["id", "url", "events", "active", "created"],
+        [[w["id"], w["url"], w["events"], w["active"], w["created_at"]] for w in items]))
+
+
+def _webhooks_show(client: Client, args: argparse.Namespace) -> None:
+    _output(client.webhook(args.id).raw, args.json, _webhook_view)
+
+
+def _webhooks_delete(client: Client, args: argparse.Namespace) -> None:
+    client.delete_webhook(args.id)
+    _output({"deleted": args.id}, args.json, lambda d: print(f"deleted {args.id}"))
+
+
+def _webhooks_deliveries(client: Client, args: argparse.Namespace) -> None:
+    page = client.deliveries(args.id, limit=500)
+    _output([d.raw for d in page.items], args.json, lambda items: _table(
+        f"deliveries ({page.total})", ["id", "event", "status", "attempts", "last code",
+                                       "last error", "created"],
+        [[d["id"], d["event"], d["status"], d["attempts"], d["last_status_code"],
+          d["last_error"], d["created_at"]] for d in items]))
+
+
+def _webhooks_test(client: Client, args: argparse.Namespace) -> None:
+    delivery = client.test_webhook(args.id)
+    _output(delivery.raw, args.json, lambda d: print(f"queued {d['event']} delivery {d['id']}"))

@@ -21,7 +21,9 @@ from pretrainer_client.sse import EventParser
 from pretrainer_client.types import (
     Algorithm,
     Alias,
+    Comparison,
     Dataset,
+    Delivery,
     Event,
     Job,
     Model,
@@ -31,6 +33,7 @@ from pretrainer_client.types import (
     Project,
     RegisteredModel,
     Sweep,
+    Webhook,
 )
 
 T = TypeVar("T")
@@ -426,6 +429,67 @@ class Client:
             _save(r.iter_bytes(), path)
         return path
 
+    # -------------------------------------------------------- comparisons and webhooks
+
+    def compare(self, dataset: str | Dataset, backbones: list[str], *,
+                seeds: int | list[int] = 3, params: dict[str, Any] | None = None,
+                features: list[str] | None = None, target: str | None = None,
+                metric: str | None = None, name: str | None = None) -> Comparison:
+        """Does pretraining pay? Start transfer jobs from each backbone, pretrained and from
+        scratch, once per seed (a count n: seeds 0..n-1, or a list of seeds)."""
+        return self._do(calls.compare(dataset, backbones, seeds, params, features=features,
+                                      target=target, metric=metric, name=name))
+
+    def comparison(self, comparison_id: str) -> Comparison:
+        """A comparison with its rows (metric per seed, mean, std) and deltas (95% CI)."""
+        return self._do(calls.comparison(comparison_id))
+
+    def comparisons(self, *, limit: int = 50, offset: int = 0) -> Page[Comparison]:
+        return self._do(calls.comparisons(limit, offset))
+
+    def cancel_comparison(self, comparison: str | Comparison) -> Comparison:
+        """Cancel every job of the comparison that has not ended."""
+        return self._do(calls.cancel_comparison(ident(comparison)))
+
+    def wait_comparison(self, comparison: str | Comparison, *, interval: float = 2.0,
+                        timeout: float | None = None,
+                        on_update: Callable[[Comparison], None] | None = None) -> Comparison:
+        """Poll a comparison until every job of it has ended; the final comparison."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.comparison(ident(comparison))
+            if on_update is not None:
+                on_update(found)
+            if found.done:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"comparison {found.id} is still {found.status}")
+            time.sleep(interval)
+
+    def add_webhook(self, url: str, events: list[str], *,
+                    secret: str | None = None) -> Webhook:
+        """Register url for events (job.*, batch.failed, ...); the answer's secret (shown
+        once) signs each delivery."""
+        return self._do(calls.add_webhook(url, events, secret))
+
+    def webhooks(self, *, limit: int = 50, offset: int = 0) -> Page[Webhook]:
+        return self._do(calls.webhooks(limit, offset))
+
+    def webhook(self, webhook_id: str) -> Webhook:
+        return self._do(calls.webhook(webhook_id))
+
+    def delete_webhook(self, webhook: str | Webhook) -> None:
+        self._do(calls.delete_webhook(ident(webhook)))
+
+    def deliveries(self, webhook: str | Webhook, *, limit: int = 50,
+                   offset: int = 0) -> Page[Delivery]:
+        """A webhook's deliveries, newest first: status, attempts, last response code."""
+        return self._do(calls.deliveries(ident(webhook), limit, offset))
+
+    def test_webhook(self, webhook: str | Webhook) -> Delivery:
+        """Queue a webhook.test delivery to the webhook."""
+        return self._do(calls.test_webhook(ident(webhook)))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -685,6 +749,57 @@ class AsyncClient:
         finally:
             partial.unlink(missing_ok=True)
         return path
+
+
+    # -------------------------------------------------------- comparisons and webhooks
+
+    async def compare(self, dataset: str | Dataset, backbones: list[str], *,
+                      seeds: int | list[int] = 3, params: dict[str, Any] | None = None,
+                      features: list[str] | None = None, target: str | None = None,
+                      metric: str | None = None, name: str | None = None) -> Comparison:
+        return await self._do(calls.compare(dataset, backbones, seeds, params,
+                                            features=features, target=target, metric=metric,
+                                            name=name))
+
+    async def comparison(self, comparison_id: str) -> Comparison:
+        return await self._do(calls.comparison(comparison_id))
+
+    async def comparisons(self, *, limit: int = 50, offset: int = 0) -> Page[Comparison]:
+        return await self._do(calls.comparisons(limit, offset))
+
+    async def cancel_comparison(self, comparison: str | Comparison) -> Comparison:
+        return await self._do(calls.cancel_comparison(ident(comparison)))
+
+    async def wait_comparison(self, comparison: str | Comparison, *, interval: float = 2.0,
+                              timeout: float | None = None) -> Comparison:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = await self.comparison(ident(comparison))
+            if found.done:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"comparison {found.id} is still {found.status}")
+            await asyncio.sleep(interval)
+
+    async def add_webhook(self, url: str, events: list[str], *,
+                          secret: str | None = None) -> Webhook:
+        return await self._do(calls.add_webhook(url, events, secret))
+
+    async def webhooks(self, *, limit: int = 50, offset: int = 0) -> Page[Webhook]:
+        return await self._do(calls.webhooks(limit, offset))
+
+    async def webhook(self, webhook_id: str) -> Webhook:
+        return await self._do(calls.webhook(webhook_id))
+
+    async def delete_webhook(self, webhook: str | Webhook) -> None:
+        await self._do(calls.delete_webhook(ident(webhook)))
+
+    async def deliveries(self, webhook: str | Webhook, *, limit: int = 50,
+                         offset: int = 0) -> Page[Delivery]:
+        return await self._do(calls.deliveries(ident(webhook), limit, offset))
+
+    async def test_webhook(self, webhook: str | Webhook) -> Delivery:
+        return await self._do(calls.test_webhook(ident(webhook)))
 
 
 def _save(chunks: Iterator[bytes], path: Path) -> None:

@@ -331,3 +331,101 @@ class RegisteredModel:
                            datetime.fromisoformat(m["at"])) for m in data.get("history", [])]
         return _parse(cls, data, versions=[ModelVersion.from_json(v) for v in data["versions"]],
                       history=moves)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """The held-out metric of one (backbone, pretrained) per seed (None: no result yet)."""
+
+    backbone: str
+    pretrained: bool
+    values: list[float | None]
+    mean: float | None
+    std: float | None
+    n: int = 0
+    job_ids: list[str | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ComparisonDelta:
+    """Pretrained minus scratch for one backbone, paired by seed, with its 95% interval."""
+
+    backbone: str
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_pairs: int = 0
+    differences: list[float] = field(default_factory=list)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Does pretraining pay? A comparison and its results so far."""
+
+    id: str
+    dataset_id: str
+    backbones: list[str]
+    seeds: list[int]
+    metric: str
+    status: str
+    rows: list[ComparisonRow]
+    deltas: list[ComparisonDelta]
+    created_at: datetime
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    job_ids: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Comparison:
+        rows = [ComparisonRow(**{k: r[k] for k in r if k in ComparisonRow.__dataclass_fields__})
+                for r in data.get("rows", [])]
+        deltas = [ComparisonDelta(**{k: d[k] for k in d
+                                     if k in ComparisonDelta.__dataclass_fields__})
+                  for d in data.get("deltas", [])]
+        return _parse(cls, data, rows=rows, deltas=deltas)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A registered URL and the events it gets; secret only in the answer that created it."""
+
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: datetime
+    secret: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Webhook:
+        return _parse(cls, data)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event sent (or to send) to a webhook, and how its tries went."""
+
+    id: str
+    webhook_id: str
+    event: str
+    status: str
+    attempts: int
+    created_at: datetime
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Delivery:
+        return _parse(cls, data)

@@ -56,7 +56,7 @@ def test_the_collection_is_a_walk_through_that_asserts_every_response(client):
     order = [(folder["name"], item) for folder in collection["item"] for item in folder["item"]]
     # the tus upload's termination, the model, then the dataset it was trained on
     assert [item["name"] for name, item in order if name == "delete"] == [
-        "Terminate", "Delete Model", "Delete Dataset"]
+        "Terminate", "Delete Model", "Delete Dataset", "Delete Webhook"]
     assert all(name == "delete" for name, _ in order[-2:])  # nothing is deleted before it is read
     names = [item["request"]["method"] + " " + "/".join(item["request"]["url"]["path"])
              for _, item in order]

@@ -241,6 +241,68 @@ EXAMPLES.update({
 # Binary answers are described by their schema, never given a (JSON or text) example.
 NO_EXAMPLE = (*BINARY, "application/vnd.apache.parquet")
 
+# Comparisons and webhooks.
+CMP = "cmp_2b4d6f8a0c1e4a3b5d7f9b1d3f5a7c9e"
+WH, DLV = "wh_4c6e8a0b2d4f4e6a8c0e2a4c6e8a0b2d", "dlv_6e8a0c2e4a6c4e8a0c2e4a6c8e0a2c4e"
+CMP_SEEDS = [0, 1, 2]
+CMP_ROWS = [
+    {"backbone": f"model:{MDL}", "pretrained": True, "values": [0.917, 0.903, 0.931],
+     "job_ids": [f"job_{i}a" for i in range(3)], "mean": 0.917, "std": 0.014, "n": 3},
+    {"backbone": f"model:{MDL}", "pretrained": False, "values": [0.611, 0.653, 0.639],
+     "job_ids": [f"job_{i}b" for i in range(3)], "mean": 0.6343, "std": 0.0214, "n": 3}]
+CMP_COUNTS = {"queued": 0, "running": 0, "succeeded": 6, "failed": 0, "cancelled": 0}
+COMPARISON_OUT: dict[str, Any] = {
+    "id": CMP, "name": "digits: contrastive vs scratch", "dataset_id": DS,
+    "backbones": [f"model:{MDL}"], "seeds": CMP_SEEDS,
+    "params": {"validation_fraction": 0.2, "freeze": "none"}, "metric": "accuracy",
+    "status": "succeeded", "counts": CMP_COUNTS,
+    "rows": CMP_ROWS,
+    "deltas": [{"backbone": f"model:{MDL}", "delta": 0.2827, "ci_low": 0.2204,
+                "ci_high": 0.3449, "n_pairs": 3, "differences": [0.306, 0.25, 0.292],
+                "note": None}],
+    "job_ids": [f"job_{i}{k}" for k in "ab" for i in range(3)], "created_at": CREATED}
+QUEUED_COMPARISON: dict[str, Any] = {
+    **COMPARISON_OUT, "status": "queued",
+    "counts": {**CMP_COUNTS, "queued": 6, "succeeded": 0},
+    "rows": [{**r, "values": [None] * 3, "mean": None, "std": None, "n": 0} for r in CMP_ROWS],
+    "deltas": [{"backbone": f"model:{MDL}", "delta": None, "ci_low": None, "ci_high": None,
+                "n_pairs": 0, "differences": [],
+                "note": "no seed where both the pretrained and the scratch job succeeded"}]}
+WEBHOOK_OUT = {"id": WH, "url": "https://example.com/pretrainer", "events": ["job.*"],
+               "active": True, "created_at": CREATED, "secret": None}
+DELIVERY_OUT = {"id": DLV, "webhook_id": WH, "event": "job.succeeded", "status": "delivered",
+                "attempts": 2, "last_status_code": 200, "last_error": None,
+                "next_attempt_at": None, "created_at": FINISHED, "delivered_at": FINISHED,
+                "body": {"id": DLV, "event": "job.succeeded", "created_at": FINISHED,
+                         "data": {"job": {"id": JOB, "kind": "train", "status": "succeeded",
+                                          "model_id": MDL, "metrics": {"inertia": 566.86}}}}}
+EXAMPLES.update({
+    "POST /v1/comparisons": {"request": {"application/json": {
+        "dataset_id": DS, "backbones": [f"model:{MDL}"], "seeds": 3,
+        "params": {"freeze": "none"}, "name": "digits: contrastive vs scratch"}},
+        "responses": {"202": QUEUED_COMPARISON}},
+    "GET /v1/comparisons": {"responses": {"200": {"items": [COMPARISON_OUT], "total": 1,
+                                                  "next": None}}},
+    "GET /v1/comparisons/{comparison_id}": {"responses": {"200": COMPARISON_OUT}},
+    "POST /v1/comparisons/{comparison_id}/cancel": {"responses": {"202": {
+        **QUEUED_COMPARISON, "status": "cancelled",
+        "counts": {**CMP_COUNTS, "succeeded": 0, "cancelled": 6}}}},
+    "POST /v1/webhooks": {"request": {"application/json": {
+        "url": "https://example.com/pretrainer", "events": ["job.*"]}},
+        "responses": {"201": {**WEBHOOK_OUT, "secret": "9f2c" * 16}}},
+    "GET /v1/webhooks": {"responses": {"200": {"items": [WEBHOOK_OUT], "total": 1,
+                                               "next": None}}},
+    "GET /v1/webhooks/{webhook_id}": {"responses": {"200": WEBHOOK_OUT}},
+    "DELETE /v1/webhooks/{webhook_id}": {},
+    "GET /v1/webhooks/{webhook_id}/deliveries": {"responses": {"200": {
+        "items": [DELIVERY_OUT], "total": 1, "next": None}}},
+    "POST /v1/webhooks/{webhook_id}/test": {"responses": {"202": {
+        **DELIVERY_OUT, "event": "webhook.test", "status": "pending", "attempts": 0,
+        "last_status_code": None, "next_attempt_at": FINISHED, "delivered_at": None,
+        "body": {"id": DLV, "event": "webhook.test", "created_at": FINISHED,
+                 "data": {"webhook_id": WH, "url": "https://example.com/pretrainer"}}}}},
+})
+
 PROBLEM_SCHEMA = {
     "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",

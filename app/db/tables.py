@@ -329,3 +329,59 @@ class AliasMove(Base):
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     by: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Comparison(Base):
+    """"Does pretraining pay?": transfer jobs from each backbone, pretrained and from scratch,
+    over several seeds. Its status and results are derived from its child jobs (parent_id)."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    backbones: Mapped[list[Any]] = mapped_column(JSONType)
+    seeds: Mapped[list[Any]] = mapped_column(JSONType)
+    # The params every child shares (backbone, pretrained and seed are set per child).
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    features: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The held-out metric compared: a key of the children's metrics (accuracy, r2, ...).
+    metric: Mapped[str] = mapped_column(String(50))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    """A URL of a project that is sent the events it asked for, signed with its secret."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(JSONType)
+    # Kept in clear: signing needs it. Shown once, in the answer that created the webhook.
+    secret: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to send to one webhook: written with the event (outbox), sent after commit."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), index=True)
+    event: Mapped[str] = mapped_column(String(50))
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

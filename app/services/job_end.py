@@ -12,9 +12,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.db.tables import Job
-from app.services import sweep_trials
+from app.services import sweep_trials, webhooks
 
 
 def ended(*, session: Session, job: Job) -> None:
     """job has just reached a terminal status in session's transaction."""
     sweep_trials.ended(session=session, job=job)  # a sweep's trial: its state and value
+    webhooks.job_ended(session=session, job=job)  # the job.*/batch.* deliveries (an outbox)

@@ -169,16 +169,28 @@ def durations(*, session: Session) -> list[tuple[str, str, float]]:
             for status, queue, start, end in rows if start is not None and end is not None]
 
 
+# ------------------------------------------------------------------ jobs that belong to a group
+
+
 def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Settings,
-                  store: BlobStore, parent_id: str) -> Job:
-    """A checked, inserted (uncommitted) job of a sweep or comparison (parent_id), counted
-    against the project's quotas like any job; the caller commits, then sends it (`send`)."""
-    job = _prepare(session, project, spec, settings, store)
+                  store: BlobStore, parent_id: str, quota: bool = True) -> Job:
+    """A checked, inserted (uncommitted) job of the group parent_id (a comparison, a sweep).
+
+    The same checks as submit; quota=False when the caller checked the quotas for the whole
+    group at once (a comparison is refused whole). The caller sends the job (send) after its
+    commit.
+    """
+    job = _insert(session=session, project=project, spec=spec,
+                  quota_defaults=settings.quota_defaults if quota else None,
+                  weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
     job.parent_id = parent_id
     session.flush()
+    for need in _needed_blobs(session=session, job=job):
+        store.require(need.key, what=need.what, field=need.field)
     return job
 
 
-def send(settings: Settings, job: Job) -> None:
-    """Send a committed job to its queue; a broker that is down leaves it to the reaper."""
+def send(*, settings: Settings, job: Job) -> None:
+    """Send a committed queued job to its queue (a broker that is down: the reaper sends it)."""
     _enqueue(settings, job)
+

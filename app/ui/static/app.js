@@ -693,6 +693,142 @@ async function sweepView(id) {
   ];
 }
 
+// ------------------------------------------------------------ comparisons ("does pretraining pay?")
+
+// Means per backbone, pretrained (blue) and scratch (orange), each with a whisker of ± one std,
+// and below them the paired difference with its 95% interval against a zero line. The svg's
+// data-backbones and each mark's data-* say what is drawn (tests read them).
+function comparisonChart(c) {
+  const W = 620, rowH = 34, L = 190, R = 30, T = 24, n = c.backbones.length;
+  const H = T + n * rowH * 2 + 60;
+  const svg = svgEl("svg", { id: "comparison-chart", class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
+  svg.dataset.backbones = String(n);
+  const ends = c.rows.flatMap((r) => r.mean === null ? [] : [r.mean - (r.std || 0), r.mean + (r.std || 0)]);
+  const dEnds = c.deltas.flatMap((d) => [d.delta, d.ci_low, d.ci_high].filter((v) => v !== null)).concat([0]);
+  const text = (x, y, t, anchor) => Object.assign(svgEl("text", { x, y, "text-anchor": anchor || "start" }), { textContent: t });
+  if (!ends.length) {
+    svg.append(text(L, T + 20, "waiting for the first pair of jobs…"));
+    return svg;
+  }
+  const x = scale(Math.min(...ends), Math.max(...ends), L, W - R);
+  svg.append(text(L, 14, `${c.metric}: mean ± std over seeds`), text(W - R, 14, "● pretrained  ● scratch", "end"));
+  c.rows.forEach((r, i) => {
+    const y = T + 10 + i * rowH, colour = r.pretrained ? "#2f6fde" : "#e8833a";
+    if (i % 2 === 0) svg.append(text(L - 8, y + 4 + rowH / 2, r.backbone.length > 26 ? r.backbone.slice(0, 25) + "…" : r.backbone, "end"));
+    if (r.mean === null) return;
+    const lo = r.mean - (r.std || 0), hi = r.mean + (r.std || 0);
+    svg.append(svgEl("line", { x1: x(lo), x2: x(hi), y1: y, y2: y, stroke: colour, "stroke-width": 2 }),
+      svgEl("circle", { class: "mean", cx: x(r.mean), cy: y, r: 5, fill: colour, "data-backbone": r.backbone, "data-pretrained": String(r.pretrained), "data-mean": String(r.mean) }),
+      text(x(hi) + 6, y + 4, fmt(r.mean)));
+  });
+  const top = T + n * rowH * 2 + 10, dx = scale(Math.min(...dEnds), Math.max(...dEnds), L, W - R);
+  svg.append(text(L, top, "pretrained − scratch, 95% CI (paired by seed)"),
+    svgEl("line", { x1: dx(0), x2: dx(0), y1: top + 6, y2: H - 4, stroke: "#999", "stroke-dasharray": "3 3" }));
+  c.deltas.forEach((d, i) => {
+    const y = top + 18 + i * (40 / Math.max(n, 1));
+    if (d.delta === null) return;
+    if (d.ci_low !== null) svg.append(svgEl("line", { class: "ci", x1: dx(d.ci_low), x2: dx(d.ci_high), y1: y, y2: y, stroke: "#1f8a4c", "stroke-width": 3, "data-backbone": d.backbone, "data-ci-low": String(d.ci_low), "data-ci-high": String(d.ci_high) }));
+    svg.append(svgEl("circle", { class: "delta", cx: dx(d.delta), cy: y, r: 5, fill: "#1f8a4c", "data-delta": String(d.delta) }),
+      text(dx(d.ci_high ?? d.delta) + 6, y + 4, `${d.delta >= 0 ? "+" : ""}${fmt(d.delta)}`));
+  });
+  return svg;
+}
+
+async function comparisonsView() {
+  const [page, datasets, backbones] = await Promise.all([api("/v1/comparisons?limit=500"), api("/v1/datasets?limit=500"), api("/v1/backbones")]);
+  const labelled = datasets.items.filter((d) => d.labelled !== false);
+  const dsSelect = el("select", { id: "compare-dataset" }, labelled.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind}, ${d.n_rows} rows) ${d.id}`)));
+  const known = backbones.models.map((m) => m.backbone).concat(backbones.architectures.map((a) => a.name));
+  const backboneInput = el("input", { id: "compare-backbones", list: "compare-known", placeholder: "model:mdl_…, resnet18, minilm", size: 50 });
+  const seeds = el("input", { id: "compare-seeds", value: "3", placeholder: "3 or 0,1,7" });
+  const target = el("input", { id: "compare-target", placeholder: "class folders / the label column" });
+  const params = el("textarea", { id: "compare-params", placeholder: '{"epochs": 30, "freeze": "none"}' });
+  const submit = guard(async (ev) => {
+    ev.preventDefault();
+    const text = seeds.value.trim();
+    const body = { dataset_id: dsSelect.value, backbones: backboneInput.value.split(",").map((s) => s.trim()).filter(Boolean),
+      seeds: text.includes(",") ? text.split(",").map(Number) : Number(text), params: params.value.trim() ? JSON.parse(params.value) : {} };
+    if (target.value.trim()) body.target = target.value.trim();
+    const c = await api("/v1/comparisons", { method: "POST", json: body });
+    notify(`comparison ${c.id} started: ${c.job_ids.length} jobs`, true);
+    location.hash = `compare/${c.id}`;
+  });
+  return [
+    el("section", {}, el("h2", {}, "Does pretraining pay?"),
+      el("p", { class: "hint" }, "Trains transfer from each backbone, pretrained and from scratch, once per seed, and shows the held-out metric with the difference to scratch and its 95% interval."),
+      el("form", { id: "compare-form", onsubmit: submit },
+        el("div", { class: "grid" },
+          el("label", { for: "compare-dataset" }, "labelled dataset"), dsSelect,
+          el("label", { for: "compare-backbones" }, "backbones (comma-separated)"), backboneInput,
+          el("label", { for: "compare-seeds" }, "seeds"), seeds,
+          el("label", { for: "compare-target" }, "target"), target,
+          el("label", { for: "compare-params" }, "transfer params (JSON)"), params),
+        el("datalist", { id: "compare-known" }, known.map((k) => el("option", { value: k }))),
+        el("p", {}, el("button", { id: "compare-submit", type: "submit" }, "Compare")))),
+    el("section", {}, el("h2", {}, `Comparisons (${page.total})`),
+      table(["id", "name", "status", "backbones", "seeds", "delta", "created"],
+        page.items.map((c) => ({ id: c.id, cells: [el("code", {}, c.id), c.name || "", el("span", { class: `status-${c.status}` }, c.status),
+          c.backbones.join(", "), c.seeds.length, c.deltas.map((d) => d.delta === null ? "–" : fmt(d.delta)).join(", "), c.created_at] })),
+        (c) => { location.hash = `compare/${c.id}`; })),
+  ];
+}
+
+async function comparisonView(id) {
+  const c = await api(`/v1/comparisons/${id}`);
+  if (!TERMINAL.includes(c.status)) setTimeout(() => { if (location.hash === `#compare/${id}`) render(); }, 2000);
+  const cancel = el("button", { class: "secondary", id: "compare-cancel", hidden: TERMINAL.includes(c.status),
+    onclick: guard(async () => { await api(`/v1/comparisons/${id}/cancel`, { method: "POST" }); render(); }) }, "Cancel");
+  return [
+    el("section", {}, el("h2", {}, "Comparison ", el("code", {}, id)),
+      el("p", {}, "status: ", el("span", { id: "compare-status", class: `status-${c.status}` }, c.status), " ",
+        el("span", { class: "hint" }, Object.entries(c.counts).filter(([, v]) => v).map(([k, v]) => `${v} ${k}`).join(", ")), " ", cancel),
+      comparisonChart(c)),
+    el("section", {}, el("h2", {}, `${c.metric} per seed (${c.seeds.join(", ")})`),
+      table(["backbone", "pretrained", "values", "mean", "std"],
+        c.rows.map((r) => ({ cells: [r.backbone, r.pretrained ? "pretrained" : "scratch", r.values.map((v) => v === null ? "–" : fmt(v)).join("  "), r.mean, r.std] }))),
+      el("h2", {}, "Pretrained − scratch"),
+      table(["backbone", "delta", "95% CI", "pairs", "note"],
+        c.deltas.map((d) => ({ cells: [d.backbone, d.delta, d.ci_low === null ? "" : `[${fmt(d.ci_low)}, ${fmt(d.ci_high)}]`, d.n_pairs, d.note || ""] })))),
+  ];
+}
+
+// ------------------------------------------------------------------------------ webhooks
+
+async function webhooksView() {
+  const page = await api("/v1/webhooks?limit=500");
+  const url = el("input", { id: "webhook-url", placeholder: "https://example.com/pretrainer", size: 50 });
+  const events = el("input", { id: "webhook-events", value: "job.*", placeholder: "job.*, batch.failed, comparison.*" });
+  const add = guard(async (ev) => {
+    ev.preventDefault();
+    const hook = await api("/v1/webhooks", { method: "POST", json: { url: url.value.trim(), events: events.value.split(",").map((s) => s.trim()).filter(Boolean) } });
+    notify(`webhook ${hook.id} added; its signing secret (shown once): ${hook.secret}`, true);
+    view.replaceChildren(...[await webhooksView()].flat());
+  });
+  return [
+    el("section", {}, el("h2", {}, "Add a webhook"),
+      el("form", { id: "webhook-form", onsubmit: add },
+        el("div", { class: "grid" }, el("label", { for: "webhook-url" }, "URL"), url, el("label", { for: "webhook-events" }, "events"), events),
+        el("p", { class: "hint" }, "Each delivery is a POST signed with Pretrainer-Signature: t=<unix seconds>,v1=<HMAC-SHA256 of \"t.body\">."),
+        el("p", {}, el("button", { id: "webhook-submit", type: "submit" }, "Add")))),
+    el("section", {}, el("h2", {}, `Webhooks (${page.total})`),
+      table(["id", "url", "events", "created"], page.items.map((w) => ({ id: w.id, cells: [el("code", {}, w.id), w.url, w.events.join(", "), w.created_at] })),
+        (w) => { location.hash = `webhooks/${w.id}`; })),
+  ];
+}
+
+async function webhookView(id) {
+  const [hook, page] = await Promise.all([api(`/v1/webhooks/${id}`), api(`/v1/webhooks/${id}/deliveries?limit=200`)]);
+  const test = guard(async () => { await api(`/v1/webhooks/${id}/test`, { method: "POST" }); notify("test delivery queued", true); render(); });
+  const del = guard(async () => { await api(`/v1/webhooks/${id}`, { method: "DELETE" }); location.hash = "webhooks"; });
+  return el("section", {}, el("h2", {}, "Webhook ", el("code", {}, id)),
+    el("p", {}, hook.url, " ", el("span", { class: "hint" }, hook.events.join(", "))),
+    el("p", {}, el("button", { id: "webhook-test", onclick: test }, "Send a test"), " ", el("button", { class: "secondary", onclick: del }, "Delete")),
+    el("h2", {}, `Deliveries (${page.total})`),
+    table(["id", "event", "status", "attempts", "last code", "last error", "created", "delivered"],
+      page.items.map((d) => ({ id: d.id, cells: [el("code", {}, d.id), d.event, el("span", { class: `status-${d.status === "delivered" ? "succeeded" : d.status}` }, d.status),
+        d.attempts, d.last_status_code, d.last_error, d.created_at, d.delivered_at] }))));
+}
+
 // --------------------------------------------------------------------------------- router
 
 async function render() {
@@ -702,6 +838,8 @@ async function render() {
   const views = { datasets: datasetsView, train: trainView, jobs: id ? () => jobView(id) : jobsView, models: id ? () => modelView(id) : modelsView, usage: usageView,
     registry: id ? () => registryNameView(decodeURIComponent(id)) : registryView };
   views.sweeps = id ? () => sweepView(id) : sweepsView;
+  views.compare = id ? () => comparisonView(id) : comparisonsView;
+  views.webhooks = id ? () => webhookView(id) : webhooksView;
   try {
     const content = await (views[tab] || datasetsView)(id);
     view.replaceChildren(...[content].flat());
