@@ -38,7 +38,7 @@ from app.db.tables import (
 )
 from app.errors import Invalid, NotFound, Problem, QuotaExceeded, did_you_mean, field_error
 from app.ml.base import Algorithm
-from app.services import jobs, page
+from app.services import jobs, page, webhooks
 from app.services.job_checks import JobSpec, _algorithm, validate_spec
 from app.services.sweep_trials import plan, record, rows
 from app.storage import BlobStore, open_store
@@ -262,6 +262,13 @@ def finish(*, session: Session, sweep: Sweep, found: list[tuple[SweepTrial, Job]
     sweep.best_value = best[0].value if best else None
     sweep.finished_at = utcnow()
     session.flush()
+    webhooks.emit(session=session, project=sweep.project, event=f"sweep.{sweep.status}",
+                  data={"sweep": {"id": sweep.id, "name": sweep.name, "status": sweep.status,
+                                  "algorithm": sweep.algorithm, "metric": sweep.metric,
+                                  "best_job_id": sweep.best_job_id,
+                                  "best_model_id": sweep.best_model_id,
+                                  "best_value": sweep.best_value,
+                                  "finished_at": sweep.finished_at.isoformat()}})
     log.info("sweep.ended", sweep_id=sweep.id, status=sweep.status, best_job_id=sweep.best_job_id)
 
 

@@ -198,3 +198,18 @@ def test_the_reaper_tick_starts_the_trial_a_lost_advance_missed(client, settings
     sweeps.tick(settings, open_store(settings))  # the last end, too, is found by the tick
     sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
     assert sweep["status"] == "succeeded" and sweep["best_job_id"] is not None
+
+
+def test_a_sweeps_end_is_a_sweep_event_for_its_webhooks(client, settings, ds):
+    settings.webhook_allow_private = True  # the receiver's URL is on this machine
+    hook = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                             "events": ["sweep.*"]})
+    assert hook.status_code == 201, hook.json()
+    r = start(client, {**KMEANS, "dataset_id": ds, "trials": 2,
+                       "space": {"n_clusters": {"choices": [2, 3]}}})
+    sweep = drive(client, settings, r.json()["id"])
+    items = client.get(f"/v1/webhooks/{hook.json()['id']}/deliveries").json()["items"]
+    assert [d["event"] for d in items] == ["sweep.succeeded"]  # the trials' jobs are not sweep.*
+    sent = items[0]["body"]["data"]["sweep"]
+    assert sent["id"] == sweep["id"] and sent["best_job_id"] == sweep["best_job_id"]
+    assert sent["best_model_id"] == sweep["best_model_id"]
