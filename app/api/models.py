@@ -36,7 +36,7 @@ from app.schemas import (
     PredictOut,
     TrainingEmbeddingOut,
 )
-from app.services import models
+from app.services import indexes, models
 from app.serving.inputs import JSON
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -104,9 +104,11 @@ def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: Cac
                  project: ProjectDep) -> Response:
     """Delete a model and its files."""
     key = models.delete(session=session, project=project, model_id=model_id)
+    indexes_key = indexes.forget_model(session=session, project=project, model_id=model_id)
     session.commit()
     cache.evict(model_id)
     store.delete(key)
+    store.delete(indexes_key)
     return Response(status_code=204)
 
 

@@ -208,3 +208,26 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NeighborIndex(Base):
+    """A nearest-neighbour index of a dataset's embeddings under a model; built by a job of
+    kind "index", whose status is the index's (a job that succeeded made a ready index)."""
+
+    __tablename__ = "indexes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    model_id: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    metric: Mapped[str] = mapped_column(String(20))  # cosine or l2
+    # Known once built: how many rows and how wide their embeddings are.
+    n_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dim: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # m, ef_construction, ef_search
+    # The dataset columns the answers quote (row ids, labels), when it has them.
+    id_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    label_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    blob_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -41,7 +41,7 @@ def submit(*, session: Session, project: str, spec: JobSpec, settings: Settings,
         load=lambda job_id: get(session=session, project=project, job_id=job_id))
     made = idempotency.once(claim, lambda: _prepare(session, project, spec, settings, store))
     if made.created:  # committed: the row exists before any worker can see the message
-        _enqueue(settings, made.resource)
+        enqueue(settings, made.resource)
     return made.resource
 
 
@@ -56,7 +56,8 @@ def _prepare(session: Session, project: str, spec: JobSpec, settings: Settings,
     return job
 
 
-def _enqueue(settings: Settings, job: Job) -> None:
+def enqueue(settings: Settings, job: Job) -> None:
+    """Send a committed job to its queue (a broker that is down: the reaper sends it later)."""
     try:
         enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
     except Exception:  # the broker is down: the row is committed, the reaper sends it later
