@@ -194,6 +194,36 @@ STEPS: dict[str, Step] = {
     "DELETE /v1/datasets/{dataset_id}": Step("delete", 204),
 }
 
+# Nearest neighbours, after the model's other answers: index the uploaded dataset with the
+# vae, poll the index until it is built, ask it, then delete it (nothing reads it after).
+VARIABLES["index_id"] = ""
+STEPS.update({
+    "POST /v1/models/{model_id}/indexes": Step("use", 202, (
+        _keys("id", "job_id", "status"), _eq("body.model_id", "model_id")),
+        after=("if (pm.response.code === 202) pm.collectionVariables.set('index_id', body.id);",
+               "pm.collectionVariables.set('polls', '0');"),
+        body={"dataset_id": "{{dataset_id}}"}, rank=1),
+    "GET /v1/models/{model_id}/indexes/{index_id}": Step("use", 200, (
+        _keys("id", "status", "n_rows", "metric"), _eq("body.id", "index_id")),
+        after=(
+            "const polls = Number(pm.collectionVariables.get('polls')) + 1;",
+            "pm.collectionVariables.set('polls', String(polls));",
+            "if (['queued', 'running'].includes(body.status) && polls < " + str(MAX_POLLS) + ") {",
+            "  setTimeout(() => {}, 1000);  // poll again in a second",
+            "  pm.execution.setNextRequest(pm.info.requestId);",
+            "} else {",
+            ("  pm.test('the index was built', () => pm.expect(body.status, JSON.stringify("
+             "body.error)).to.eql('succeeded'));"),
+            "}"),
+        rank=2),
+    "POST /v1/models/{model_id}/neighbors": Step("use", 200, (
+        _count("neighbors", "instances.length"),
+        "pm.expect(body.neighbors[0]).to.have.lengthOf(JSON.parse(pm.request.body.raw).k);",
+        _eq("body.index_id", "index_id")), rank=3),
+    "GET /v1/models/{model_id}/indexes": Step("use", 200, (PAGE,), rank=4),
+    "DELETE /v1/models/{model_id}/indexes/{index_id}": Step("use", 204, rank=5),
+})
+
 
 def _default_step(method: str, path: str) -> Step:
     """An operation this generator has no step for: placed by what it does; it must not fail

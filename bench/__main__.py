@@ -6,6 +6,7 @@ import json
 import sys
 
 from bench import (
+    ann,
     binary_embed,
     contrastive_digits,
     deep_training_overhead,
@@ -33,6 +34,7 @@ BENCHES = {
     "noisy_neighbour": noisy_neighbour.run,
     "vae_digits": vae_digits.run,
     "gpu": gpu.run,  # skipped (not failed) without CUDA
+    "ann": ann.run,
 }
 
 

@@ -14,14 +14,17 @@ from pretrainer_client.types import (
     Column,
     Dataset,
     Event,
+    Index,
     Job,
     JobError,
     Model,
+    Neighbor,
     Page,
     Prediction,
     Project,
     Quota,
 )
 
-__all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Job", "JobError",
-           "JobFailed", "Model", "Page", "Prediction", "PretrainerError", "Project", "Quota"]
+__all__ = ["Algorithm", "AsyncClient", "Client", "Column", "Dataset", "Event", "Index", "Job",
+           "JobError", "JobFailed", "Model", "Neighbor", "Page", "Prediction", "PretrainerError",
+           "Project", "Quota"]

@@ -94,6 +94,7 @@ def register(sub: Any) -> None:
     plot.add_argument("-o", "--output", type=Path, required=True)
     _leaf(models, "labels", "a clustering's own labels of its training rows",
           _models_labels, common).add_argument("id")
+    _register_neighbors(sub, models, common)
     ev = _leaf(sub, "evaluate", "score a model on an uploaded test set", _evaluate, common)
     ev.add_argument("model")
     ev.add_argument("dataset", help="dataset id of the test set")
@@ -519,3 +520,64 @@ def _csv_bytes(arr: np.ndarray, names: list[str]) -> bytes:
     writer.writerow(names)
     writer.writerows(arr.reshape(len(arr), -1).tolist())
     return buf.getvalue().encode()
+
+
+# ---------------------------------------------------------------- nearest-neighbour indexes
+
+
+def _register_neighbors(sub: Any, models: Any, common: argparse.ArgumentParser) -> None:
+    """`models index`, `models indexes` and `neighbors`."""
+    index = _leaf(models, "index", "build a nearest-neighbour index of a dataset's embeddings "
+                  "under the model (and --follow it)", _models_index, common)
+    index.add_argument("model")
+    index.add_argument("dataset", help="dataset id of the rows to index")
+    index.add_argument("--metric", choices=["cosine", "l2"], default=None,
+                       help="default: l2 for scikit-learn models, cosine for the others")
+    index.add_argument("--param", action="append", default=[], metavar="K=V",
+                       help="an HNSW param: m, ef_construction, ef_search")
+    index.add_argument("--label-column", default=None,
+                       help="the column answered as each neighbour's label")
+    index.add_argument("--follow", action="store_true", help="follow its job to the end")
+    _leaf(models, "indexes", "list a model's indexes", _models_indexes, common).add_argument(
+        "model")
+    near = _leaf(sub, "neighbors", "the nearest indexed rows of each instance of FILE (CSV with "
+                 "a header, .npy, .json, .jsonl) or of image files", _neighbors, common)
+    near.add_argument("model")
+    near.add_argument("--instances", nargs="+", required=True, metavar="FILE",
+                      help="a data file, '-' for JSON on stdin, or images")
+    near.add_argument("-k", type=int, default=10, help="neighbours per instance (default 10)")
+    near.add_argument("--index", default=None, help="index id (default: the model's newest "
+                      "ready index)")
+
+
+def _index_view(ix: dict[str, Any]) -> None:
+    _fields(f"index {ix['id']}", ix)
+
+
+def _models_index(client: Client, args: argparse.Namespace) -> None:
+    params = dict(parse_param(p) for p in args.param) or None
+    index = client.build_index(args.model, args.dataset, metric=args.metric, params=params,
+                               label_column=args.label_column, wait=args.follow,
+                               progress=args.follow and not args.json)
+    _output(index.raw, args.json, _index_view)
+
+
+def _models_indexes(client: Client, args: argparse.Namespace) -> None:
+    page = client.indexes(args.model, limit=500)
+    _output([i.raw for i in page.items], args.json, lambda items: _table(
+        f"indexes of {args.model} ({page.total})", ["id", "status", "metric", "rows", "dim",
+                                                    "dataset", "created"],
+        [[i["id"], i["status"], i["metric"], i["n_rows"], i["dim"], i["dataset_id"],
+          i["created_at"]] for i in items]))
+
+
+def _neighbors(client: Client, args: argparse.Namespace) -> None:
+    found = client.neighbors(args.model, read_instances(args.instances), args.k,
+                             index_id=args.index)
+    data = {"neighbors": [[{k: v for k, v in vars(n).items() if v is not None} for n in hits]
+                          for hits in found]}
+    _output(data, args.json, lambda d: _table(
+        f"neighbours ({len(found)} instances, k={args.k})",
+        ["instance", "rank", "row", "distance", "id", "label"],
+        [[i, rank, n["row"], round(n["distance"], 6), n.get("id", ""), n.get("label", "")]
+         for i, hits in enumerate(d["neighbors"]) for rank, n in enumerate(hits, 1)]))

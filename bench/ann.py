@@ -1,0 +1,170 @@
+"""Approximate nearest neighbours on 100,000 × 384 clustered unit vectors: which library, and
+how far ahead of exact search it runs.
+
+The data look like sentence embeddings (MiniLM: 384 dimensions, unit length, in topics):
+1,000 random topic centres, each row a centre plus Gaussian noise, normalised. Queries are
+1,000 more rows from the same topics, not in the index. Exact search is what a user would
+write without a library: one matrix product and `argpartition`, in NumPy, on the same cores.
+
+Each candidate (hnswlib, usearch, faiss-cpu's HNSW; those not installed are skipped) builds
+an HNSW graph with the same M and ef_construction, and is queried with the same ef_search.
+Reported per library: build seconds, recall@10 against exact search, queries/s one query at a
+time (batch 1) and in batches of 100, and the same two for exact NumPy; the ratio is the
+library's queries/s over exact NumPy's at the same batch size. The goal (issue 16): recall@10
+>= 0.95 and >= 20x exact queries/s, for the library the service uses (`app.ml.ann`).
+
+`python -m bench ann` runs it; BENCH_ANN_ROWS shrinks it (e.g. 5000) to check the code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+ROWS = int(os.environ.get("BENCH_ANN_ROWS", "100000"))
+DIM, TOPICS, QUERIES, K = 384, 1000, 1000, 10
+BATCH = 100
+# Same graph for every library: M links per node, ef_construction while building,
+# ef_search while querying (the service's defaults, see app.ml.ann.IndexParams).
+M, EF_CONSTRUCTION, EF_SEARCH = 16, 100, 64
+GOAL_RECALL, GOAL_RATIO = 0.95, 20.0
+
+Search = Callable[[np.ndarray], np.ndarray]  # queries -> (n, K) row numbers
+
+
+def clustered_unit_vectors(n: int, seed: int) -> np.ndarray:
+    """Rows drawn around shared topic centres, normalised to unit length (float32)."""
+    centres = np.random.default_rng(1234).normal(size=(TOPICS, DIM)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    # Noise as large as the centre along each axis would hide the topics; 0.6 keeps them
+    # visible but leaves many near-ties inside a topic, which is what makes recall hard.
+    x = centres[rng.integers(0, TOPICS, size=n)] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact(data: np.ndarray) -> Search:
+    """Exact cosine top-K: a matrix product and argpartition, sorted."""
+
+    def search(q: np.ndarray) -> np.ndarray:
+        sims = q @ data.T
+        top = np.argpartition(-sims, K, axis=1)[:, :K]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        return np.take_along_axis(top, order, axis=1)
+
+    return search
+
+
+def build_hnswlib(data: np.ndarray) -> Search:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=DIM)
+    index.init_index(max_elements=len(data), M=M, ef_construction=EF_CONSTRUCTION)
+    index.add_items(data, np.arange(len(data)))
+    index.set_ef(EF_SEARCH)
+    return lambda q: index.knn_query(q, k=K)[0]
+
+
+def build_usearch(data: np.ndarray) -> Search:
+    from usearch.index import Index
+
+    index = Index(ndim=DIM, metric="cos", dtype="f32", connectivity=M,
+                  expansion_add=EF_CONSTRUCTION, expansion_search=EF_SEARCH)
+    index.add(np.arange(len(data)), data)
+
+    def search(q: np.ndarray) -> np.ndarray:
+        return np.asarray(index.search(q, K).keys).reshape(len(q), K)
+
+    return search
+
+
+def build_faiss(data: np.ndarray) -> Search:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(DIM, M, faiss.METRIC_INNER_PRODUCT)  # unit rows: IP = cosine
+    index.hnsw.efConstruction = EF_CONSTRUCTION
+    index.add(data)
+    index.hnsw.efSearch = EF_SEARCH
+    return lambda q: index.search(q, K)[1]
+
+
+def build_service(data: np.ndarray) -> Search:
+    """The service's own wrapper (app.ml.ann), to show its overhead is nothing."""
+    from app.ml.ann import IndexParams, build
+
+    index = build(data, metric="cosine", params=IndexParams(m=M, ef_construction=EF_CONSTRUCTION,
+                                                            ef_search=EF_SEARCH))
+    return lambda q: index.search(q, K)[0]
+
+
+CANDIDATES: dict[str, Callable[[np.ndarray], Search]] = {
+    "hnswlib": build_hnswlib, "usearch": build_usearch, "faiss": build_faiss,
+    "service": build_service,
+}
+
+
+def queries_per_s(search: Search, queries: np.ndarray, batch: int) -> float:
+    """Queries answered per second, `batch` queries per call, over all the queries."""
+    search(queries[:batch])  # warm-up
+    n = len(queries) if batch > 1 else min(len(queries), 200)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        search(queries[i:i + batch])
+    return n / (time.perf_counter() - t0)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true K nearest that the search found."""
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+
+
+def measure(name: str, build: Callable[[np.ndarray], Search], data: np.ndarray,
+            queries: np.ndarray, truth: np.ndarray, baseline: dict[str, float]) -> dict[str, Any]:
+    """One library's build time, recall@K and queries/s (with ratios to exact)."""
+    t0 = time.perf_counter()
+    try:
+        search = build(data)
+    except ImportError:
+        return {"skipped": "not installed"}
+    built = time.perf_counter() - t0
+    row: dict[str, Any] = {"build_s": round(built, 1),
+                           "recall@10": round(recall(search(queries), truth), 4)}
+    for label, batch in (("single", 1), ("batch", BATCH)):
+        qps = queries_per_s(search, queries, batch)
+        row[f"{label}_qps"] = round(qps)
+        row[f"{label}_ratio"] = round(qps / baseline[label], 1)
+    print(f"{name:8s} build {built:5.1f} s  recall@10 {row['recall@10']:.4f}  "
+          f"1-query {row['single_qps']:>7,} q/s ({row['single_ratio']}x exact)  "
+          f"batch {BATCH} {row['batch_qps']:>7,} q/s ({row['batch_ratio']}x exact)")
+    return row
+
+
+def run() -> dict[str, Any]:
+    """Every installed candidate against exact NumPy; the goal judged on the service's own."""
+    data = clustered_unit_vectors(ROWS, seed=0)
+    queries = clustered_unit_vectors(QUERIES, seed=1)
+    search = exact(data)
+    truth = search(queries)
+    baseline = {"single": queries_per_s(search, queries, 1),
+                "batch": queries_per_s(search, queries, BATCH)}
+    print(f"{ROWS:,} x {DIM} clustered unit vectors, {QUERIES} queries, k={K}, M={M}, "
+          f"ef_construction={EF_CONSTRUCTION}, ef_search={EF_SEARCH}, {os.cpu_count()} cores")
+    print(f"exact    numpy: 1-query {baseline['single']:,.0f} q/s, "
+          f"batch {BATCH} {baseline['batch']:,.0f} q/s")
+    result: dict[str, Any] = {"rows": ROWS, "dim": DIM, "k": K, "batch": BATCH,
+                              "exact_single_qps": round(baseline["single"]),
+                              "exact_batch_qps": round(baseline["batch"])}
+    for name, build in CANDIDATES.items():
+        result[name] = measure(name, build, data, queries, truth, baseline)
+    ours = result["service"]
+    result["goal"] = f"recall@10 >= {GOAL_RECALL} and >= {GOAL_RATIO:.0f}x exact q/s"
+    result["goal_met"] = bool(ours["recall@10"] >= GOAL_RECALL
+                              and min(ours["single_ratio"], ours["batch_ratio"]) >= GOAL_RATIO)
+    return result
+
+
+if __name__ == "__main__":
+    run()
