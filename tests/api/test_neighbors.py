@@ -7,11 +7,14 @@ must equal sklearn's NearestNeighbors over the model's own embeddings of the dat
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from app import storage
+from app.ml.ann import AnnIndex
 from app.runner import run_job
 from tests.api.test_models import train
 from tests.conftest import blobs, to_csv, upload
@@ -217,3 +220,47 @@ def test_an_index_job_is_a_job_of_kind_index_reading_the_model(client, settings,
     assert job["kind"] == "index" and job["source_model_id"] == model_id
     assert job["dataset_id"] == ds and job["status"] == "succeeded"
     assert job["metrics"]["n_rows"] == 300 and job["model_id"] is None
+
+
+def test_a_torch_model_indexes_in_chunks_by_cosine(client, settings, monkeypatch):
+    """An autoencoder's codes, embedded by the worker 50 rows at a time, compared by angle."""
+    monkeypatch.setattr(settings, "index_chunk_rows", 50)
+    x = blobs(180, seed=4)
+    job = train(client, settings, "autoencoder", {"epochs": 1, "batch_size": 32, "seed": 0},
+                to_csv(x))
+    assert job["status"] == "succeeded", job
+    model_id = job["model_id"]
+    ds = client.get(f"/v1/models/{model_id}").json()["dataset_id"]
+    index = build(client, settings, model_id, ds, params=EXACT)
+    assert index["metric"] == "cosine" and index["n_rows"] == 180
+    queries = x[[1, 90]] + 0.02
+    body = client.post(f"/v1/models/{model_id}/neighbors",
+                       json={"instances": queries.tolist(), "k": 4}).json()
+    ref = NearestNeighbors(n_neighbors=4, metric="cosine").fit(embeddings(client, model_id, x))
+    distances, rows = ref.kneighbors(embeddings(client, model_id, queries))
+    assert [[n["row"] for n in hits] for hits in body["neighbors"]] == rows.tolist()
+    np.testing.assert_allclose([[n["distance"] for n in hits] for hits in body["neighbors"]],
+                               distances, rtol=1e-3, atol=1e-5)
+
+
+def test_a_cancel_while_embedding_stops_between_chunks_and_stores_nothing(
+        client, settings, pca, monkeypatch):
+    model_id, ds, _ = pca
+    monkeypatch.setattr(settings, "index_chunk_rows", 50)
+    queued = client.post(f"/v1/models/{model_id}/indexes", json={"dataset_id": ds}).json()
+    added = []
+    real_add = AnnIndex.add
+
+    def add_then_cancel(self, x):
+        real_add(self, x)
+        added.append(len(x))
+        if len(added) == 1:  # the user cancels while the first chunk is in
+            assert client.post(f"/v1/jobs/{queued['job_id']}/cancel").status_code == 202
+            time.sleep(1.5)  # the heartbeat (every 0.5 s at most) brings the flag back
+
+    monkeypatch.setattr(AnnIndex, "add", add_then_cancel)
+    run_job(queued["job_id"], settings=settings, worker="test")
+    assert added == [50]  # 300 rows, 6 chunks: it stopped after the first
+    index = client.get(f"/v1/models/{model_id}/indexes/{queued['id']}").json()
+    assert index["status"] == "cancelled" and index["n_rows"] is None
+    assert not (settings.blob_dir / storage.index_key(model_id, queued["id"])).exists()
