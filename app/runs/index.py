@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class Plan:
 
 def run(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None:
     """Build the job's index and end the job succeeded, if this worker still holds it."""
-    plan = _plan(settings, lease)
+    plan = _plan(settings, lease, report)
     report.progress(0.01)
     t0 = time.perf_counter()
     loaded = training.load(plan.data, store.path)
@@ -72,9 +73,11 @@ def run(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None
     log.info("job.succeeded", job_id=lease.job_id, index_id=plan.index_id, rows=len(index))
 
 
-def _plan(settings: Settings, lease: Lease) -> Plan:
+def _plan(settings: Settings, lease: Lease, report: Any) -> Plan:
     with session_scope(settings.resolved_database_url) as s:
         job = leases.load_for_run(session=s, lease=lease)
+        if job.started_at is not None:  # PRETRAINER_MAX_JOB_SECONDS bounds every kind of job
+            report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
         row = indexes.for_job(session=s, job_id=job.id)
         model, dataset = s.get(Model, row.model_id), s.get(Dataset, row.dataset_id)
         if model is None or dataset is None:

@@ -208,10 +208,11 @@ def delete(*, session: Session, project: str, model_id: str, index_id: str) -> s
 
 
 def forget_model(*, session: Session, project: str, model_id: str) -> str:
-    """Delete the rows of a model's indexes (the model is being deleted); return the key of
-    their blobs' folder to remove after commit."""
+    """Delete the rows of a model's indexes (the model is being deleted) and cancel the builds
+    still waiting or running; return the key of their blobs' folder to remove after commit."""
     for row in session.scalars(select(NeighborIndex).where(
-            NeighborIndex.project == project, NeighborIndex.model_id == model_id)):
+            NeighborIndex.project == project, NeighborIndex.model_id == model_id)).all():
+        jobs.request_cancel(session=session, project=project, job_id=row.job_id)
         session.delete(row)
     session.flush()
     return storage.model_indexes_key(model_id)

@@ -264,3 +264,10 @@ def test_a_cancel_while_embedding_stops_between_chunks_and_stores_nothing(
     index = client.get(f"/v1/models/{model_id}/indexes/{queued['id']}").json()
     assert index["status"] == "cancelled" and index["n_rows"] is None
     assert not (settings.blob_dir / storage.index_key(model_id, queued["id"])).exists()
+
+
+def test_deleting_the_model_cancels_a_build_still_queued(client, pca):
+    model_id, ds, _ = pca
+    queued = client.post(f"/v1/models/{model_id}/indexes", json={"dataset_id": ds}).json()
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+    assert client.get(f"/v1/jobs/{queued['job_id']}").json()["status"] == "cancelled"
