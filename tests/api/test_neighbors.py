@@ -7,6 +7,7 @@ must equal sklearn's NearestNeighbors over the model's own embeddings of the dat
 
 from __future__ import annotations
 
+import base64
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from app.ml.ann import AnnIndex
 from app.runner import run_job
 from tests.api.test_models import train
 from tests.conftest import blobs, to_csv, upload
+from tests.data.test_images import digits, png, zip_bytes
 
 EXACT = {"m": 16, "ef_construction": 200, "ef_search": 400}
 
@@ -271,3 +273,24 @@ def test_deleting_the_model_cancels_a_build_still_queued(client, pca):
     queued = client.post(f"/v1/models/{model_id}/indexes", json={"dataset_id": ds}).json()
     assert client.delete(f"/v1/models/{model_id}").status_code == 204
     assert client.get(f"/v1/jobs/{queued['job_id']}").json()["status"] == "cancelled"
+
+
+def test_image_rows_answer_their_class_folder_as_label(client, settings):
+    images, labels = digits()
+    images, labels = images[:60], labels[:60]
+    content = zip_bytes({f"{y}/{i:03d}.png": png(im) for i, (im, y) in
+                         enumerate(zip(images, labels, strict=True))})
+    ds = upload(client, content, filename="digits.zip")["body"]["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "autoencoder",
+                                        "params": {"epochs": 1, "seed": 0}}).json()
+    run_job(job["id"], settings=settings, worker="test")
+    model_id = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+    index = build(client, settings, model_id, ds, params=EXACT)
+    assert index["status"] == "succeeded" and index["label_column"] is None
+    # The stored order of a ZIP is its own: ask for each image's row through the index.
+    query = {"b64": base64.b64encode(png(images[7])).decode()}
+    body = client.post(f"/v1/models/{model_id}/neighbors",
+                       json={"instances": [query], "k": 3}).json()
+    nearest = body["neighbors"][0][0]
+    assert nearest["distance"] == pytest.approx(0, abs=1e-5)
+    assert nearest["label"] == str(labels[7]) and "id" not in nearest
