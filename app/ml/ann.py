@@ -61,9 +61,10 @@ def _faiss() -> Any:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero: it is no direction)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit: np.ndarray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    """A float32 copy of the rows scaled to unit length (a zero row stays zero: it is no
+    direction). faiss's own loop: NumPy's norm-and-divide costs a tenth of a query."""
+    unit = np.array(x, dtype=np.float32, copy=True, order="C")
+    _faiss().normalize_L2(unit)
     return unit
 
 
