@@ -322,7 +322,7 @@ class IndexCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"dataset_id": "ds_0123456789abcdef0123456789abcdef"},
         {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "metric": "cosine",
-         "params": {"m": 16, "ef_construction": 100, "ef_search": 64}}]})
+         "params": {"m": 16, "ef_construction": 100, "ef_search": 32}}]})
 
     dataset_id: str = Field(description="The rows to index: a dataset with the columns the "
                             "model was trained on (images: of the model's size).")

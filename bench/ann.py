@@ -27,12 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from app.ml.ann import IndexParams, build
+
 ROWS = int(os.environ.get("BENCH_ANN_ROWS", "100000"))
 DIM, TOPICS, QUERIES, K = 384, 1000, 1000, 10
 BATCH = 100
 # Same graph for every library: M links per node, ef_construction while building,
-# ef_search while querying (the service's defaults, see app.ml.ann.IndexParams).
-M, EF_CONSTRUCTION, EF_SEARCH = 16, 100, 64
+# ef_search while querying: the service's defaults.
+M, EF_CONSTRUCTION, EF_SEARCH = IndexParams().m, IndexParams().ef_construction, \
+    IndexParams().ef_search
 GOAL_RECALL, GOAL_RATIO = 0.95, 20.0
 LIBS = os.environ.get("BENCH_ANN_LIBS", "hnswlib,usearch,faiss,service").split(",")
 
@@ -96,8 +99,6 @@ def build_faiss(data: np.ndarray) -> Search:
 
 def build_service(data: np.ndarray) -> Search:
     """The service's own wrapper (app.ml.ann), to show its overhead is nothing."""
-    from app.ml.ann import IndexParams, build
-
     index = build(data, metric="cosine", params=IndexParams(m=M, ef_construction=EF_CONSTRUCTION,
                                                             ef_search=EF_SEARCH))
     return lambda q: index.search(q, K)[0]

@@ -143,7 +143,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 IDX, IDX_JOB = "idx_7b1e3c5a9d2f4e6a8c0b1d3f5a7c9e2b", "job_2c4e6a8b0d1f4a3c5e7b9d1f3a5c7e90"
 INDEX_OUT = {"id": IDX, "model_id": MDL, "dataset_id": DS, "job_id": IDX_JOB,
              "status": "succeeded", "progress": 1.0, "metric": "l2", "n_rows": 300, "dim": 3,
-             "params": {"m": 16, "ef_construction": 100, "ef_search": 64}, "id_column": "id",
+             "params": {"m": 16, "ef_construction": 100, "ef_search": 32}, "id_column": "id",
              "label_column": "label", "error": None, "created_at": FINISHED}
 EXAMPLES.update({
     "POST /v1/models/{model_id}/indexes": {
