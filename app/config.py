@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # POST /v1/models/{id}/evaluate scores a test set in the request: at most this many rows.
     evaluate_max_rows: int = Field(100_000, ge=1)
     model_cache_size: int = Field(16, ge=1)
+    # Nearest-neighbour indexes kept loaded in an API process (LRU), like models: 100,000 ×
+    # 384 floats with M=16 links are ~170 MB each.
+    index_cache_size: int = Field(4, ge=1)
+    # An index job embeds its dataset this many rows at a time, adding each chunk to the graph
+    # and checking for cancel between chunks.
+    index_chunk_rows: int = Field(4096, ge=1)
     # How long a cached model answers before its row is looked up again (deleted elsewhere).
     model_recheck_seconds: float = Field(2.0, ge=0)
     # Requests with at most this many instances are answered inline on the event loop.

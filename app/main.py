@@ -19,6 +19,7 @@ from app.api import (
     evaluation,
     exports,
     health,
+    indexes,
     jobs,
     metrics,
     models,
@@ -39,6 +40,7 @@ from app.metrics import Metrics
 from app.observe import ObserveMiddleware
 from app.serving.cache import ModelCache, settle_heap
 from app.serving.limits import Limits
+from app.serving.neighbors import IndexCache, Neighbors
 from app.serving.pool import DecodePool, ServingPool
 from app.serving.service import Serving
 from app.storage import BlobStore, StoreOwned, open_store
@@ -52,8 +54,8 @@ AUTH: dict[int | str, dict[str, object]] = {
 
 
 # The /v1 routers in the order the OpenAPI document (and so the Postman collection) lists them.
-V1_ORDER = (datasets, algorithms, backbones, jobs, models, batch, exports, evaluation, plots,
-            registry, sweeps, comparisons, webhooks, projects)
+V1_ORDER = (datasets, algorithms, backbones, jobs, models, batch, exports, indexes, evaluation,
+            plots, registry, sweeps, comparisons, webhooks, projects)
 
 
 @asynccontextmanager
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings)
     app.state.serving = serving_for(settings, app.state.store)
     app.state.cache = app.state.serving.cache
+    app.state.neighbors = Neighbors(app.state.serving,
+                                    IndexCache(app.state.store, settings.index_cache_size))
     app.state.metrics = Metrics(settings, app.state.cache)
     app.state.access = Access(settings)
     app.state.rate = RateLimiter(settings.predict_rate, settings.predict_burst)

@@ -91,6 +91,22 @@ def _count(field: str, request_field: str) -> str:
             f"JSON.parse(pm.request.body.raw).{request_field});")
 
 
+def _poll(test: str, *then: str) -> tuple[str, ...]:
+    """Ask again a second later while the body's status is queued or running (at most
+    MAX_POLLS times in all), then test that it succeeded and run `then`."""
+    return (
+        "const polls = Number(pm.collectionVariables.get('polls')) + 1;",
+        "pm.collectionVariables.set('polls', String(polls));",
+        "if (['queued', 'running'].includes(body.status) && polls < " + str(MAX_POLLS) + ") {",
+        "  setTimeout(() => {}, 1000);  // poll again in a second",
+        "  pm.execution.setNextRequest(pm.info.requestId);",
+        "} else {",
+        (f"  pm.test('{test}', () => pm.expect(body.status, JSON.stringify("
+         "body.error)).to.eql('succeeded'));"),
+        *then,
+        "}")
+
+
 PAGE = _keys("items", "total", "next") + " pm.expect(body.items).to.be.an('array');"
 PNG = "pm.expect(pm.response.headers.get('Content-Type')).to.eql('image/png');"
 STEPS: dict[str, Step] = {
@@ -148,18 +164,9 @@ STEPS: dict[str, Step] = {
         body=JOB, rank=-2),
     "GET /v1/jobs/{job_id}": Step("train", 200, (
         _keys("id", "status", "progress", "metrics", "model_id"), _eq("body.id", "job_id")),
-        after=(
-            "const polls = Number(pm.collectionVariables.get('polls')) + 1;",
-            "pm.collectionVariables.set('polls', String(polls));",
-            "if (['queued', 'running'].includes(body.status) && polls < " + str(MAX_POLLS) + ") {",
-            "  setTimeout(() => {}, 1000);  // poll again in a second",
-            "  pm.execution.setNextRequest(pm.info.requestId);",
-            "} else {",
-            ("  pm.test('the job succeeded', () => pm.expect(body.status, JSON.stringify("
-            "body.error)).to.eql('succeeded'));"),
-            ("  if (body.status === 'succeeded') pm.collectionVariables.set('model_id', "
-            "body.model_id);"),
-            "}"),
+        after=_poll("the job succeeded", (
+            "  if (body.status === 'succeeded') pm.collectionVariables.set('model_id', "
+            "body.model_id);")),
         rank=-1),
     "GET /v1/jobs": Step("train", 200, (PAGE,)),
     "GET /v1/jobs/{job_id}/events": Step("train", 200, (
@@ -216,6 +223,26 @@ STEPS.update({
     "POST /v1/webhooks": Step("service", 0, after=(
         "if (pm.response.code === 201) pm.collectionVariables.set('webhook_id', body.id);",),
         body={"url": "https://example.com/pretrainer-postman", "events": ["comparison.failed"]}),
+})
+
+# Nearest neighbours, after the model's other answers: index the uploaded dataset with the
+# vae, poll the index until it is built, ask it, then delete it (nothing reads it after).
+VARIABLES["index_id"] = ""
+STEPS.update({
+    "POST /v1/models/{model_id}/indexes": Step("use", 202, (
+        _keys("id", "job_id", "status"), _eq("body.model_id", "model_id")),
+        after=("if (pm.response.code === 202) pm.collectionVariables.set('index_id', body.id);",
+               "pm.collectionVariables.set('polls', '0');"),
+        body={"dataset_id": "{{dataset_id}}"}, rank=1),
+    "GET /v1/models/{model_id}/indexes/{index_id}": Step("use", 200, (
+        _keys("id", "status", "n_rows", "metric"), _eq("body.id", "index_id")),
+        after=_poll("the index was built"), rank=2),
+    "POST /v1/models/{model_id}/neighbors": Step("use", 200, (
+        _count("neighbors", "instances.length"),
+        "pm.expect(body.neighbors[0]).to.have.lengthOf(JSON.parse(pm.request.body.raw).k);",
+        _eq("body.index_id", "index_id")), rank=3),
+    "GET /v1/models/{model_id}/indexes": Step("use", 200, (PAGE,), rank=4),
+    "DELETE /v1/models/{model_id}/indexes/{index_id}": Step("use", 204, rank=5),
 })
 
 

@@ -12,6 +12,10 @@ from app.services.registry import Entry, Registered
 
 if TYPE_CHECKING:
     from app.services.sweeps import Board
+from app.ml.ann import IndexParams
+
+if TYPE_CHECKING:
+    from app.services.indexes import IndexView
 
 
 class ColumnOut(BaseModel):
@@ -667,3 +671,85 @@ class DeliveryOut(BaseModel):
 
 class DeliveryList(Page):
     items: list[DeliveryOut]
+
+
+# ---- nearest-neighbour indexes: /v1/models/{id}/indexes and /v1/models/{id}/neighbors ----
+
+
+class IndexCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef"},
+        {"dataset_id": "ds_0123456789abcdef0123456789abcdef", "metric": "cosine",
+         "params": {"m": 16, "ef_construction": 100, "ef_search": 32}}]})
+
+    dataset_id: str = Field(description="The rows to index: a dataset with the columns the "
+                            "model was trained on (images: of the model's size).")
+    metric: Literal["cosine", "l2"] | None = Field(
+        None, description="cosine (1 - cosine similarity) or l2 (Euclidean distance); default: "
+                          "l2 for scikit-learn models (PCA, k-means: coordinates in the data's "
+                          "units), cosine for the others (learned representations)")
+    params: IndexParams | None = Field(None, description="HNSW graph settings")
+    label_column: str | None = Field(
+        None, description="The column whose values answer as each neighbour's label; default: "
+                          "the training job's target if the dataset has it, else a column named "
+                          "label, labels, target, class, category or y that the model does not "
+                          "read. Image datasets: the class folders.")
+
+
+class IndexOut(BaseModel):
+    id: str
+    model_id: str
+    dataset_id: str
+    job_id: str = Field(description="the job that builds the index (GET /v1/jobs/{id}, events)")
+    status: str = Field(description="its job's: queued, running, succeeded (ready), failed or "
+                                    "cancelled")
+    progress: float = Field(ge=0, le=1)
+    metric: str
+    n_rows: int | None = Field(description="rows indexed (once built)")
+    dim: int | None = Field(description="width of the model's embedding (once built)")
+    params: dict[str, Any]
+    id_column: str | None = Field(description="the dataset column that answers as `id`")
+    label_column: str | None = Field(description="the dataset column that answers as `label` "
+                                                 "(null for images: their class folders)")
+    error: JobError | None
+    created_at: datetime
+
+    @classmethod
+    def from_view(cls, view: IndexView) -> IndexOut:
+        row, job = view.row, view.job
+        error = JobError(type=job.error_type, message=job.error_message or "") \
+            if job is not None and job.error_type else None
+        return cls(id=row.id, model_id=row.model_id, dataset_id=row.dataset_id,
+                   job_id=row.job_id, status=view.status,
+                   progress=job.progress if job is not None else 0.0, metric=row.metric,
+                   n_rows=row.n_rows, dim=row.dim, params=row.params, id_column=row.id_column,
+                   label_column=row.label_column, error=error, created_at=row.created_at)
+
+
+class IndexList(Page):
+    items: list[IndexOut]
+
+
+class NeighborsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"instances": [[0.5, 1.2, -3.0]], "k": 5}]})
+
+    instances: list[Any] = Field(description="rows as for /embed: lists in the model's feature "
+                                 "order, objects keyed by column name, texts, or images "
+                                 '({"b64": …})')
+    k: int = Field(10, ge=1, le=1000, description="neighbours per instance; an index of fewer "
+                   "rows answers all of them")
+    index_id: str | None = Field(None, description="the index to ask; default: the model's "
+                                 "newest ready index")
+
+
+class Neighbor(BaseModel):
+    row: int = Field(description="the row's number in the indexed dataset (0-based)")
+    distance: float = Field(description="cosine: 1 - cosine similarity; l2: Euclidean distance")
+    id: Any = Field(None, description="the row's value in the dataset's id column, if it has one")
+    label: Any = Field(None, description="the row's label (label column or class folder), if any")
+
+
+class NeighborsOut(BaseModel):
+    neighbors: list[list[Neighbor]] = Field(description="per instance, nearest first")
+    index_id: str

@@ -41,6 +41,10 @@ STAGING = ".tmp"  # half-written files and folders, published by a rename
 # results/<job id>/result.<format>: what a batch job made. Not under JOBS: that folder goes
 # when its job ends, and a result stays as long as its job's row does.
 RESULTS = "results"
+# indexes/<model id>/<index id>/ (a model's nearest-neighbour indexes). Beside models/, not
+# inside a model's folder: a published model folder never changes (the S3 store caches it
+# whole), and a model is loaded without reading its indexes.
+INDEXES = "indexes"
 
 
 def dataset_prefix(dataset_id: str) -> str:
@@ -56,6 +60,16 @@ def dataset_key(dataset_id: str, fmt: str) -> str:
 def model_key(model_id: str) -> str:
     """Where a model's artifact folder lives."""
     return f"{MODELS}/{model_id}"
+
+
+def model_indexes_key(model_id: str) -> str:
+    """The folder of all of a model's nearest-neighbour indexes (deleted with the model)."""
+    return f"{INDEXES}/{model_id}"
+
+
+def index_key(model_id: str, index_id: str) -> str:
+    """Where one nearest-neighbour index (graph, row ids and labels) lives."""
+    return f"{model_indexes_key(model_id)}/{index_id}"
 
 
 def export_key(model_id: str, fmt: str) -> str:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from bench import (
+    ann,
     batch_predict,
     binary_embed,
     contrastive_digits,
@@ -35,6 +36,7 @@ BENCHES = {
     "vae_digits": vae_digits.run,
     "gpu": gpu.run,  # skipped (not failed) without CUDA
     "batch_predict": batch_predict.run,
+    "ann": ann.run,
 }
 
 

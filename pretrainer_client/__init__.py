@@ -20,10 +20,12 @@ from pretrainer_client.types import (
     Dataset,
     Delivery,
     Event,
+    Index,
     Job,
     JobError,
     Model,
     ModelVersion,
+    Neighbor,
     Page,
     Prediction,
     Project,
@@ -34,7 +36,7 @@ from pretrainer_client.types import (
     Webhook,
 )
 
-__all__ = ["Algorithm", "Alias", "AliasMove", "AsyncClient", "Client", "Column", "Dataset",
-           "Event", "Job", "JobError", "JobFailed", "Model", "ModelVersion", "Page", "Prediction",
-           "PretrainerError", "Project", "Quota", "RegisteredModel", "Sweep", "Trial"]
-__all__ += ["Comparison", "ComparisonDelta", "ComparisonRow", "Delivery", "Webhook"]
+__all__ = ["Algorithm", "Alias", "AliasMove", "AsyncClient", "Client", "Column", "Comparison",
+           "ComparisonDelta", "ComparisonRow", "Dataset", "Delivery", "Event", "Index", "Job",
+           "JobError", "JobFailed", "Model", "ModelVersion", "Neighbor", "Page", "Prediction",
+           "PretrainerError", "Project", "Quota", "RegisteredModel", "Sweep", "Trial", "Webhook"]

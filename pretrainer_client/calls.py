@@ -19,9 +19,11 @@ from pretrainer_client.types import (
     Comparison,
     Dataset,
     Delivery,
+    Index,
     Job,
     Model,
     ModelVersion,
+    Neighbor,
     Page,
     Prediction,
     Project,
@@ -405,3 +407,44 @@ def deliveries(webhook_id: str, limit: int, offset: int) -> Call[Page[Delivery]]
 
 def test_webhook(webhook_id: str) -> Call[Delivery]:
     return Call("POST", f"/v1/webhooks/{webhook_id}/test", _one(Delivery))
+
+
+# ---- nearest-neighbour indexes and queries ----
+
+
+def build_index(model_id: str, dataset_id: str, *, metric: str | None,
+                params: dict[str, Any] | None, label_column: str | None) -> Call[Index]:
+    body: dict[str, Any] = {"dataset_id": dataset_id}
+    body.update({k: v for k, v in (("metric", metric), ("params", params),
+                                   ("label_column", label_column)) if v is not None})
+    return Call("POST", f"/v1/models/{model_id}/indexes", _one(Index), {"json": body})
+
+
+def indexes(model_id: str, limit: int, offset: int) -> Call[Page[Index]]:
+    return Call("GET", f"/v1/models/{model_id}/indexes", _page(Index),
+                {"params": {"limit": limit, "offset": offset}})
+
+
+def index(model_id: str, index_id: str) -> Call[Index]:
+    return Call("GET", f"/v1/models/{model_id}/indexes/{index_id}", _one(Index))
+
+
+def delete_index(model_id: str, index_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/models/{model_id}/indexes/{index_id}", _none)
+
+
+def _neighbors(r: httpx.Response) -> list[list[Neighbor]]:
+    return [[Neighbor.from_json(n) for n in hits] for hits in r.json()["neighbors"]]
+
+
+def neighbors(model_id: str, instances: Any, k: int,
+              index_id: str | None) -> Call[list[list[Neighbor]]]:
+    """Instances as /embed takes them in JSON (image bytes or paths sent as base64)."""
+    body = instances_body(instances)
+    if "files" in body:
+        items = [{"b64": base64.b64encode(raw).decode()} for _, (_, raw) in body["files"]]
+        body = {"json": {"instances": items}}
+    payload = {**body["json"], "k": k}
+    if index_id is not None:
+        payload["index_id"] = index_id
+    return Call("POST", f"/v1/models/{model_id}/neighbors", _neighbors, {"json": payload})

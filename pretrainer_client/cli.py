@@ -105,6 +105,7 @@ def register(sub: Any) -> None:
     again.add_argument("id")
     again.add_argument("--follow", action="store_true", help="follow it with a live progress "
                        "bar, then say whether the artifact is identical")
+    _register_neighbors(sub, models, common)
     ev = _leaf(sub, "evaluate", "score a model on an uploaded test set", _evaluate, common)
     ev.add_argument("model")
     ev.add_argument("dataset", help="dataset id of the test set")
@@ -894,3 +895,64 @@ def _webhooks_deliveries(client: Client, args: argparse.Namespace) -> None:
 def _webhooks_test(client: Client, args: argparse.Namespace) -> None:
     delivery = client.test_webhook(args.id)
     _output(delivery.raw, args.json, lambda d: print(f"queued {d['event']} delivery {d['id']}"))
+
+
+# ---------------------------------------------------------------- nearest-neighbour indexes
+
+
+def _register_neighbors(sub: Any, models: Any, common: argparse.ArgumentParser) -> None:
+    """`models index`, `models indexes` and `neighbors`."""
+    index = _leaf(models, "index", "build a nearest-neighbour index of a dataset's embeddings "
+                  "under the model (and --follow it)", _models_index, common)
+    index.add_argument("model")
+    index.add_argument("dataset", help="dataset id of the rows to index")
+    index.add_argument("--metric", choices=["cosine", "l2"], default=None,
+                       help="default: l2 for scikit-learn models, cosine for the others")
+    index.add_argument("--param", action="append", default=[], metavar="K=V",
+                       help="an HNSW param: m, ef_construction, ef_search")
+    index.add_argument("--label-column", default=None,
+                       help="the column answered as each neighbour's label")
+    index.add_argument("--follow", action="store_true", help="follow its job to the end")
+    _leaf(models, "indexes", "list a model's indexes", _models_indexes, common).add_argument(
+        "model")
+    near = _leaf(sub, "neighbors", "the nearest indexed rows of each instance of FILE (CSV with "
+                 "a header, .npy, .json, .jsonl) or of image files", _neighbors, common)
+    near.add_argument("model")
+    near.add_argument("--instances", nargs="+", required=True, metavar="FILE",
+                      help="a data file, '-' for JSON on stdin, or images")
+    near.add_argument("-k", type=int, default=10, help="neighbours per instance (default 10)")
+    near.add_argument("--index", default=None, help="index id (default: the model's newest "
+                      "ready index)")
+
+
+def _index_view(ix: dict[str, Any]) -> None:
+    _fields(f"index {ix['id']}", ix)
+
+
+def _models_index(client: Client, args: argparse.Namespace) -> None:
+    params = dict(parse_param(p) for p in args.param) or None
+    index = client.build_index(args.model, args.dataset, metric=args.metric, params=params,
+                               label_column=args.label_column, wait=args.follow,
+                               progress=args.follow and not args.json)
+    _output(index.raw, args.json, _index_view)
+
+
+def _models_indexes(client: Client, args: argparse.Namespace) -> None:
+    page = client.indexes(args.model, limit=500)
+    _output([i.raw for i in page.items], args.json, lambda items: _table(
+        f"indexes of {args.model} ({page.total})", ["id", "status", "metric", "rows", "dim",
+                                                    "dataset", "created"],
+        [[i["id"], i["status"], i["metric"], i["n_rows"], i["dim"], i["dataset_id"],
+          i["created_at"]] for i in items]))
+
+
+def _neighbors(client: Client, args: argparse.Namespace) -> None:
+    found = client.neighbors(args.model, read_instances(args.instances), args.k,
+                             index_id=args.index)
+    data = {"neighbors": [[{k: v for k, v in vars(n).items() if v is not None} for n in hits]
+                          for hits in found]}
+    _output(data, args.json, lambda d: _table(
+        f"neighbours ({len(found)} instances, k={args.k})",
+        ["instance", "rank", "row", "distance", "id", "label"],
+        [[i, rank, n["row"], round(n["distance"], 6), n.get("id", ""), n.get("label", "")]
+         for i, hits in enumerate(d["neighbors"]) for rank, n in enumerate(hits, 1)]))

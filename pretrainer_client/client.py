@@ -25,9 +25,11 @@ from pretrainer_client.types import (
     Dataset,
     Delivery,
     Event,
+    Index,
     Job,
     Model,
     ModelVersion,
+    Neighbor,
     Page,
     Prediction,
     Project,
@@ -490,6 +492,39 @@ class Client:
         """Queue a webhook.test delivery to the webhook."""
         return self._do(calls.test_webhook(ident(webhook)))
 
+    def build_index(self, model: str | Model, dataset: str | Dataset, *,
+                    metric: str | None = None, params: dict[str, Any] | None = None,
+                    label_column: str | None = None, wait: bool = False,
+                    progress: bool = False) -> Index:
+        """Build a nearest-neighbour index of a dataset's embeddings under the model (a job).
+
+        Returns the index at once (status queued); wait=True follows its job to the end and
+        returns it built (JobFailed if the build failed).
+        """
+        found = self._do(calls.build_index(ident(model), ident(dataset), metric=metric,
+                                           params=params, label_column=label_column))
+        if not wait:
+            return found
+        self.follow(found.job_id, progress=progress)
+        return self.index(model, found.id)
+
+    def indexes(self, model: str | Model, *, limit: int = 50,
+                offset: int = 0) -> Page[Index]:
+        """The model's indexes, newest first."""
+        return self._do(calls.indexes(ident(model), limit, offset))
+
+    def index(self, model: str | Model, index_id: str) -> Index:
+        return self._do(calls.index(ident(model), index_id))
+
+    def delete_index(self, model: str | Model, index: str | Index) -> None:
+        self._do(calls.delete_index(ident(model), ident(index)))
+
+    def neighbors(self, model: str | Model, instances: Any, k: int = 10, *,
+                  index_id: str | None = None) -> list[list[Neighbor]]:
+        """The k nearest indexed rows of each instance (row, distance, id, label), nearest
+        first, from index_id or the model's newest ready index."""
+        return self._do(calls.neighbors(ident(model), instances, k, index_id))
+
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited (`events` is an async iterator)."""
@@ -800,6 +835,32 @@ class AsyncClient:
 
     async def test_webhook(self, webhook: str | Webhook) -> Delivery:
         return await self._do(calls.test_webhook(ident(webhook)))
+
+
+    async def build_index(self, model: str | Model, dataset: str | Dataset, *,
+                          metric: str | None = None, params: dict[str, Any] | None = None,
+                          label_column: str | None = None, wait: bool = False,
+                          progress: bool = False) -> Index:
+        found = await self._do(calls.build_index(ident(model), ident(dataset), metric=metric,
+                                                 params=params, label_column=label_column))
+        if not wait:
+            return found
+        await self.follow(found.job_id, progress=progress)
+        return await self.index(model, found.id)
+
+    async def indexes(self, model: str | Model, *, limit: int = 50,
+                      offset: int = 0) -> Page[Index]:
+        return await self._do(calls.indexes(ident(model), limit, offset))
+
+    async def index(self, model: str | Model, index_id: str) -> Index:
+        return await self._do(calls.index(ident(model), index_id))
+
+    async def delete_index(self, model: str | Model, index: str | Index) -> None:
+        await self._do(calls.delete_index(ident(model), ident(index)))
+
+    async def neighbors(self, model: str | Model, instances: Any, k: int = 10, *,
+                        index_id: str | None = None) -> list[list[Neighbor]]:
+        return await self._do(calls.neighbors(ident(model), instances, k, index_id))
 
 
 def _save(chunks: Iterator[bytes], path: Path) -> None:

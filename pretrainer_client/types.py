@@ -429,3 +429,49 @@ class Delivery:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Delivery:
         return _parse(cls, data)
+
+
+@dataclass(frozen=True)
+class Index:
+    """A nearest-neighbour index of a dataset's embeddings under a model; ready when its status
+    (its job's) is succeeded."""
+
+    id: str
+    model_id: str
+    dataset_id: str
+    job_id: str
+    status: str
+    metric: str
+    created_at: datetime
+    progress: float = 0.0
+    n_rows: int | None = None
+    dim: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    id_column: str | None = None
+    label_column: str | None = None
+    error: JobError | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Index:
+        error = JobError(**data["error"]) if data.get("error") else None
+        return _parse(cls, data, error=error)
+
+    @property
+    def ready(self) -> bool:
+        """The index answers neighbours queries."""
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One indexed row near a query: its row number, distance, and id and label if any."""
+
+    row: int
+    distance: float
+    id: Any = None
+    label: Any = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Neighbor:
+        return cls(data["row"], data["distance"], data.get("id"), data.get("label"))

@@ -13,6 +13,7 @@ from app.config import Settings
 from app.db.session import get_sessionmaker
 from app.services.keys import Caller
 from app.serving.cache import ModelCache
+from app.serving.neighbors import Neighbors
 from app.serving.service import Serving
 from app.storage import BlobStore
 
@@ -38,6 +39,11 @@ async def get_cache(request: Request) -> ModelCache:
 async def get_serving(request: Request) -> Serving:
     serving: Serving = request.app.state.serving
     return serving
+
+
+async def get_neighbors(request: Request) -> Neighbors:
+    neighbors: Neighbors = request.app.state.neighbors
+    return neighbors
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -123,6 +129,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
+NeighborsDep = Annotated[Neighbors, Depends(get_neighbors)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ProjectDep = Annotated[str, Depends(get_project)]

@@ -38,7 +38,7 @@ from app.schemas import (
     PredictOut,
     TrainingEmbeddingOut,
 )
-from app.services import models, registry, reproduce
+from app.services import indexes, models, registry, reproduce
 from app.serving.inputs import JSON
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -111,9 +111,11 @@ def delete_model(model_id: str, session: SessionDep, store: StoreDep, cache: Cac
                  project: ProjectDep) -> Response:
     """Delete a model and its files."""
     row = models.delete(session=session, project=project, model_id=model_id)
+    indexes_key = indexes.forget_model(session=session, project=project, model_id=model_id)
     session.commit()
     cache.evict(row.id)
     store.delete(row.artifact_key)
+    store.delete(indexes_key)
     return Response(status_code=204)
 
 

@@ -303,6 +303,28 @@ EXAMPLES.update({
                  "data": {"webhook_id": WH, "url": "https://example.com/pretrainer"}}}}},
 })
 
+# Nearest-neighbour indexes (/v1/models/{id}/indexes) and their queries (/neighbors).
+IDX, IDX_JOB = "idx_7b1e3c5a9d2f4e6a8c0b1d3f5a7c9e2b", "job_2c4e6a8b0d1f4a3c5e7b9d1f3a5c7e90"
+INDEX_OUT = {"id": IDX, "model_id": MDL, "dataset_id": DS, "job_id": IDX_JOB,
+             "status": "succeeded", "progress": 1.0, "metric": "l2", "n_rows": 300, "dim": 3,
+             "params": {"m": 16, "ef_construction": 100, "ef_search": 32}, "id_column": "id",
+             "label_column": "label", "error": None, "created_at": FINISHED}
+EXAMPLES.update({
+    "POST /v1/models/{model_id}/indexes": {
+        "request": {"application/json": {"dataset_id": DS}},
+        "responses": {"202": {**INDEX_OUT, "status": "queued", "progress": 0.0, "n_rows": None,
+                              "dim": None, "created_at": CREATED}}},
+    "GET /v1/models/{model_id}/indexes": {"responses": {"200": {"items": [INDEX_OUT],
+                                                                "total": 1, "next": None}}},
+    "GET /v1/models/{model_id}/indexes/{index_id}": {"responses": {"200": INDEX_OUT}},
+    "DELETE /v1/models/{model_id}/indexes/{index_id}": {},
+    "POST /v1/models/{model_id}/neighbors": {
+        "request": {"application/json": {"instances": [[1.0, 4.2, -2.0, 3.3]], "k": 2}},
+        "responses": {"200": {"neighbors": [[
+            {"row": 17, "distance": 0.1432, "id": 1017, "label": 1},
+            {"row": 203, "distance": 0.2518, "id": 1203, "label": 1}]], "index_id": IDX}}},
+})
+
 PROBLEM_SCHEMA = {
     "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",

@@ -31,7 +31,8 @@ TRAIN = "train"  # the kind of a job that trains a model
 REPRODUCE = "reproduce"  # a job that retrains source_model_id from its record and compares
 BATCH = "batch"  # the kind of a job that scores a dataset with a model into a result file
 # Kinds of job that make no model: they count against the job quotas, not the models one.
-MAKES_NO_MODEL = frozenset({BATCH})
+INDEX = "index"  # the kind of a job that builds a nearest-neighbour index of a model's embeddings
+MAKES_NO_MODEL = frozenset({BATCH, INDEX})
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -385,3 +386,26 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NeighborIndex(Base):
+    """A nearest-neighbour index of a dataset's embeddings under a model; built by a job of
+    kind "index", whose status is the index's (a job that succeeded made a ready index)."""
+
+    __tablename__ = "indexes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    model_id: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    metric: Mapped[str] = mapped_column(String(20))  # cosine or l2
+    # Known once built: how many rows and how wide their embeddings are.
+    n_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dim: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # m, ef_construction, ef_search
+    # The dataset columns the answers quote (row ids, labels), when it has them.
+    id_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    label_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    blob_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -132,6 +132,10 @@ class Trained(ABC):
     # True: the model keeps the embedding of its training rows (training_embedding) but
     # cannot embed new rows (t-SNE); GET /v1/models/{id}/embedding serves it.
     has_training_embedding: ClassVar[bool] = False
+    # How a nearest-neighbour index compares this model's embeddings when the request does not
+    # say: by angle, as for learned representations (contrastive, autoencoder codes,
+    # transfer features), whose length carries little meaning.
+    neighbor_metric: ClassVar[Literal["cosine", "l2"]] = "cosine"
 
     @property
     def task(self) -> dict[str, Any] | None:

@@ -68,7 +68,7 @@ def create(*, session: Session, project: str, spec: ComparisonSpec, settings: Se
             for seed in seeds]
     session.commit()
     for job in made:  # committed: every row exists before a worker sees its message
-        jobs.send(settings=settings, job=job)
+        jobs.enqueue(settings, job)
     return comparison, made
 
 

@@ -40,17 +40,34 @@ def load(*, session: Session, project: str, model: Model, dataset_id: str,
     the missing ones); the target, when given (or named by the training job), must exist.
     """
     ds = datasets.get(session=session, project=project, dataset_id=dataset_id)
+    if ds.n_rows is not None and ds.n_rows > max_rows:
+        raise field_error(
+            "dataset_id", "too many rows", status=413,
+            detail=f"dataset {ds.id} has {ds.n_rows} rows; evaluate takes at most "
+                   f"{max_rows} (PRETRAINER_EVALUATE_MAX_ROWS)")
+    test_data = reading(session=session, project=project, model=model, dataset_id=dataset_id,
+                        target=target)
+    try:
+        data = training.load(test_data, store.path)
+    except FeatureError as exc:
+        raise field_error(
+            "dataset_id", exc.message,
+            detail=exc.message) \
+            from exc
+    return TestSet(x=data.x, y=data.labels, n_rows=len(data.x), target=test_data.target)
+
+
+def reading(*, session: Session, project: str, model: Model, dataset_id: str,
+            target: str | None) -> training.JobData:
+    """What reading a dataset's rows as the model reads them takes (evaluate, indexes), or
+    the 422 that says why the dataset does not fit the model's input schema."""
+    ds = datasets.get(session=session, project=project, dataset_id=dataset_id)
     schema = model.input_schema or {}
     kind = schema.get("kind", "tabular")
     data_kind = "image" if ds.kind == "image" else "tabular"
     if (kind == "image") != (data_kind == "image"):
         raise field_error("dataset_id", f"the model reads {kind} data; dataset {ds.id} holds "
                           f"{ds.kind} data")
-    if ds.n_rows is not None and ds.n_rows > max_rows:
-        raise field_error(
-            "dataset_id", "too many rows", status=413,
-            detail=f"dataset {ds.id} has {ds.n_rows} rows; evaluate takes at most "
-                   f"{max_rows} (PRETRAINER_EVALUATE_MAX_ROWS)")
     names = [c["name"] for c in ds.columns or []]
     features = _features(schema, kind)
     missing = [f for f in features if f not in names]
@@ -64,15 +81,7 @@ def load(*, session: Session, project: str, model: Model, dataset_id: str,
     elif target is None:
         trained_on = default_target(session=session, model=model)
         target = trained_on if trained_on in names else None
-    test_data = training.of_job(ds, features=features, target=target)
-    try:
-        data = training.load(test_data, store.path)
-    except FeatureError as exc:
-        raise field_error(
-            "dataset_id", exc.message,
-            detail=exc.message) \
-            from exc
-    return TestSet(x=data.x, y=data.labels, n_rows=len(data.x), target=target)
+    return training.of_job(ds, features=features, target=target)
 
 
 def _features(schema: dict[str, Any], kind: str) -> list[str]:

@@ -53,7 +53,7 @@ def queue_once(*, session: Session, project: str, settings: Settings, route: str
         load=lambda job_id: get(session=session, project=project, job_id=job_id))
     made = idempotency.once(claim, prepare)
     if made.created:  # committed: the row exists before any worker can see the message
-        _enqueue(settings, made.resource)
+        enqueue(settings, made.resource)
     return made.resource
 
 
@@ -68,7 +68,8 @@ def _prepare(session: Session, project: str, spec: JobSpec, settings: Settings,
     return job
 
 
-def _enqueue(settings: Settings, job: Job) -> None:
+def enqueue(settings: Settings, job: Job) -> None:
+    """Send a committed job to its queue (a broker that is down: the reaper sends it later)."""
     try:
         enqueue_train(settings, job.id, job.queue, request_id=logs.current_request_id())
     except Exception:  # the broker is down: the row is committed, the reaper sends it later
@@ -177,8 +178,8 @@ def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Se
     """A checked, inserted (uncommitted) job of the group parent_id (a comparison, a sweep).
 
     The same checks as submit; quota=False when the caller checked the quotas for the whole
-    group at once (a comparison is refused whole). The caller sends the job (send) after its
-    commit.
+    group at once (a comparison is refused whole). The caller sends the job (enqueue) after
+    its commit.
     """
     job = _insert(session=session, project=project, spec=spec,
                   quota_defaults=settings.quota_defaults if quota else None,
@@ -188,9 +189,3 @@ def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Se
     for need in _needed_blobs(session=session, job=job):
         store.require(need.key, what=need.what, field=need.field)
     return job
-
-
-def send(*, settings: Settings, job: Job) -> None:
-    """Send a committed queued job to its queue (a broker that is down: the reaper sends it)."""
-    _enqueue(settings, job)
-

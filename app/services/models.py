@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.data import training
 from app.data.training import JobData
-from app.db.tables import ACTIVE, Dataset, Job, Model, new_id
+from app.db.tables import ACTIVE, INDEX, Dataset, Job, Model, new_id
 from app.errors import NotFound, field_error
 from app.ml import reproduce
 from app.ml.base import Algorithm, BackboneRef, Trained
@@ -95,14 +95,16 @@ def training_data(*, session: Session, model: Model) -> JobData | None:
 
 def dependants(*, session: Session, project: str, model_id: str) -> list[str]:
     """Models fine-tuned from this one, and active jobs that will load it (as their backbone,
-    or to score a dataset with it)."""
+    to score a dataset with it, or to rerun it). An index build is not one: the model's
+    indexes go with it (their builds are cancelled)."""
     models = session.scalars(select(Model.id).where(Model.project == project,
                                                     Model.backbone_model_id == model_id)).all()
     active = session.scalars(select(Job).where(Job.project == project,
                                                Job.status.in_(ACTIVE))).all()
     spec = MODEL_PREFIX + model_id
     jobs = [j.id for j in active
-            if (j.params or {}).get("backbone") == spec or j.source_model_id == model_id]
+            if (j.params or {}).get("backbone") == spec
+            or (j.source_model_id == model_id and j.kind != INDEX)]
     return sorted(models) + jobs
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.tables import ACTIVE, Dataset, Job, Model
-from app.storage import DATASETS, JOBS, MODELS, RESULTS, STAGING, BlobStore
+from app.storage import DATASETS, INDEXES, JOBS, MODELS, RESULTS, STAGING, BlobStore
 
 # The blob store's top-level folders, and the rows that keep an entry of each alive.
 
@@ -44,7 +44,8 @@ def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[s
 
     Orphans are what a crash leaves between a write and its commit: half-uploaded staging
     files, a dataset or model folder whose row was never written (or was deleted before its
-    files), a checkpoint of a job that has ended or is gone, the result of a job that is gone.
+    files), a checkpoint of a job that has ended or is gone, the result of a job that is gone,
+    the indexes of a deleted model.
     """
     removed: list[str] = []
     kept_by: tuple[tuple[str, Callable[[list[str]], set[str]]], ...] = (
@@ -52,6 +53,8 @@ def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[s
         (MODELS, lambda ids: _live_ids(session, Model, ids)),
         (JOBS, lambda ids: _resumable_jobs(session, ids)),
         (RESULTS, lambda ids: _live_ids(session, Job, ids)),
+        # A model's indexes go with the model (indexes/<model id>).
+        (INDEXES, lambda ids: _live_ids(session, Model, ids)),
         (STAGING, lambda ids: set()))
     for prefix, keep in kept_by:
         old = [(key, key.rsplit("/", 1)[1]) for key, age in store.children(prefix)

@@ -78,7 +78,7 @@ def create(*, session: Session, project: str, spec: SweepSpec, settings: Setting
     made = _open(session, settings, store, sweep, [], min(sweep.parallelism, sweep.trials))
     session.commit()  # the rows exist before any worker can see a message
     for job in made:
-        jobs.send(settings=settings, job=job)
+        jobs.enqueue(settings, job)
     log.info("sweep.created", sweep_id=sweep.id, trials=sweep.trials, started=len(made))
     return sweep
 
@@ -217,7 +217,7 @@ def advance(*, settings: Settings, store: BlobStore, sweep_id: str) -> list[str]
         _stop(settings, sweep_id, exc.detail)
         return []
     for job in made:
-        jobs.send(settings=settings, job=job)
+        jobs.enqueue(settings, job)
         log.info("sweep.trial_started", sweep_id=sweep_id, job_id=job.id)
     return [job.id for job in made]
 

@@ -91,6 +91,14 @@ class Serving:
         x = await self._input(entry, body)
         return await self._compute(entry, op, x)
 
+    async def embed_instances(self, project: str, model_id: str,
+                              instances: list[Any]) -> np.ndarray:
+        """The embeddings of parsed instances, exactly as /embed answers them (neighbours)."""
+        entry = await self.loaded(project, model_id)
+        _can(entry, "embed")
+        x = await self._rows(entry, instances)
+        return np.asarray(await self._compute(entry, "embed", x))
+
     async def generate(self, project: str, model_id: str, n: int, seed: int | None) -> Any:
         """n new samples of a generative model."""
         entry = await self.loaded(project, model_id)
@@ -148,7 +156,12 @@ class Serving:
         raw, counted = await inputs.read_json_body(body.chunks, limits)
         if len(raw) > limits.inline_body_bytes:
             return await self._decoded(inputs.from_json, spec, raw, limits, counted)
-        instances = inputs.parse(raw)
+        return await self._rows(entry, inputs.parse(raw))
+
+    async def _rows(self, entry: Loaded, instances: list[Any]) -> np.ndarray:
+        """The model's input from parsed instances: images decoded in a decode process, the
+        rows of many instances built in the pool, a few on the loop."""
+        limits, spec = self.limits, entry.spec
         if spec.kind == "image":
             return await self._decoded(inputs.matrix, spec, instances, limits)
         if len(instances) > limits.inline_instances:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -138,6 +138,9 @@ class UnsupervisedModel(Trained):
     parts: ClassVar[dict[str, type]] = {}
     # True for clusterings: their training labels are kept and evaluate scores agreement.
     clusters: ClassVar[bool] = False
+    # Components and distances to centres are coordinates in the data's own (scaled) units:
+    # Euclidean distance is how these models measure themselves.
+    neighbor_metric: ClassVar[Literal["cosine", "l2"]] = "l2"
     # The clustering of the training rows, in row order (None: not a clustering, or trained
     # before labels were kept).
     training_labels: np.ndarray | None = None

@@ -503,6 +503,7 @@ async function modelView(id) {
     reproducibilitySection(model),
     registerSection(model),
     await batchSection(model),
+    ...neighborsSection(id, model),
   ];
 }
 
@@ -621,6 +622,39 @@ function resultLink(job) {
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   });
   return el("a", { href: `/v1/jobs/${job.id}/result`, id: "job-result", onclick: save }, ` download ${name} (${fmt(job.metrics.rows)} rows)`);
+}
+
+// Nearest neighbours (models that embed): the model's indexes, a build button, a query box.
+function neighborsSection(id, model) {
+  if (!model.capabilities.includes("embed")) return [];
+  const list = el("div", { id: "indexes" });
+  const refresh = guard(async () => {
+    const page = await api(`/v1/models/${id}/indexes?limit=500`);
+    list.replaceChildren(table(["index", "status", "", "metric", "rows", "dataset", "created"],
+      page.items.map((ix) => ({ id: ix.id, cells: [el("code", {}, ix.id), ix.status, progressBar(ix.progress), ix.metric, ix.n_rows, ix.dataset_id, ix.created_at] }))));
+    // A build still running: look again in a second (until the view changes).
+    if (page.items.some((ix) => !TERMINAL.includes(ix.status)) && location.hash === `#models/${id}`) setTimeout(refresh, 1000);
+  });
+  const dataset = el("input", { id: "index-dataset", placeholder: "dataset id to index (ds_…)", value: model.dataset_id });
+  const build = guard(async () => {
+    const ix = await api(`/v1/models/${id}/indexes`, { method: "POST", json: { dataset_id: dataset.value.trim() } });
+    notify(`building index ${ix.id} (job ${ix.job_id})`, true);
+    refresh();
+  });
+  const input = el("textarea", { id: "neighbors-input" }, exampleInstances(model));
+  const k = el("input", { id: "neighbors-k", type: "number", min: 1, max: 1000, value: 5 });
+  const output = el("div", { id: "neighbors-output" });
+  const find = guard(async () => {
+    const body = Object.assign(JSON.parse(input.value), { k: Number(k.value) });
+    const out = await api(`/v1/models/${id}/neighbors`, { method: "POST", json: body });
+    output.replaceChildren(el("p", {}, "index ", el("code", {}, out.index_id)), table(["instance", "rank", "row", "distance", "id", "label"],
+      out.neighbors.flatMap((hits, i) => hits.map((n, rank) => ({ id: `${i}-${rank}`, cells: [i, rank + 1, n.row, n.distance, n.id, n.label] })))));
+  });
+  refresh();
+  return [el("section", {}, el("h2", {}, "Nearest neighbours"), list,
+    el("p", {}, dataset, " ", el("button", { id: "build-index", onclick: build }, "build index")),
+    el("p", { class: "hint" }, "Instances as for embed; answers the nearest rows of the model's newest ready index."),
+    input, el("p", {}, "k ", k, " ", el("button", { id: "find-neighbors", onclick: find }, "find neighbours")), output)];
 }
 
 // The project's quotas: what it uses of each, as a bar against its limit.
