@@ -14,6 +14,9 @@ class ColumnOut(BaseModel):
     name: str
     dtype: str = Field(description="float64, float32, int64, int32, bool or string")
     nulls: int = Field(0, description="Number of missing values")
+    min: float | None = Field(None, description="Smallest value of a numeric column (null for "
+                              "text and booleans, or a dataset stored before it was recorded)")
+    max: float | None = Field(None, description="Largest value of a numeric column")
 
 
 class ClassOut(BaseModel):
