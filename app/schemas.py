@@ -116,6 +116,8 @@ class AlgorithmOut(BaseModel):
     description: str
     queue: str
     extras: list[str] = Field(default_factory=list)
+    needs_target: bool = Field(False, description="true: a job names its label column in "
+                               "target (images: labels come from the class folders)")
     params_schema: dict[str, Any]
 
 

@@ -177,8 +177,7 @@ class Algorithm(ABC):
     trained_cls: ClassVar[type[Trained]]
     queue: ClassVar[str] = "cpu"
     # True: fit learns from the job's labels (FitInput.labels): a job without a target (or,
-    # for images, without class folders) is refused at submit. transfer says so through its
-    # backbone (backbone_of); an algorithm without one sets this.
+    # for images, without class folders) is refused at submit (transfer, lda).
     needs_target: ClassVar[bool] = False
 
     def own(self, params: Params | dict[str, Any]) -> Any:

@@ -49,7 +49,7 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     ds = _dataset(session, project, spec.dataset_id, algo)
     wanted = algo.backbone_of(params)  # a transfer job's (backbone, pretrained)
     data = training.decide(ds, features=spec.features, target=spec.target,
-                           labelled=wanted is not None or algo.needs_target)
+                           labelled=algo.needs_target)
     if wanted is not None:
         _check_backbone(session, project, data, params, weights_dir or Path("weights"))
     _check_fit(algo, params, ds, data)
