@@ -77,17 +77,16 @@ class JobData:
         if self.kind != "tabular":
             return None
         by_name = {c["name"]: c for c in self.columns}
-        lows, highs = [], []
+        lows: list[float] = []
+        highs: list[float] = []
         for name in self.features:
             column = by_name.get(name, {})
-            if column.get("dtype") == "bool":
-                low, high = 0.0, 1.0
-            else:
-                low, high = column.get("min"), column.get("max")
-            if low is None or high is None:
+            bounds = ((0, 1) if column.get("dtype") == "bool"
+                      else (column.get("min"), column.get("max")))
+            if bounds[0] is None or bounds[1] is None:
                 return None
-            lows.append(float(low))
-            highs.append(float(high))
+            lows.append(float(bounds[0]))
+            highs.append(float(bounds[1]))
         return (min(lows), max(highs)) if lows else None
 
     def notes(self) -> dict[str, Any]:

@@ -111,5 +111,5 @@ def test_refusals(wine):
     with pytest.raises(ValueError, match="priors must name every class"):
         fit(x, labels, priors={"barolo": 1})
     assert algo.check_fit(algo.own({"n_components": 20}), n_rows=100, n_features=13) == [
-        ("n_components", "n_components=20 must not exceed the number of features (13), "
-                         "nor classes - 1")]
+        ("n_components", ("n_components=20 must not exceed the number of features (13), "
+                          "nor classes - 1"))]
