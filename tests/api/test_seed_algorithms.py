@@ -127,3 +127,22 @@ def test_gmm_generate_is_seeded_and_in_data_units(client, settings):
     assert client.post(url, json={"n": 2000, "seed": 5}).json()["samples"] == first
     assert np.asarray(first).shape == (2000, 2)
     np.testing.assert_allclose(np.mean(first, axis=0), x.mean(axis=0), atol=0.5)
+
+
+def test_seed_autoencoder_is_a_transfer_backbone(client, settings):
+    x = load_digits().data[:200] / 16
+    labels = load_digits().target[:200]
+    content = to_csv(np.column_stack([x, labels]), [*(f"p{i}" for i in range(64)), "label"])
+    ds = upload(client, content)["body"]["id"]
+    pre = finish(client, settings, submit(client, ds, "autoencoder", SEED_AE))
+    model = client.get(f"/v1/models/{pre['model_id']}").json()
+    assert len(model["input_schema"]["features"]) == 64  # the label column left out
+    job = finish(client, settings, submit(client, ds, "transfer", {
+        "backbone": f"model:{pre['model_id']}", "epochs": 2}, target="label"))
+    url = f"/v1/models/{job['model_id']}/embed"
+    emb = client.post(url, json={"instances": x[:2].tolist()}).json()["embeddings"]
+    code = client.post(f"/v1/models/{pre['model_id']}/embed",
+                       json={"instances": x[:2].tolist()}).json()["embeddings"]
+    # A frozen backbone (the default): the transfer model's features are the ReLU code.
+    np.testing.assert_allclose(emb, code, rtol=1e-5, atol=1e-6)
+    assert len(emb[0]) == 16 and min(min(row) for row in emb) >= 0
