@@ -126,6 +126,9 @@ class LDAAlgorithm(Algorithm):
     extras: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
     needs_target: ClassVar[bool] = True
+    # The numbers of its metrics a hyper-parameter search may optimise.
+    sweep_metrics: ClassVar[tuple[str, ...]] = (
+        "accuracy", "macro_f1", "log_loss", "train_accuracy", "explained_variance_ratio_sum")
     description: ClassVar[str] = (
         "Linear discriminant analysis (scikit-learn LinearDiscriminantAnalysis): labelled "
         "dimensionality reduction; needs a target. Projects the rows onto the directions that "
