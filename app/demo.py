@@ -7,6 +7,7 @@ import io
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,15 @@ COLUMNS = "a,b,c,d"
 def _csv(x: np.ndarray) -> str:
     buf = io.StringIO()
     np.savetxt(buf, x, delimiter=",", header=COLUMNS, comments="", fmt="%.6f")
+    return buf.getvalue()
+
+
+def _digits01(digits: Any) -> str:
+    # The seed's MNIST autoencoder reads pixels scaled to [0, 1] (x / 255): digits are 0..16.
+    buf = io.StringIO()
+    header = ",".join([*(f"p{i}" for i in range(64)), "label"])
+    rows = np.column_stack([digits.data / 16.0, digits.target])
+    np.savetxt(buf, rows, delimiter=",", header=header, comments="", fmt="%.6g")
     return buf.getvalue()
 
 
@@ -52,6 +62,7 @@ def files() -> dict[str, bytes]:
         "digits.zip": _zip([(f"{labels[i]}/{i:04d}.png", p) for i, p in enumerate(pngs)]),
         "digits-unlabelled.zip": _zip([(f"{i:04d}.png", p) for i, p in enumerate(pngs)]),
         "digits-10-per-class.zip": _zip([(f"{labels[i]}/{i:04d}.png", pngs[i]) for i in ten]),
+        "digits01.csv": _digits01(digits).encode(),
         "seven.png": pngs[seven],
         "eight.png": pngs[eight],
     }

@@ -22,6 +22,9 @@ class ColumnOut(BaseModel):
     name: str
     dtype: str = Field(description="float64, float32, int64, int32, bool or string")
     nulls: int = Field(0, description="Number of missing values")
+    min: float | None = Field(None, description="Smallest value of a numeric column (null for "
+                              "text and booleans, or a dataset stored before it was recorded)")
+    max: float | None = Field(None, description="Largest value of a numeric column")
 
 
 class ClassOut(BaseModel):
@@ -121,6 +124,8 @@ class AlgorithmOut(BaseModel):
     description: str
     queue: str
     extras: list[str] = Field(default_factory=list)
+    needs_target: bool = Field(False, description="true: a job names its label column in "
+                               "target (images: labels come from the class folders)")
     params_schema: dict[str, Any]
 
 

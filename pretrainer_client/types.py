@@ -31,6 +31,9 @@ class Column:
     name: str
     dtype: str
     nulls: int = 0
+    # A numeric column's smallest and largest value (None for text and booleans).
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Dataset:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dataset:
-        columns = [Column(**{k: c[k] for k in ("name", "dtype", "nulls") if k in c})
+        columns = [Column(**{k: c[k] for k in ("name", "dtype", "nulls", "min", "max") if k in c})
                    for c in data.get("columns", [])]
         return _parse(cls, data, columns=columns)
 
@@ -161,6 +164,8 @@ class Algorithm:
     capabilities: list[str]
     description: str
     params_schema: dict[str, Any]
+    # True: a job names its label column in target (transfer on rows or texts, lda).
+    needs_target: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -15,6 +15,10 @@ class Column:
     name: str
     dtype: str  # one of DTYPES
     nulls: int
+    # The smallest and largest number of a numeric column (None for text and booleans, and
+    # for datasets stored before ranges were recorded).
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass

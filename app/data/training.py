@@ -71,6 +71,24 @@ class JobData:
         """The column of texts a text job reads."""
         return self.features[0] if self.kind == "text" else None
 
+    def value_range(self) -> tuple[float, float] | None:
+        """(min, max) over the values of the job's features, from the ranges recorded at
+        ingest; None for images and texts, or when a feature's range is not known."""
+        if self.kind != "tabular":
+            return None
+        by_name = {c["name"]: c for c in self.columns}
+        lows: list[float] = []
+        highs: list[float] = []
+        for name in self.features:
+            column = by_name.get(name, {})
+            bounds = ((0, 1) if column.get("dtype") == "bool"
+                      else (column.get("min"), column.get("max")))
+            if bounds[0] is None or bounds[1] is None:
+                return None
+            lows.append(float(bounds[0]))
+            highs.append(float(bounds[1]))
+        return (min(lows), max(highs)) if lows else None
+
     def notes(self) -> dict[str, Any]:
         """What the job says from its creation on: the label-like columns it left out."""
         return {"left_out_columns": list(self.left_out)} if self.left_out else {}
@@ -97,7 +115,7 @@ def decide(dataset: DatasetRow, *, features: list[str] | None, target: str | Non
            labelled: bool) -> JobData:
     """JobData of a new job, or JobDataError naming the field that does not fit.
 
-    labelled: the algorithm learns from labels (a transfer job); a job without any is refused.
+    labelled: the algorithm learns from labels (transfer, lda); a job without any is refused.
     """
     if dataset.kind == "image":
         return _images(dataset, features, target, labelled)
@@ -149,7 +167,8 @@ def _text_of(dataset: DatasetRow, features: list[str] | None,
 
 def _check_labels(names: Sequence[str], target: str | None, text: str | None) -> None:
     if target is None:
-        raise JobDataError("target", "transfer needs labels: name the label column in target")
+        raise JobDataError("target", "the algorithm learns from labels: name the label "
+                                     "column in target")
     if target not in names:
         raise JobDataError("target", f'unknown column "{target}"; available: {", ".join(names)}')
     if target == text:

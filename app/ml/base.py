@@ -183,6 +183,9 @@ class Algorithm(ABC):
     # The numbers a job of this algorithm reports (in its final metrics, or per epoch in its
     # history) that a sweep may optimise; epoch ones also feed a sweep's pruner.
     sweep_metrics: ClassVar[tuple[str, ...]] = ()
+    # True: fit learns from the job's labels (FitInput.labels): a job without a target (or,
+    # for images, without class folders) is refused at submit (transfer, lda).
+    needs_target: ClassVar[bool] = False
 
     def own(self, params: Params | dict[str, Any]) -> Any:
         """params as this algorithm's Params model (a dict is validated)."""
@@ -194,6 +197,13 @@ class Algorithm(ABC):
 
     def check_fit(self, params: Params, *, n_rows: int, n_features: int) -> list[tuple[str, str]]:
         """Problems that make params unfit for data of this shape, as (param, reason) pairs."""
+        return []
+
+    def check_data(self, params: Params, *, kind: str,
+                   value_range: tuple[float, float] | None) -> list[tuple[str, str]]:
+        """Problems that make params unfit for the data's kind ("tabular", "image", "text")
+        and values, as (param, reason) pairs; value_range: the (min, max) over the job's
+        features, None when not known."""
         return []
 
     def backbone_of(self, params: Params) -> tuple[str, bool] | None:

@@ -42,6 +42,7 @@ def describe(algo: Algorithm) -> dict[str, Any]:
         "description": algo.description,
         "queue": algo.queue,
         "extras": list(getattr(algo, "extras", ())),
+        "needs_target": algo.needs_target,
         "params_schema": algo.params_model.model_json_schema(),
     }
 

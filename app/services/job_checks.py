@@ -53,7 +53,7 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     ds = _dataset(session, project, spec.dataset_id, algo)
     wanted = algo.backbone_of(params)  # a transfer job's (backbone, pretrained)
     data = training.decide(ds, features=spec.features, target=spec.target,
-                           labelled=wanted is not None)
+                           labelled=algo.needs_target)
     if wanted is not None:
         _check_backbone(session, project, data, params, weights_dir or Path("weights"))
     _check_fit(algo, params, ds, data)
@@ -142,7 +142,8 @@ def _check_backbone(session: Session, project: str, data: JobData, params: Any,
 
 
 def _check_fit(algo: Algorithm, params: Params, ds: Dataset, data: JobData) -> None:
-    problems = algo.check_fit(params, n_rows=ds.n_rows, n_features=data.n_features)
+    problems = [*algo.check_fit(params, n_rows=ds.n_rows, n_features=data.n_features),
+                *algo.check_data(params, kind=data.kind, value_range=data.value_range())]
     if not problems:
         return
     # "dataset" problems are about the rows themselves (too many, too few), not a param.

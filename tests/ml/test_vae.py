@@ -46,7 +46,7 @@ def test_bernoulli_likelihood_is_the_bernoulli_log_prob_of_the_pixels():
     z = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         recon, nll = v.reconstruct(x, z)
-        logits = v._pixel_logits(z)
+        logits = v.decoder.logits(z)
     pixels = torch.from_numpy(images(8)).permute(0, 3, 1, 2).float() / 255
     ref = -Bernoulli(logits=logits, validate_args=False).log_prob(pixels).flatten(1).sum(1)
     torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-4)

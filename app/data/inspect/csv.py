@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from app.data.formats import ACCEPTED, MAX_BLOCK_SIZE, IngestError
-from app.data.inspect._common import check_names, first_infinite, infinite
+from app.data.inspect._common import Ranges, check_names, first_infinite, infinite
 from app.data.schema import Column, DatasetInfo
 
 # Delimiters a file named .csv is often written with instead of a comma (spreadsheets in
@@ -166,10 +166,12 @@ class _CsvStats:
         # The first row (1-based) holding an infinity, per column: refused only if the column
         # ends up numeric ("inf" in a text column is text).
         self.infinite: dict[int, int] = {}
+        self.ranges = Ranges(len(schema))
 
     def add(self, batch: pa.RecordBatch) -> None:
         for i, col in enumerate(batch.columns):
             self.nulls[i] += col.null_count
+            self.ranges.add_array(i, col)
             if i in self.kinds:
                 self.kinds[i] = _narrowest(col, self.kinds[i])
             if i not in self.infinite:
@@ -186,7 +188,7 @@ class _CsvStats:
             dtype = _text_dtype(self.kinds[i]) if i in self.kinds else _csv_dtype(f.type)
             if dtype == "float64" and i in self.infinite:
                 raise infinite(f.name, self.infinite[i])
-            columns.append(Column(f.name, dtype, self.nulls[i]))
+            columns.append(Column(f.name, dtype, self.nulls[i], **self.ranges.of(i, dtype)))
         return DatasetInfo("tabular", "csv", self.rows, columns)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.data.formats import IngestError, iter_jsonl
-from app.data.inspect._common import check_names
+from app.data.inspect._common import Ranges, check_names
 from app.data.schema import Column, DatasetInfo
 
 
@@ -31,6 +31,7 @@ class _JsonlSchema:
         self.rows = 0
         self.nulls = [0] * len(self.names)
         self.kinds: list[set[str]] = [set() for _ in self.names]
+        self.ranges = Ranges(len(self.names))
 
     def add(self, value: Any, line: int) -> None:
         values = self._row(value, line)
@@ -42,6 +43,8 @@ class _JsonlSchema:
             if kind == "nested" or (self.arrays and kind not in ("int", "float")):
                 raise self._bad_value(v, i, line)
             self.kinds[i].add(kind)
+            if kind in ("int", "float"):
+                self.ranges.add(i, float(v), float(v))
         self.rows += 1
 
     def _row(self, value: Any, line: int) -> list[Any]:
@@ -83,8 +86,9 @@ class _JsonlSchema:
     def info(self) -> DatasetInfo:
         if self.rows == 0:
             raise IngestError("the file has no data rows")
-        columns = [Column(name, _json_dtype(kinds), nulls)
-                   for name, kinds, nulls in zip(self.names, self.kinds, self.nulls)]
+        dtypes = [_json_dtype(kinds) for kinds in self.kinds]
+        columns = [Column(name, dtype, nulls, **self.ranges.of(i, dtype)) for i, (name, dtype, nulls)
+                   in enumerate(zip(self.names, dtypes, self.nulls))]
         return DatasetInfo("tabular", "jsonl", self.rows, columns)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data.formats import IngestError
-from app.data.inspect._common import check_width, infinite
+from app.data.inspect._common import Ranges, check_width, infinite
 from app.data.schema import Column, DatasetInfo
 
 _NPY_CHUNK_BYTES = 8 << 20
@@ -23,7 +23,8 @@ def inspect_npy(path: Path, max_columns: int) -> DatasetInfo:
     width = 1 if arr.ndim == 1 else arr.shape[1]
     nulls = _npy_nans(path, arr) if arr.dtype.kind == "f" else [0] * width
     dtype = _npy_dtype(arr.dtype)
-    columns = [Column(f"x{i}", dtype, nulls[i]) for i in range(width)]
+    ranges = _npy_ranges(path, arr)
+    columns = [Column(f"x{i}", dtype, nulls[i], **ranges.of(i, dtype)) for i in range(width)]
     return DatasetInfo("tabular", "npy", n_rows, columns)
 
 
@@ -95,3 +96,35 @@ def _npy_nans(path: Path, arr: np.ndarray) -> list[int]:
             cols = flat // n if fortran else flat % width
             counts += np.bincount(cols, minlength=width)
     return [int(c) for c in counts]
+
+
+def _npy_ranges(path: Path, arr: np.ndarray) -> Ranges:
+    """Each column's range, in chunks of whole rows (whole columns, Fortran order) read with
+    plain reads, like _npy_nans."""
+    n, width = arr.shape[0], (1 if arr.ndim == 1 else arr.shape[1])
+    ranges = Ranges(width)
+    if arr.dtype.kind == "b":
+        return ranges
+    fortran = arr.ndim == 2 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+    line = n if fortran else width  # values of one row (one column, Fortran) on disk
+    step = max(1, _NPY_CHUNK_BYTES // (arr.dtype.itemsize * line)) * line
+    with open(path, "rb") as fh:
+        fh.seek(arr.offset)  # type: ignore[attr-defined]
+        for start in range(0, arr.size, step):
+            chunk = np.fromfile(fh, dtype=arr.dtype, count=min(step, arr.size - start))
+            lines = chunk.reshape(-1, line)
+            if fortran:  # each line is a whole column: columns start // n onwards
+                first = start // n
+                for j, values in enumerate(lines):
+                    _widen(ranges, first + j, values)
+            else:
+                for j in range(width):
+                    _widen(ranges, j, lines[:, j])
+    return ranges
+
+
+def _widen(ranges: Ranges, i: int, values: np.ndarray) -> None:
+    if values.dtype.kind == "f":
+        values = values[~np.isnan(values)]
+    if values.size:
+        ranges.add(i, float(values.min()), float(values.max()))

@@ -11,7 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.data.formats import IngestError
-from app.data.inspect._common import check_names, check_width, first_infinite, infinite
+from app.data.inspect._common import (
+    Ranges,
+    check_names,
+    check_width,
+    first_infinite,
+    infinite,
+)
 from app.data.schema import Column, DatasetInfo
 
 
@@ -41,7 +47,10 @@ def _parquet_info(pf: pq.ParquetFile) -> DatasetInfo:
     nulls = _parquet_nulls(pf, [f.name for f in fields])
     floats = [f.name for f in fields if pa.types.is_floating(f.type)]  # decimals are finite
     _refuse_parquet_infinities(pf, floats)
-    columns = [Column(f.name, _arrow_dtype(f.type), n) for f, n in zip(fields, nulls)]
+    dtypes = [_arrow_dtype(f.type) for f in fields]
+    ranges = _parquet_ranges(pf, [f.name for f in fields], dtypes)
+    columns = [Column(f.name, dtype, n, **ranges.of(i, dtype))
+               for i, (f, dtype, n) in enumerate(zip(fields, dtypes, nulls))]
     return DatasetInfo("tabular", "parquet", n_rows, columns)
 
 
@@ -86,6 +95,17 @@ def _refuse_parquet_infinities(pf: pq.ParquetFile, names: list[str]) -> None:
             if at is not None:
                 raise infinite(name, start + at + 1)
         start += group.num_rows
+
+
+def _parquet_ranges(pf: pq.ParquetFile, names: list[str], dtypes: list[str]) -> Ranges:
+    """Each numeric column's range, read column by column in batches (bounded memory)."""
+    ranges = Ranges(len(names))
+    for i, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+        if dtype in ("string", "bool"):
+            continue
+        for batch in pf.iter_batches(batch_size=1 << 16, columns=[name]):
+            ranges.add_array(i, batch.column(0))
+    return ranges
 
 
 def _count_nulls(pf: pq.ParquetFile, name: str) -> int:

@@ -24,11 +24,31 @@ from app.ml.deep.params import (
     VAEParams,
     validation_rows,
 )
-from app.ml.deep.preprocess import training_data
+from app.ml.deep.preprocess import TABULAR, training_data
 
 FAMILY = "self_supervised"
 # check_fit names this for problems of the data itself rather than of one param.
 DATASET = "dataset"
+
+
+def bce_problems(p: AutoencoderParams, kind: str,
+                 value_range: tuple[float, float] | None) -> list[tuple[str, str]]:
+    """Why loss 'bce' cannot train on this data: rows must reach the network as values in
+    [0, 1] (images always do). value_range: the features' (min, max), None when unknown."""
+    if p.loss != "bce" or kind != TABULAR:
+        return []
+    found = []
+    if p.output_activation != "sigmoid":
+        found.append("bce scores a sigmoid output: set output_activation 'sigmoid'")
+    if p.standardize:
+        found.append("bce needs inputs in [0, 1] and standardize z-scores them: set "
+                     "standardize false")
+    if value_range is not None and not (value_range[0] >= 0 and value_range[1] <= 1):
+        found.append(f"bce needs inputs in [0, 1], but the features range from "
+                     f"{value_range[0]:g} to {value_range[1]:g}: scale them to [0, 1] (e.g. "
+                     "divide pixels by 255) or use loss 'mse'")
+    return [("loss", reason) for reason in found]
+
 
 
 class DeepAlgorithm(Algorithm):
@@ -99,6 +119,21 @@ class AutoencoderAlgorithm(DeepAlgorithm):
     trained_cls: ClassVar[type[AutoencoderModel]] = AutoencoderModel
     sweep_metrics: ClassVar[tuple[str, ...]] = (
         *DeepAlgorithm.sweep_metrics, "val_reconstruction_error", "train_reconstruction_error")
+
+    def check_data(self, params: Params, *, kind: str,
+                   value_range: tuple[float, float] | None) -> list[tuple[str, str]]:
+        """loss 'bce' on rows that do not reach the network in [0, 1]."""
+        return bce_problems(self.own(params), kind, value_range)
+
+    def fit(self, data: FitInput, params: Params, report: Report) -> DeepModel:
+        """Refuse bce on rows outside [0, 1] (a dataset stored before its columns' ranges
+        were recorded passes the submit check), then train as the family does."""
+        kind, arr = training_data(data.x)
+        seen = (float(arr.min()), float(arr.max())) if kind == TABULAR else None
+        problems = bce_problems(self.own(params), kind, seen)
+        if problems:
+            raise ValueError("; ".join(reason for _, reason in problems))
+        return super().fit(data, params, report)
 
 
 class VAEAlgorithm(DeepAlgorithm):

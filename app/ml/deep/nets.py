@@ -23,6 +23,9 @@ MAX_STAGES = 6
 MAX_WIDTH_FACTOR = 8
 
 Activation = Callable[[], nn.Module]
+# Output activations of a decoder of rows (images always end in a sigmoid to [0, 1] pixels).
+LINEAR = "linear"
+SIGMOID = "sigmoid"
 
 
 def activation(name: str) -> Activation:
@@ -123,6 +126,7 @@ class Encoder(nn.Module):
         make_act = activation(arch.get("activation") or act)
         options = mlp_options(arch)
         hidden = [int(v) for v in arch["hidden_dims"]]
+        width = prep.shape[0]  # what reaches `out` without hidden layers: the row, or the convs
         if prep.kind == IMAGE:
             h, w, c = prep.shape
             sizes = conv_sizes(h, w)
@@ -131,16 +135,19 @@ class Encoder(nn.Module):
             for a, b in itertools.pairwise(widths):
                 layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), make_act()]
             layers.append(nn.Flatten())
-            flat = widths[-1] * sizes[-1][0] * sizes[-1][1]
-            self.trunk = nn.Sequential(*layers, mlp([flat, *hidden], make_act, last_act=True,
+            width = widths[-1] * sizes[-1][0] * sizes[-1][1]
+            self.trunk = nn.Sequential(*layers, mlp([width, *hidden], make_act, last_act=True,
                                                     **options))
         else:
-            self.trunk = mlp([prep.shape[0], *hidden], make_act, last_act=True, **options)
-        self.out = nn.Linear(hidden[-1], out_dim)
-        self.features_dim = hidden[-1]
+            self.trunk = mlp([width, *hidden], make_act, last_act=True, **options)
+        self.out = nn.Linear(hidden[-1] if hidden else width, out_dim)
+        self.features_dim = hidden[-1] if hidden else width
+        # A single-layer autoencoder's code is the hidden layer itself, activated as hidden
+        # layers are (the classic 784 -> ReLU(128) -> 784); recorded, so old models stay linear.
+        self.code_act = make_act() if arch.get("code_activation") else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.out(self.trunk(x))
+        out: Tensor = self.code_act(self.out(self.trunk(x)))
         return out
 
 
@@ -162,9 +169,15 @@ class Decoder(nn.Module):
         batch_norm = batch_norm or options["batch_norm"]
         self.image = prep.kind == IMAGE
         if not self.image:
-            self.net: nn.Module = mlp([in_dim, *hidden, prep.shape[0]], relu,
-                                      batch_norm=batch_norm, dropout=options["dropout"])
+            rows = mlp([in_dim, *hidden, prep.shape[0]], relu, batch_norm=batch_norm,
+                       dropout=options["dropout"])
+            # Rows end linear unless the architecture asks for a sigmoid (values in [0, 1]).
+            self.squash = arch.get("output_activation", LINEAR) == SIGMOID
+            if self.squash:
+                rows.append(nn.Sigmoid())  # holds no weights: saved models' keys stay the same
+            self.net: nn.Module = rows
             return
+        self.squash = True
         h, w, c = prep.shape
         sizes = conv_sizes(h, w)
         widths = conv_widths(int(arch["base_channels"]), len(sizes))
@@ -185,6 +198,38 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         out: Tensor = self.net(z)
         return out
+
+    def _head(self) -> int:
+        """How many of the last layers turn logits into the output: Sigmoid (rows), or
+        Sigmoid and Normalize (images)."""
+        if not self.squash:
+            raise ValueError("this decoder ends linear: it has no logits")
+        return 2 if self.image else 1
+
+    def logits(self, z: Tensor) -> Tensor:
+        """The output before its sigmoid (a decoder that squashes to [0, 1] only)."""
+        layers = self.net
+        assert isinstance(layers, nn.Sequential)
+        out: Tensor = layers[:-self._head()](z)
+        return out
+
+    def finish(self, logits: Tensor) -> Tensor:
+        """logits() as forward() gives them: squashed (and normalised, images)."""
+        layers = self.net
+        assert isinstance(layers, nn.Sequential)
+        out: Tensor = layers[-self._head():](logits)
+        return out
+
+    def unit_targets(self, x: Tensor) -> Tensor:
+        """Model-space inputs as the [0, 1] values a sigmoid output is scored against: images
+        back to pixels, rows as they are; clamped, so a request outside [0, 1] still scores."""
+        if self.image:
+            layers = self.net
+            assert isinstance(layers, nn.Sequential)
+            norm = layers[-1]
+            assert isinstance(norm, Normalize)
+            x = norm.inverse(x)
+        return x.clamp(0.0, 1.0)
 
 
 Blocks = list[tuple[nn.Module, ...]]

@@ -103,14 +103,18 @@ class MLPParams(Params):
                 "batch_norm": self.batch_norm}
 
 
-def hidden_dims_field(default: list[int]) -> list[int]:
-    """The hidden_dims param: one list of widths, shared by the tabular MLP and the image head."""
+HIDDEN_DIMS = ("Widths of the hidden fully connected layers, first to last. Tabular: the "
+               "MLP encoder (the decoder/generator mirrors it). Images: the layers between the "
+               "convolutional stack and the output.")
+
+
+def hidden_dims_field(default: list[int], *, min_length: int = 1,
+                      more: str = "") -> list[int]:
+    """The hidden_dims param: one list of widths, shared by the tabular MLP and the image head
+    (more: what an algorithm adds to the description)."""
     # A plain (copied per instance by pydantic) default, so the JSON Schema shows it.
-    return Field(
-        list(default), min_length=1, max_length=8,
-        description="Widths of the hidden fully connected layers, first to last. Tabular: the "
-        "MLP encoder (the decoder/generator mirrors it). Images: the layers between the "
-        "convolutional stack and the output.")
+    return Field(list(default), min_length=min_length, max_length=8,
+                 description=HIDDEN_DIMS + more)
 
 
 BASE_CHANNELS = Field(
@@ -123,12 +127,27 @@ class AutoencoderParams(TrainParams, MLPParams):
     """Params of autoencoder."""
 
     latent_dim: int = Field(16, ge=1, le=4096, description="Size of the code (the embedding).")
-    hidden_dims: list[Width] = hidden_dims_field([256, 128])
+    hidden_dims: list[Width] = hidden_dims_field(
+        [256, 128], min_length=0,
+        more=" [] makes the classic single-layer autoencoder: the code is the one hidden "
+        "layer, activation(Linear(input, latent_dim)) (ReLU by default), and the decoder is "
+        "output_activation(Linear(latent_dim, input)): latent_dim 128 on 784 pixels is "
+        "784 -> 128 -> 784. With hidden layers the code itself is linear.")
     base_channels: int = BASE_CHANNELS
     noise: float = Field(
         0.0, ge=0, le=10,
         description="Std of Gaussian noise added to the (normalised) inputs during training: "
         "a denoising autoencoder. 0 trains a plain autoencoder.")
+    output_activation: Literal["linear", "sigmoid"] = Field(
+        "linear", description="The decoder's last activation for rows: 'linear' (any value) "
+        "or 'sigmoid' (values in [0, 1], for inputs in [0, 1] with standardize false). Image "
+        "decoders always end in a sigmoid to [0, 1] pixels.")
+    loss: Literal["mse", "bce"] = Field(
+        "mse", description="Reconstruction loss, and the per-row reconstruction_error predict "
+        "gives: 'mse' mean squared error in the model's normalised space; 'bce' binary "
+        "cross-entropy (mean per value) for inputs in [0, 1]. Rows: bce needs "
+        "output_activation 'sigmoid', standardize false and every feature in [0, 1] "
+        "(checked against the dataset at submit). Images: pixels are always in [0, 1].")
 
 
 class VAEParams(TrainParams, MLPParams):

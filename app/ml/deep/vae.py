@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from app.ml.deep.nets import Decoder, Encoder, Normalize, flat_per_row
+from app.ml.deep.nets import Decoder, Encoder, flat_per_row
 from app.ml.deep.params import VAEParams
 from app.ml.deep.preprocess import IMAGE, Prep
 from app.ml.deep.runtime import Runtime, SingleLossObjective
@@ -96,24 +96,13 @@ class VAENet(nn.Module):
         mu, logvar = self.encoder(x).float().chunk(2, dim=1)
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
-    def _pixel_logits(self, z: Tensor) -> Tensor:
-        # The image decoder ends Sigmoid, Normalize: everything before them gives the logits.
-        layers = self.decoder.net
-        assert isinstance(layers, nn.Sequential)
-        logits: Tensor = layers[:-2](z).float()
-        return logits
-
     def reconstruct(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per row: the decoder's mean (model space) and -log p(x|z) (Gaussians: without the
         constant D/2 log 2π)."""
         if self.likelihood == BERNOULLI:
-            logits = self._pixel_logits(z)
-            layers = self.decoder.net
-            assert isinstance(layers, nn.Sequential)
-            norm = layers[-1]
-            assert isinstance(norm, Normalize)
-            recon = norm(torch.sigmoid(logits))
-            pixels = norm.inverse(x.float()).clamp(0.0, 1.0)
+            logits = self.decoder.logits(z).float()
+            recon = self.decoder.finish(logits)
+            pixels = self.decoder.unit_targets(x.float())
             bce = F.binary_cross_entropy_with_logits(logits, pixels, reduction="none")
             return recon, flat_per_row(bce).sum(dim=1)
         recon = self.decoder(z).float()

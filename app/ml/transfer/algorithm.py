@@ -23,6 +23,7 @@ class TransferAlgorithm(Algorithm):
     family: ClassVar[str] = FAMILY
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "text", "tabular")
     capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
+    needs_target: ClassVar[bool] = True
     description: ClassVar[str] = (
         "Transfer learning (PyTorch): a pretrained backbone (a model trained here, a "
         "torchvision architecture with local weights, or MiniLM for text) and a new head, "

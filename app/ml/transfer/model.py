@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from app.data.text import label_name
 from app.ml.base import InputError, Trained
+from app.ml.classes import indices_of
 from app.ml.deep import MODELS, DeepModel
 from app.ml.deep.model import read_network, write_network
 from app.ml.deep.preprocess import (
@@ -169,13 +169,7 @@ class TransferModel(Trained):
             except (TypeError, ValueError) as exc:
                 raise InputError("a regression model is scored on a numeric target") from exc
             return regression_scores(true, np.asarray(answer["predictions"]))
-        index = {c: i for i, c in enumerate(self.classes)}
-        names = [label_name(v) for v in labels]
-        unknown = sorted(set(names) - set(index))
-        if unknown:
-            raise InputError(f"labels the model was not trained on: {', '.join(unknown[:10])} "
-                             f"(its classes: {', '.join(self.classes)})")
-        return classification_scores(np.array([index[n] for n in names]),
+        return classification_scores(indices_of(labels, self.classes),
                                      np.asarray(answer["probabilities"]))
 
     def embed(self, x: Any) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""The unsupervised family: scikit-learn clustering and embedding on tabular data."""
+"""The unsupervised family: scikit-learn clustering and embedding on tabular data (and lda,
+the labelled dimensionality reduction, which reads the job's target)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from app.ml.base import Algorithm
 from app.ml.unsupervised._common import (
     FAMILY,
     SILHOUETTE_SAMPLE_SIZE,
@@ -27,11 +27,12 @@ from app.ml.unsupervised.kmeans import (
     MiniBatchKMeansModel,
     MiniBatchKMeansParams,
 )
+from app.ml.unsupervised.lda import LDAAlgorithm, LDAModel, LDAParams
 from app.ml.unsupervised.pca import PCAAlgorithm, PCAModel, PCAParams
 from app.ml.unsupervised.tsne import TSNEAlgorithm, TSNEModel, TSNEParams
 
 # The family's algorithms, in catalogue order.
-ALGORITHMS: tuple[UnsupervisedAlgorithm[Any], ...] = (
+ALGORITHMS: tuple[Algorithm, ...] = (
     KMeansAlgorithm(),
     MiniBatchKMeansAlgorithm(),
     DBSCANAlgorithm(),
@@ -39,6 +40,7 @@ ALGORITHMS: tuple[UnsupervisedAlgorithm[Any], ...] = (
     GMMAlgorithm(),
     PCAAlgorithm(),
     TSNEAlgorithm(),
+    LDAAlgorithm(),
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "DBSCANAlgorithm", "DBSCANModel", "DBSCANParams",
     "GMMAlgorithm", "GMMModel", "GMMParams",
     "KMeansAlgorithm", "KMeansModel", "KMeansParams",
+    "LDAAlgorithm", "LDAModel", "LDAParams",
     "MiniBatchKMeansAlgorithm", "MiniBatchKMeansModel", "MiniBatchKMeansParams",
     "PCAAlgorithm", "PCAModel", "PCAParams",
     "TSNEAlgorithm", "TSNEModel", "TSNEParams",

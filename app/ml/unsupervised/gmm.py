@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import secrets
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -9,7 +11,7 @@ from pydantic import Field
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from app.ml.base import EMBED, PREDICT
+from app.ml.base import EMBED, GENERATE, PREDICT, InputError
 from app.ml.unsupervised._common import (
     SEED_MAX,
     UnsupervisedAlgorithm,
@@ -18,6 +20,10 @@ from app.ml.unsupervised._common import (
     as_float,
     too_many,
 )
+
+# The most samples one generate call draws (the API caps a request lower still).
+MAX_GENERATE = 100_000
+SEED_SPACE = 2**32  # RandomState's seeds
 
 
 class GMMParams(UnsupervisedParams):
@@ -44,7 +50,8 @@ class GMMParams(UnsupervisedParams):
 
 
 class GMMModel(UnsupervisedModel):
-    """A fitted gmm: predict gives components and their probabilities, embed the probabilities."""
+    """A fitted gmm: predict gives components and their probabilities, embed the
+    probabilities, generate new rows drawn from the mixture."""
 
     algorithm: ClassVar[str] = "gmm"
     predicts_clusters: ClassVar[bool] = True
@@ -66,17 +73,34 @@ class GMMModel(UnsupervisedModel):
         """Posterior probability of each component for each row."""
         return np.asarray(self.estimator.predict_proba(self.rows(x)))
 
+    def generate(self, n: int, seed: int | None) -> list[list[float]]:
+        """n rows drawn from the mixture, in the training data's units: the same seed draws
+        the same rows (GaussianMixture.sample seeded with it, then shuffled, since sample
+        returns the rows grouped by component)."""
+        if not 1 <= int(n) <= MAX_GENERATE:
+            raise InputError(f"n must be between 1 and {MAX_GENERATE}, got {n}")
+        seed = secrets.randbelow(SEED_SPACE) if seed is None else int(seed) % SEED_SPACE
+        sampler = copy.copy(self.estimator)  # a shallow copy: requests share no state
+        sampler.random_state = seed
+        drawn, _ = sampler.sample(int(n))
+        drawn = drawn[np.random.default_rng(seed).permutation(len(drawn))]
+        if self.scaler is not None:
+            drawn = self.scaler.inverse_transform(drawn)
+        rows: list[list[float]] = np.asarray(drawn, dtype=np.float64).tolist()
+        return rows
+
 
 class GMMAlgorithm(UnsupervisedAlgorithm[GMMParams]):
     """gmm: scikit-learn's GaussianMixture."""
 
     name: ClassVar[str] = "gmm"
     sweep_metrics: ClassVar[tuple[str, ...]] = ("bic", "aic", "log_likelihood")
-    capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED)
+    capabilities: ClassVar[tuple[str, ...]] = (PREDICT, EMBED, GENERATE)
     description: ClassVar[str] = (
         "Gaussian mixture model (scikit-learn GaussianMixture), fitted by EM: soft clustering "
         "where each row belongs to each component with a probability. predict gives the most "
-        "likely component and the probabilities; embed gives the probabilities. Metrics: BIC, "
+        "likely component and the probabilities; embed gives the probabilities; generate "
+        "draws new rows from the mixture, in the data's units (seeded). Metrics: BIC, "
         "AIC, mean log-likelihood per row, convergence.")
     params_model: ClassVar[type[GMMParams]] = GMMParams
     trained_cls: ClassVar[type[GMMModel]] = GMMModel

@@ -348,7 +348,17 @@ async function trainView(datasetId) {
   const paramsBox = el("div", { id: "train-params", class: "grid" });
   const description = el("p", { class: "hint" });
   const features = el("input", { id: "train-features", placeholder: "all numeric columns" });
-  const target = el("input", { id: "train-target", placeholder: "none" });
+  const target = el("input", { id: "train-target", placeholder: "none", list: "train-target-columns" });
+  // The dataset's columns to pick the target from; required when the algorithm learns from labels.
+  const targetColumns = el("datalist", { id: "train-target-columns" });
+  const fillTarget = () => {
+    const ds = datasets.items.find((d) => d.id === dsSelect.value);
+    targetColumns.replaceChildren(...((ds && ds.columns) || []).map((c) => el("option", { value: c.name })));
+    const a = algos.items.find((x) => x.name === algoSelect.value);
+    const needed = Boolean(a && a.needs_target && ds && ds.kind !== "image");
+    target.required = needed;
+    target.placeholder = needed ? "required: the label column" : "none";
+  };
   const fillAlgos = () => {
     const ds = datasets.items.find((d) => d.id === dsSelect.value);
     const fits = algos.items.filter((a) => !ds || a.data_kinds.includes(ds.kind));
@@ -357,6 +367,7 @@ async function trainView(datasetId) {
   };
   const fillParams = () => {
     const a = algos.items.find((x) => x.name === algoSelect.value);
+    fillTarget();
     if (!a) { paramsBox.replaceChildren(); return; }
     description.textContent = `${a.description} Answers: ${a.capabilities.join(", ") || "nothing over HTTP"}.`;
     const props = a.params_schema.properties || {}, defs = a.params_schema.$defs || {};
@@ -382,7 +393,7 @@ async function trainView(datasetId) {
         el("label", { for: "train-dataset" }, "dataset"), dsSelect,
         el("label", { for: "train-algorithm" }, "algorithm"), algoSelect,
         el("label", { for: "train-features" }, "features"), features,
-        el("label", { for: "train-target" }, "target (labels)"), target),
+        el("label", { for: "train-target" }, "target (labels)"), target, targetColumns),
       description,
       el("h2", {}, "Params ", el("span", { class: "hint" }, "(empty: the default shown)")),
       paramsBox,
