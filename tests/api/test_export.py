@@ -135,6 +135,35 @@ def test_sklearn_exports_answer_as_the_service(client, settings, algorithm, para
         assert len(pre["input"]["mean"]) == 4  # the scaler is folded into the graph
 
 
+def three_class_csv() -> bytes:
+    """Blobs with their cluster as a word-labelled target column."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=300, n_features=4, centers=3, cluster_std=3.0, random_state=1)
+    lines = ["a,b,c,d,label"] + [",".join([*(f"{v:.17g}" for v in row), ("x", "y", "z")[k]])
+                                  for row, k in zip(x, y, strict=True)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(("content", "params"), [
+    (three_class_csv(), {}),  # softmax over three classes, labels spelled as words
+    (three_class_csv(), {"solver": "eigen", "shrinkage": 0.1}),  # no centring before projecting
+    (labelled_csv(), {}),  # two classes: a logistic of one decision value
+])
+def test_lda_export_answers_as_the_service(client, settings, content, params):
+    mid = train(client, settings, "lda", params, content, target="label")
+    z, pre = export(client, mid)
+    width = len(client.get(f"/v1/models/{mid}").json()["input_schema"]["features"])
+    rows = np.random.default_rng(0).normal(scale=4.0, size=(12, width))
+    answers = served(client, mid, rows.tolist())
+    assert set(answers) == set(pre["endpoints"]) == {"predict", "embed"}
+    for endpoint, answer in answers.items():
+        outputs = run_onnx(z, pre, endpoint, rows)
+        assert_parity(pre, endpoint, outputs, answer)
+    index = run_onnx(z, pre, "predict", rows)["predictions"]
+    assert [pre["classes"][i] for i in index] == answers["predict"]["predictions"]
+
+
 def test_export_is_built_once_and_deleted_with_the_model(client, settings):
     mid = train(client, settings, "kmeans", {"n_clusters": 3})
     first = client.get(f"/v1/models/{mid}/export", params={"format": "onnx"})

@@ -2,7 +2,7 @@
 
 skl2onnx converts a Pipeline(StandardScaler, estimator) for the estimators it knows; what it
 has no converter for but is a few steps (PCA's reconstruction, distances to an agglomerative
-clustering's centroids) is written here as an ONNX graph of its own. The graph keeps the model's dtype (float64 rows stay float64), so its
+clustering's centroids, LDA's probabilities and components together) is written here as an ONNX graph of its own. The graph keeps the model's dtype (float64 rows stay float64), so its
 answers equal the service's to rounding.
 """
 
@@ -21,6 +21,7 @@ from app.ml.unsupervised._common import UnsupervisedModel
 from app.ml.unsupervised.agglomerative import AgglomerativeModel
 from app.ml.unsupervised.gmm import GMMModel
 from app.ml.unsupervised.kmeans import KMeansModel
+from app.ml.unsupervised.lda import LDAModel
 from app.ml.unsupervised.pca import PCAModel
 
 MODEL_FILE = "model.onnx"
@@ -260,10 +261,53 @@ def agglomerative(model: AgglomerativeModel) -> Export:
     return Export({MODEL_FILE: graph.SerializeToString()}, [predict, embed], rows_input(model))
 
 
+def lda_graph(model: LDAModel) -> onnx.ModelProto:
+    """LDAModel's answers as one ONNX graph: the class probabilities (scikit-learn's
+    predict_proba: a logistic of the one decision value for two classes, else a softmax of
+    the linear decision function) and the discriminant components (its transform)."""
+    lda, g = model.estimator, Graph(model)
+    rows = g.scaled()
+    coef = np.asarray(lda.coef_)
+    decision = g.op("Add", [g.op("MatMul", [rows, g.const("coef_t", coef.T)], "linear"),
+                            g.const("intercept", lda.intercept_)], "decision")
+    if coef.shape[0] == 1:  # two classes: P(second) = logistic(decision)
+        second = g.op("Sigmoid", [decision], "p_second")
+        first = g.op("Sub", [g.const("one", 1.0), second], "p_first")
+        g.op("Concat", [first, second], "probabilities", axis=1)
+    else:
+        g.op("Softmax", [decision], "probabilities", axis=1)
+    g.op("ArgMax", ["probabilities"], "predictions", axis=1, keepdims=0)
+    k = int(lda._max_components)
+    scalings = np.asarray(lda.scalings_)[:, :k]
+    projected = rows if lda.solver != "svd" else g.op(
+        "Sub", [rows, g.const("xbar", lda.xbar_)], "centred_on_xbar")
+    g.op("MatMul", [projected, g.const("scalings", scalings)], "embeddings")
+    return g.built("lda", [("predictions", TensorProto.INT64, [BATCH]),
+                           ("probabilities", None, [BATCH, len(model.classes)]),
+                           ("embeddings", None, [BATCH, k])])
+
+
+def lda(model: LDAModel) -> Export:
+    """predict (class index and probabilities; the classes in preprocess.json) and embed (the
+    discriminant components): one graph."""
+    rows, n = _rows(model), len(model.classes)
+    graph = lda_graph(model)
+    predict = Endpoint(PREDICT, MODEL_FILE, [rows], [
+        Port("probabilities", model.dtype, [BATCH, n], "probabilities", _atol(model))],
+        [("predictions = classes[argmax(probabilities)] (classes in preprocess.json); the "
+          "graph's `predictions` output is that index")])
+    k = int(model.estimator._max_components)
+    embed = Endpoint(EMBED, MODEL_FILE, [rows], [
+        Port("embeddings", model.dtype, [BATCH, k], "embeddings", _atol(model))],
+        ["embeddings: the discriminant components (scikit-learn's transform)"])
+    return Export({MODEL_FILE: graph.SerializeToString()}, [predict, embed], rows_input(model),
+                  {"classes": list(model.class_values)})
+
+
 # Which converter serves which trained class (subclasses too: minibatch_kmeans is a KMeansModel).
 CONVERTERS: tuple[tuple[type[UnsupervisedModel], Any], ...] = (
     (KMeansModel, kmeans), (GMMModel, gmm), (PCAModel, pca),
-    (AgglomerativeModel, agglomerative))
+    (AgglomerativeModel, agglomerative), (LDAModel, lda))
 
 
 def converter(model: UnsupervisedModel) -> Any:
