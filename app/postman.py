@@ -78,6 +78,10 @@ class Step:
     raw: str | None = None  # a raw request body (a tus PATCH's bytes)
 
 
+# A 204 answers nothing: a body would be a protocol error that some clients choke on.
+NO_BODY = ("pm.expect(pm.response.text()).to.eql('');",)
+
+
 def _keys(*names: str) -> str:
     return f"pm.expect(body).to.include.all.keys({', '.join(json.dumps(n) for n in names)});"
 
@@ -211,15 +215,19 @@ STEPS: dict[str, Step] = {
         ("pm.expect(String(body.aliases[pm.collectionVariables.get('alias')])).to.eql("
          "pm.collectionVariables.get('version'));")), rank=3),
     "GET /v1/registry": Step("use", 200, (PAGE,), rank=3),
-    "DELETE /v1/registry/{name}/aliases/{alias}": Step("use", 204, rank=4),
+    "DELETE /v1/registry/{name}/aliases/{alias}": Step("use", 204, NO_BODY, rank=4),
     # A model before the dataset it was trained on.
-    "DELETE /v1/models/{model_id}": Step("delete", 204, rank=-1),
-    "DELETE /v1/datasets/{dataset_id}": Step("delete", 204),
+    "DELETE /v1/models/{model_id}": Step("delete", 204, NO_BODY, rank=-1),
+    "DELETE /v1/datasets/{dataset_id}": Step("delete", 204, NO_BODY),
 }
 # Webhooks: one registered for an event the walk-through never causes (so nothing is sent but
 # the test delivery), read, tested, and deleted at the end. A server that cannot resolve the
 # URL refuses it (422), and the steps after it answer 404: neither is a server error.
 STEPS.update({
+    # The lists of what the walk-through has not made: pages of the project's, none of them 5xx.
+    **{f"GET /v1/{things}": Step("service", 200, (_keys("items", "total", "next"),
+                                                  "pm.expect(body.items).to.be.an('array');"))
+       for things in ("sweeps", "comparisons", "webhooks")},
     "POST /v1/webhooks": Step("service", 0, after=(
         "if (pm.response.code === 201) pm.collectionVariables.set('webhook_id', body.id);",),
         body={"url": "https://example.com/pretrainer-postman", "events": ["comparison.failed"]}),
@@ -242,7 +250,7 @@ STEPS.update({
         "pm.expect(body.neighbors[0]).to.have.lengthOf(JSON.parse(pm.request.body.raw).k);",
         _eq("body.index_id", "index_id")), rank=3),
     "GET /v1/models/{model_id}/indexes": Step("use", 200, (PAGE,), rank=4),
-    "DELETE /v1/models/{model_id}/indexes/{index_id}": Step("use", 204, rank=5),
+    "DELETE /v1/models/{model_id}/indexes/{index_id}": Step("use", 204, NO_BODY, rank=5),
 })
 
 

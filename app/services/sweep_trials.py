@@ -83,10 +83,14 @@ class TrialWatch:
     metric: str
     params: dict[str, Any]
     steps: dict[int, float] = field(default_factory=dict)
+    last_epoch: int | None = None  # the trial's `epochs` param, when it has one
 
     def epoch(self, entry: dict[str, Any]) -> None:
-        """Take one epoch's entry; raise Pruned when the pruner says stop."""
+        """Take one epoch's entry; raise Pruned when the pruner says stop. The last epoch is
+        never pruned: the trial has run its course, and its value counts as it is."""
         self.steps.update(search.epoch_values(self.metric, [entry]))
+        if self.last_epoch is not None and self.steps and max(self.steps) >= self.last_epoch:
+            return
         with session_scope(self.url) as s:
             sweep = s.get(Sweep, self.sweep_id)
             if sweep is None or sweep.pruner is None:
@@ -109,6 +113,8 @@ def watch(*, session: Session, url: str, job: Job) -> TrialWatch | None:
     sweep = session.get(Sweep, job.parent_id)
     if trial is None or sweep is None or sweep.pruner is None:
         return None
+    epochs = (job.params or {}).get("epochs")
     return TrialWatch(url=url, sweep_id=sweep.id, job_id=job.id, metric=sweep.metric,
                       params=dict(trial.params),
-                      steps=search.epoch_values(sweep.metric, job.history or []))
+                      steps=search.epoch_values(sweep.metric, job.history or []),
+                      last_epoch=epochs if isinstance(epochs, int) else None)

@@ -176,6 +176,8 @@ def test_a_lagging_torch_trial_is_pruned(client, settings):
                 if t["number"] < trial["number"] and t["state"] == "succeeded"]
         assert last["val_loss"] > float(np.median(done))
         assert trial["value"] == min(e["val_loss"] for e in job["history"])
+    # A trial that ran all its epochs is never pruned at the finish line: its value counts.
+    assert all(t["state"] == "succeeded" for t in trials if len(history[t["job_id"]]) == 6)
     best = min((t for t in trials if t["state"] == "succeeded"), key=lambda t: t["value"])
     assert sweep["best_job_id"] == best["job_id"] and best["params"]["learning_rate"] > 0.01
     assert best["value"] == min(e["val_loss"] for e in history[best["job_id"]])

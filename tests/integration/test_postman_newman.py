@@ -50,6 +50,6 @@ def test_the_collection_runs_end_to_end_under_newman(embedded: Service, tmp_path
     names = [e["item"]["name"] for e in executions]
     # Every operation ran, each asserted something, and the deletes ran last.
     assert stats["assertions"]["total"] >= 2 * len(set(names))
-    assert names[-2:] == ["Delete Model", "Delete Dataset"]
+    assert names[-3:] == ["Delete Model", "Delete Dataset", "Delete Webhook"]
     for name in ("Predict", "Embed", "Generate", "Download Dataset", "Model Plot"):
         assert name in names

@@ -99,7 +99,8 @@ def test_register_alias_show_and_refused_delete_from_the_command_line(embedded, 
 def test_the_readme_registry_walkthrough_runs_as_written(embedded, trained):
     """The README's Model registry block, against make run, with a name of its own."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("\n## Model registry\n", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n### Model registry\n", 1)[1]
+    section = section.split("\n## ", 1)[0].split("\n### ", 1)[0]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("churn", "readme")
     env = {"PATH": os.environ["PATH"], "PRETRAINER_URL": embedded.base, "MODEL": trained[0]}
     out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], capture_output=True,

@@ -83,10 +83,7 @@ class Stack:
         self.submitted: list[str] = []
 
     def _redis(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([self.redis_server, "--port", str(self.redis_port), "--save", "",
-                                 "--appendonly", "no", "--bind", "127.0.0.1"],
-                                stdout=(self.tmp / "redis.log").open("ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return start_redis(self.redis_server, self.redis_port, self.tmp / "redis.log")
 
     def restart_redis(self) -> None:
         """Kill Redis (no persistence: every message in it is gone) and start an empty one."""
@@ -141,13 +138,25 @@ class Stack:
         self.redis.wait()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Stack]:
+def start_redis(server: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A Redis of a test's own (no persistence), on port: no other test's worker reads it."""
+    return subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--bind", "127.0.0.1"], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def redis_server(why: str) -> str:
+    """The redis-server binary, or skip saying why the test needs one of its own."""
     server = shutil.which("redis-server") or ("/usr/bin/redis-server"
                                               if Path("/usr/bin/redis-server").exists() else None)
     if server is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server): the fault "
-                    "tests restart a Redis of their own")
+        pytest.skip(f"redis-server is not installed (apt-get install redis-server): {why}")
+    return server
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Stack]:
+    server = redis_server("the fault tests restart a Redis of their own")
     s = Stack(tmp_path_factory.mktemp("reliability"), postgres_url, server)
     try:
         yield s

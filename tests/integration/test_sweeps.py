@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import to_csv
 from tests.integration.conftest import ROOT, _env, free_port, wait_ready
-from tests.integration.test_reliability import Proc
+from tests.integration.test_reliability import Proc, redis_server, start_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KEY = "sweeps-key-0123456789abcdef"
@@ -32,11 +32,14 @@ PRETRAINER = str(Path(sys.executable).parent / "pretrainer")
 class Cluster:
     """`pretrainer api` and two `pretrainer worker`s, as separate processes."""
 
-    def __init__(self, tmp: Path, postgres_url: str, redis_url: str) -> None:
+    def __init__(self, tmp: Path, postgres_url: str, server: str) -> None:
         self.tmp = tmp
-        port = free_port()
+        port, redis_port = free_port(), free_port()
+        # A Redis of its own: the session's `production` stack has workers on the shared one,
+        # which would take this cluster's messages.
+        self.redis = start_redis(server, redis_port, tmp / "redis.log")
         self.env = _env(PRETRAINER_PORT=str(port), PRETRAINER_DATA_DIR=str(tmp / "data"),
-                        PRETRAINER_BROKER_URL=redis_url, PRETRAINER_DATABASE_URL=postgres_url,
+                        PRETRAINER_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0", PRETRAINER_DATABASE_URL=postgres_url,
                         PRETRAINER_API_KEYS=f"sweeps:{KEY}", PRETRAINER_HEARTBEAT_SECONDS="1",
                         PRETRAINER_REAPER_SECONDS="1", PRETRAINER_REQUEUE_SECONDS="4",
                         PRETRAINER_VISIBILITY_TIMEOUT="600", PRETRAINER_MAX_ATTEMPTS="5",
@@ -57,12 +60,14 @@ class Cluster:
         self.http.close()
         for proc in (self.api, *self.workers):
             proc.stop()
+        self.redis.kill()
+        self.redis.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str,
-            redis_url: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("sweeps"), postgres_url, redis_url)
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("sweeps"), postgres_url,
+                redis_server("the sweep's cluster runs on a Redis of its own"))
     try:
         yield c
     finally:
