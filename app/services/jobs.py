@@ -58,10 +58,11 @@ def queue_once(*, session: Session, project: str, settings: Settings, route: str
 
 
 def _prepare(session: Session, project: str, spec: JobSpec, settings: Settings,
-             store: BlobStore) -> Job:
-    """The checked, inserted (uncommitted) job whose files are all in the store."""
+             store: BlobStore, *, quota: bool = True) -> Job:
+    """The checked, inserted (uncommitted) job whose files are all in the store; quota=False
+    leaves the quota check to a caller that made it for a whole group."""
     job = _insert(session=session, project=project, spec=spec,
-                  quota_defaults=settings.quota_defaults,
+                  quota_defaults=settings.quota_defaults if quota else None,
                   weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
     for need in _needed_blobs(session=session, job=job):  # a 410 now, not a failed job later
         store.require(need.key, what=need.what, field=need.field)
@@ -181,11 +182,7 @@ def prepare_child(*, session: Session, project: str, spec: JobSpec, settings: Se
     group at once (a comparison is refused whole). The caller sends the job (enqueue) after
     its commit.
     """
-    job = _insert(session=session, project=project, spec=spec,
-                  quota_defaults=settings.quota_defaults if quota else None,
-                  weights_dir=settings.resolved_weights_dir, max_devices=settings.max_devices)
+    job = _prepare(session, project, spec, settings, store, quota=quota)
     job.parent_id = parent_id
     session.flush()
-    for need in _needed_blobs(session=session, job=job):
-        store.require(need.key, what=need.what, field=need.field)
     return job
