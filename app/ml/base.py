@@ -76,10 +76,6 @@ class BackboneRef:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BackboneRef:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class FitInput:
