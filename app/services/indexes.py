@@ -27,7 +27,7 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Conflict, NotFound, field_error
+from app.errors import NotFound, field_error
 from app.ml import registry
 from app.ml.ann import IndexParams, Metric
 from app.services import datasets, evaluation, jobs, models, page, quotas
@@ -172,9 +172,10 @@ def ready(*, session: Session, project: str, model_id: str,
     if index_id is not None:
         view = get(session=session, project=project, model_id=model_id, index_id=index_id)
         if view.status != SUCCEEDED:
-            raise Conflict(f"index {index_id} is {view.status}, not ready: ask again when its "
-                           f"job {view.row.job_id} has succeeded",
-                           errors=[{"field": "index_id", "message": f"index is {view.status}"}])
+            raise field_error(
+                "index_id", f"index is {view.status}", status=409,
+                detail=f"index {index_id} is {view.status}, not ready: ask again when its "
+                       f"job {view.row.job_id} has succeeded")
         return view.row
     models.get(session=session, project=project, model_id=model_id)
     row = session.scalars(
@@ -183,9 +184,10 @@ def ready(*, session: Session, project: str, model_id: str,
                Job.status == SUCCEEDED)
         .order_by(NeighborIndex.created_at.desc(), NeighborIndex.id).limit(1)).first()
     if row is None:
-        raise Conflict(f"model {model_id} has no ready index: build one with POST "
-                       f"/v1/models/{model_id}/indexes and ask when its job has succeeded",
-                       errors=[{"field": "index_id", "message": "no ready index"}])
+        raise field_error(
+            "index_id", "no ready index", status=409,
+            detail=f"model {model_id} has no ready index: build one with POST "
+                   f"/v1/models/{model_id}/indexes and ask when its job has succeeded")
     return row
 
 
