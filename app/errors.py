@@ -122,6 +122,13 @@ def field_error(field: str, message: str, *, status: int = 422, detail: str | No
                errors=[{"field": field, "message": message}], status=status, headers=headers)
 
 
+def field_errors(errors: list[tuple[str, str]], *, lead: str = "") -> Invalid:
+    """A 422 about several fields at once, each (field, message); the detail reads
+    lead + "field: message; field: message"."""
+    return Invalid(lead + "; ".join(f"{field}: {message}" for field, message in errors),
+                   errors=[{"field": field, "message": message} for field, message in errors])
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """"did you mean 'x'? valid names: …" for an unknown name, the closest ones first."""
     names = sorted(valid)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.data import training
 from app.data.training import JobData
 from app.db.tables import TRAIN, Dataset
-from app.errors import Invalid, NotFound, did_you_mean, field_error
+from app.errors import NotFound, did_you_mean, field_error, field_errors
 from app.ml import registry
 from app.ml.base import Algorithm, Params
 from app.services import backbones, datasets
@@ -80,18 +80,17 @@ def _params(algo: Algorithm, given: dict[str, Any]) -> Params:
         return algo.params_model.model_validate(given)
     except ValidationError as exc:
         errors = _param_errors(exc, algo.params_model.model_fields)
-        raise Invalid("invalid params: " + "; ".join(f"{e['field']}: {e['message']}"
-                                                     for e in errors), errors=errors) from exc
+        raise field_errors(errors, lead="invalid params: ") from exc
 
 
-def _param_errors(exc: ValidationError, valid: Iterable[str]) -> list[dict[str, Any]]:
+def _param_errors(exc: ValidationError, valid: Iterable[str]) -> list[tuple[str, str]]:
     errors = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
             message = f"unknown param; {did_you_mean(str(err['loc'][0]), valid)}"
-        errors.append({"field": f"params.{loc}" if loc else "params", "message": message})
+        errors.append((f"params.{loc}" if loc else "params", message))
     return errors
 
 
@@ -147,7 +146,5 @@ def _check_fit(algo: Algorithm, params: Params, ds: Dataset, data: JobData) -> N
     if not problems:
         return
     # "dataset" problems are about the rows themselves (too many, too few), not a param.
-    errors = [{"field": "dataset_id" if f == "dataset" else f"params.{f}", "message": m}
-              for f, m in problems]
-    raise Invalid("the params do not fit the dataset: "
-                  + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+    raise field_errors([("dataset_id" if f == "dataset" else f"params.{f}", m)
+                        for f, m in problems], lead="the params do not fit the dataset: ")

@@ -36,7 +36,15 @@ from app.db.tables import (
     new_id,
     utcnow,
 )
-from app.errors import Invalid, NotFound, Problem, QuotaExceeded, did_you_mean, field_error
+from app.errors import (
+    Invalid,
+    NotFound,
+    Problem,
+    QuotaExceeded,
+    did_you_mean,
+    field_error,
+    field_errors,
+)
 from app.ml.base import Algorithm
 from app.services import jobs, page, webhooks
 from app.services.job_checks import JobSpec, _algorithm, validate_spec
@@ -159,16 +167,16 @@ def _check_samples(session: Session, project: str, spec: SweepSpec,
 
 def _as_space_error(exc: Invalid, space: dict[str, Any], key: str, value: Any) -> Invalid:
     """A job check's refusal with params.<searched> renamed space.<searched>."""
+    if not exc.errors:
+        return Invalid(exc.detail)
     errors = []
-    for err in exc.errors or []:
+    for err in exc.errors:
         name = err["field"].removeprefix("params.")
         if err["field"].startswith("params.") and name in space:
-            errors.append({"field": f"space.{name}",
-                           "message": f"{value!r} for {key} fails: {err['message']}"})
+            errors.append((f"space.{name}", f"{value!r} for {key} fails: {err['message']}"))
         else:
-            errors.append(err)
-    return Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail,
-                   errors=errors or None)
+            errors.append((err["field"], err["message"]))
+    return field_errors(errors)
 
 
 # --- advancing -------------------------------------------------------------------------
