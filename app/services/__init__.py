@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.errors import NotFound
+
 T = TypeVar("T")
+
+
+class _Owned(Protocol):
+    @property
+    def project(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Owned)
+
+
+def owned(session: Session, table: type[R], row_id: str, *, project: str, what: str) -> R:
+    """The row of table with this id if it belongs to the project, else NotFound (another
+    project's id is not found either)."""
+    row = session.get(table, row_id)
+    if row is None or row.project != project:
+        raise NotFound(f"{what} {row_id} does not exist")
+    return row
 
 
 def page(session: Session, table: type[T], where: list[Any], *, limit: int,

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.tables import ACTIVE, Comparison, Job, new_id, utcnow
-from app.errors import Invalid, NotFound, Problem, field_error
+from app.errors import Invalid, Problem, field_error
 from app.ml.deep.params import SEED_MAX
 from app.ml.transfer.params import AUTO_VALIDATION_FRACTION
-from app.services import comparison_results, jobs, page, quotas
+from app.services import comparison_results, jobs, owned, page, quotas
 from app.services.comparison_results import Result
 from app.services.job_checks import JobSpec
 from app.storage import BlobStore
@@ -145,10 +145,7 @@ def _about_backbone(exc: Problem, i: int, backbone: str) -> Problem:
 
 def get(*, session: Session, project: str, comparison_id: str) -> Comparison:
     """One comparison of the project, or NotFound."""
-    row = session.get(Comparison, comparison_id)
-    if row is None or row.project != project:
-        raise NotFound(f"comparison {comparison_id} does not exist")
-    return row
+    return owned(session, Comparison, comparison_id, project=project, what="comparison")
 
 
 def result(*, session: Session, comparison: Comparison) -> tuple[Result, list[Job]]:

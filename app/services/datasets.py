@@ -18,8 +18,8 @@ from app.data.export import csv_chunks
 from app.data.inspect import inspect_file
 from app.data.inspect.archive import ZipLimits
 from app.db.tables import ACTIVE, Dataset, Job, new_id
-from app.errors import Conflict, NotFound, field_error
-from app.services import idempotency, page, quotas
+from app.errors import Conflict, field_error
+from app.services import idempotency, owned, page, quotas
 from app.storage import BlobStore
 
 # The name a received file has in its staging folder until inspection gives it its format's.
@@ -51,10 +51,7 @@ def create(*, session: Session, project: str, dataset_id: str, fields: dict[str,
 
 def get(*, session: Session, project: str, dataset_id: str) -> Dataset:
     """One dataset of the project, or NotFound."""
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.project != project:
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    return row
+    return owned(session, Dataset, dataset_id, project=project, what="dataset")
 
 
 def stored_file(*, session: Session, store: BlobStore, project: str,

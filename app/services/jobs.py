@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 from app import logs
 from app.config import Settings
 from app.db.tables import CANCELLED, QUEUED, TERMINAL, Dataset, Job, Model, new_id, utcnow
-from app.errors import NotFound
 from app.ml.transfer.backbones import MODEL_PREFIX
 from app.queue import enqueue_train
-from app.services import idempotency, job_end, page, quotas
+from app.services import idempotency, job_end, owned, page, quotas
 from app.services.job_checks import JobSpec, validate_spec
 from app.storage import BlobStore
 
@@ -125,10 +124,7 @@ def _needed_blobs(*, session: Session, job: Job) -> list[NeededBlob]:
 
 def get(*, session: Session, project: str, job_id: str) -> Job:
     """One job of the project, or NotFound."""
-    row = session.get(Job, job_id)
-    if row is None or row.project != project:
-        raise NotFound(f"job {job_id} does not exist")
-    return row
+    return owned(session, Job, job_id, project=project, what="job")
 
 
 def list_(*, session: Session, project: str, limit: int, offset: int,

@@ -13,11 +13,11 @@ from app import storage
 from app.data import training
 from app.data.training import JobData
 from app.db.tables import ACTIVE, INDEX, Dataset, Job, Model, new_id
-from app.errors import NotFound, field_error
+from app.errors import field_error
 from app.ml import reproduce
 from app.ml.base import Algorithm, BackboneRef, Trained
 from app.ml.transfer.backbones import MODEL_PREFIX
-from app.services import backbones, page, registry
+from app.services import backbones, owned, page, registry
 from app.storage import BlobStore
 
 
@@ -74,10 +74,7 @@ def get(*, session: Session, project: str, model_id: str) -> Model:
     """One model of the project, by id or registry reference (`name@version`, `name@alias`),
     or NotFound."""
     model_id = registry.resolve(session=session, project=project, ref=model_id)
-    row = session.get(Model, model_id)
-    if row is None or row.project != project:
-        raise NotFound(f"model {model_id} does not exist")
-    return row
+    return owned(session, Model, model_id, project=project, what="model")
 
 
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Model], int]:

@@ -38,7 +38,6 @@ from app.db.tables import (
 )
 from app.errors import (
     Invalid,
-    NotFound,
     Problem,
     QuotaExceeded,
     did_you_mean,
@@ -46,7 +45,7 @@ from app.errors import (
     field_errors,
 )
 from app.ml.base import Algorithm
-from app.services import jobs, page, webhooks
+from app.services import jobs, owned, page, webhooks
 from app.services.job_checks import JobSpec, _algorithm, validate_spec
 from app.services.sweep_trials import plan, record, rows
 from app.storage import BlobStore, open_store
@@ -331,10 +330,7 @@ def cancel(*, session: Session, project: str, sweep_id: str) -> Sweep:
 
 def get(*, session: Session, project: str, sweep_id: str) -> Sweep:
     """One sweep of the project, or NotFound."""
-    row = session.get(Sweep, sweep_id)
-    if row is None or row.project != project:
-        raise NotFound(f"sweep {sweep_id} does not exist")
-    return row
+    return owned(session, Sweep, sweep_id, project=project, what="sweep")
 
 
 def list_(*, session: Session, project: str, limit: int, offset: int,

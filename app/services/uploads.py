@@ -16,8 +16,8 @@ from app import logs
 from app.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Dataset, Upload, new_id, utcnow
-from app.errors import Conflict, NotFound, Problem, field_error
-from app.services import datasets, quotas
+from app.errors import Conflict, Problem, field_error
+from app.services import datasets, owned, quotas
 from app.storage import BlobStore
 
 UPLOADING, INSPECTING, READY, FAILED, EXPIRED = "uploading", "inspecting", "ready", "failed", "expired"
@@ -67,10 +67,7 @@ def start(*, session: Session, store: BlobStore, project: str, length: int,
 
 def get(*, session: Session, project: str, upload_id: str) -> Upload:
     """One upload of the project, or NotFound (another project's id is not found either)."""
-    row = session.get(Upload, upload_id)
-    if row is None or row.project != project:
-        raise NotFound(f"upload {upload_id} does not exist")
-    return row
+    return owned(session, Upload, upload_id, project=project, what="upload")
 
 
 def get_open(*, session: Session, project: str, upload_id: str) -> Upload:

@@ -21,8 +21,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.db.tables import Job, Webhook, WebhookDelivery, new_id, utcnow
-from app.errors import NotFound, field_error
-from app.services import comparison_results, page
+from app.errors import field_error
+from app.services import comparison_results, owned, page
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 # What each kind of job is called in event names; kinds not named here are `job`.
@@ -104,10 +104,7 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def get(*, session: Session, project: str, webhook_id: str) -> Webhook:
     """One webhook of the project, or NotFound."""
-    row = session.get(Webhook, webhook_id)
-    if row is None or row.project != project:
-        raise NotFound(f"webhook {webhook_id} does not exist")
-    return row
+    return owned(session, Webhook, webhook_id, project=project, what="webhook")
 
 
 def list_(*, session: Session, project: str, limit: int,
