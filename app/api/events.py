@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -29,35 +29,49 @@ def _frame(event: str, data: Any, event_id: int) -> bytes:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
-async def stream(request: Request, url: str, project: str, job_id: str) -> AsyncIterator[bytes]:
-    """Yield SSE frames until the job ends or the client goes away."""
-    status, progress, seen, n = None, None, 0, 0
-    last_sent = time.monotonic()
+async def _follow(request: Request, look: Callable[[], Any],
+                  changes: Callable[[Any], list[tuple[str, Any]]],
+                  ended: Callable[[Any], bool]) -> AsyncIterator[bytes]:
+    """Poll look() and yield the frames of what changed, numbered, with a keep-alive comment
+    when nothing was sent for a while, until ended() or the client goes away."""
+    n, last_sent = 0, time.monotonic()
     while True:
-        job = await run_in_threadpool(_snapshot, url, project, job_id)
-        frames: list[tuple[str, Any]] = []
-        if job.status != status:
-            status = job.status
-            frames.append(("status", {"status": job.status, "progress": job.progress,
-                                      "attempts": job.attempts}))
-        if job.progress != progress:
-            progress = job.progress
-            frames.append(("progress", {"progress": job.progress}))
-        for entry in job.history[seen:]:
-            frames.append(("epoch", entry))
-        seen = len(job.history)
-        if job.status in TERMINAL:
-            frames.append(("end", job.model_dump(mode="json")))
-        for event, data in frames:
+        now = await run_in_threadpool(look)
+        for event, data in changes(now):
             n += 1
             yield _frame(event, data, n)
             last_sent = time.monotonic()
-        if job.status in TERMINAL or await request.is_disconnected():
+        if ended(now) or await request.is_disconnected():
             return
         if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
             yield b": keep-alive\n\n"
             last_sent = time.monotonic()
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _job_frames(job: JobOut, last: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What changed since the last look: the status, progress, each new epoch, the end."""
+    frames: list[tuple[str, Any]] = []
+    if job.status != last.get("status"):
+        last["status"] = job.status
+        frames.append(("status", {"status": job.status, "progress": job.progress,
+                                  "attempts": job.attempts}))
+    if job.progress != last.get("progress"):
+        last["progress"] = job.progress
+        frames.append(("progress", {"progress": job.progress}))
+    for entry in job.history[last.get("seen", 0):]:
+        frames.append(("epoch", entry))
+    last["seen"] = len(job.history)
+    if job.status in TERMINAL:
+        frames.append(("end", job.model_dump(mode="json")))
+    return frames
+
+
+def stream(request: Request, url: str, project: str, job_id: str) -> AsyncIterator[bytes]:
+    """Yield SSE frames until the job ends or the client goes away."""
+    last: dict[str, Any] = {}
+    return _follow(request, lambda: _snapshot(url, project, job_id),
+                   lambda job: _job_frames(job, last), lambda job: job.status in TERMINAL)
 
 
 # --- a sweep's events ----------------------------------------------------------------------
@@ -91,21 +105,11 @@ def _sweep_frames(sweep: SweepOut, seen: dict[str, tuple[str, Any]],
     return frames
 
 
-async def sweep_stream(request: Request, url: str, project: str,
-                       sweep_id: str) -> AsyncIterator[bytes]:
+def sweep_stream(request: Request, url: str, project: str,
+                 sweep_id: str) -> AsyncIterator[bytes]:
     """Yield SSE frames (status, trial, progress, end) until the sweep ends or the client goes."""
     seen: dict[str, tuple[str, Any]] = {}
     last: dict[str, Any] = {}
-    n, last_sent = 0, time.monotonic()
-    while True:
-        sweep = await run_in_threadpool(_sweep_snapshot, url, project, sweep_id)
-        for event, data in _sweep_frames(sweep, seen, last):
-            n += 1
-            yield _frame(event, data, n)
-            last_sent = time.monotonic()
-        if sweep.status in SWEEP_ENDED or await request.is_disconnected():
-            return
-        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
-            yield b": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(POLL_SECONDS)
+    return _follow(request, lambda: _sweep_snapshot(url, project, sweep_id),
+                   lambda sweep: _sweep_frames(sweep, seen, last),
+                   lambda sweep: sweep.status in SWEEP_ENDED)
