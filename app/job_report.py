@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,6 +29,13 @@ class LeaseLost(Exception):
 
 class JobTimeout(Exception):
     """The job ran past PRETRAINER_MAX_JOB_SECONDS (all its tries together); it ends failed."""
+
+
+def set_deadline(report: Any, settings: Settings, started_at: datetime | None) -> None:
+    """PRETRAINER_MAX_JOB_SECONDS, counted from the job's first try's start: its retries share
+    the budget (any kind of job; nothing to set before the job has started)."""
+    if started_at is not None:
+        report.deadline = started_at + timedelta(seconds=settings.max_job_seconds)
 
 
 class JobReport:

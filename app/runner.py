@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from app.data.training import JobData, Loaded
 from app.db.session import session_scope
 from app.db.tables import CANCELLED, FAILED, QUEUED, TRAIN, Dataset, Model
 from app.errors import QuotaExceeded
-from app.job_report import JobReport, LeaseLost
+from app.job_report import JobReport, LeaseLost, set_deadline
 from app.ml import registry, reproduce
 from app.ml.base import Algorithm, BackboneRef, Cancelled, FitInput, Trained
 from app.queue import enqueue_train
@@ -199,8 +198,7 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> JobFacts:
         dataset = s.get(Dataset, job.dataset_id)
         if dataset is None:
             raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
-        if job.started_at is not None:  # the first try's start: retries share the budget
-            report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
+        set_deadline(report, settings, job.started_at)
         if isinstance(report, JobReport):  # a sweep's trial: its pruner watches each epoch
             report.watch = sweep_trials.watch(session=s, url=settings.resolved_database_url,
                                               job=job)

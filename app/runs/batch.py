@@ -12,7 +12,6 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from app import logs, storage
@@ -22,7 +21,7 @@ from app.data.chunks import iter_blocks
 from app.data.training import JobData
 from app.db.session import session_scope
 from app.db.tables import Dataset, Model
-from app.job_report import LeaseLost
+from app.job_report import LeaseLost, set_deadline
 from app.ml import registry
 from app.ml.base import EMBED, Trained
 from app.runs.batch_output import Block, embed_block, open_writer, predict_block
@@ -82,8 +81,7 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> BatchFacts:
         dataset = s.get(Dataset, job.dataset_id)
         if dataset is None:
             raise FileNotFoundError(f"dataset {job.dataset_id} was deleted before the job ran")
-        if job.started_at is not None:  # the first try's start: retries share the budget
-            report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
+        set_deadline(report, settings, job.started_at)
         data = training.of_job(dataset, features=list(job.features), target=None)
         s.expunge(model)
         return BatchFacts(model, data, int(dataset.n_rows or 0), str(job.params["output"]),

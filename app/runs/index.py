@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from app.data.loaders import load_column
 from app.data.training import JobData
 from app.db.session import session_scope
 from app.db.tables import Dataset, Model
-from app.job_report import LeaseLost
+from app.job_report import LeaseLost, set_deadline
 from app.ml import ann, registry
 from app.ml.ann import AnnIndex, IndexParams
 from app.ml.base import Trained
@@ -76,8 +75,7 @@ def run(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None
 def _plan(settings: Settings, lease: Lease, report: Any) -> Plan:
     with session_scope(settings.resolved_database_url) as s:
         job = leases.load_for_run(session=s, lease=lease)
-        if job.started_at is not None:  # PRETRAINER_MAX_JOB_SECONDS bounds every kind of job
-            report.deadline = job.started_at + timedelta(seconds=settings.max_job_seconds)
+        set_deadline(report, settings, job.started_at)
         row = indexes.for_job(session=s, job_id=job.id)
         model, dataset = s.get(Model, row.model_id), s.get(Dataset, row.dataset_id)
         if model is None or dataset is None:
