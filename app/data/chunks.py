@@ -8,7 +8,6 @@ NHWC arrays, text blocks object arrays of str.
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ def iter_blocks(data: JobData, path: Callable[[str], Path], rows: int) -> Iterat
     path: the local file of a blob key (the blob store's `path`).
     """
     if data.kind == "image":  # the decoded images sit beside the ZIP
-        yield from npy_blocks(path(posixpath.dirname(data.blob_key)) / IMAGES_FILE, rows)
+        yield from npy_blocks(path(data.folder_key) / IMAGES_FILE, rows)
         return
     file = path(data.blob_key)
     if data.kind == "text":

@@ -67,6 +67,11 @@ class JobData:
     left_out: tuple[str, ...] = ()  # label-like columns a job without features did not take
 
     @property
+    def folder_key(self) -> str:
+        """The dataset's folder: an image dataset's decoded arrays sit there, beside the ZIP."""
+        return posixpath.dirname(self.blob_key)
+
+    @property
     def text_column(self) -> str | None:
         """The column of texts a text job reads."""
         return self.features[0] if self.kind == "text" else None
@@ -203,7 +208,7 @@ def load(data: JobData, path: Callable[[str], Path]) -> Loaded:
     path: the local file of a blob key (the blob store's `path`).
     """
     if data.kind == "image":  # the images' arrays sit beside the ZIP: the whole folder
-        return _load_images(path(posixpath.dirname(data.blob_key)))
+        return _load_images(path(data.folder_key))
     file = path(data.blob_key)
     raw = load_column(file, data.format, data.target) if data.target else None
     if data.kind == "text":
