@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db.tables import BATCH, QUEUED, SUCCEEDED, Dataset, Job, Model, new_id, utcnow
+from app.db.tables import BATCH, SUCCEEDED, Dataset, Job, Model
 from app.errors import Conflict, NotFound, field_error
 from app.ml import registry
 from app.ml.base import EMBED, PREDICT
@@ -72,12 +72,12 @@ def _insert(session: Session, project: str, spec: BatchSpec, settings: Settings,
                  adding={"queued_jobs": 1})
     store.require(model.artifact_key, what=f"model {model.id}", field="model_id")
     store.require(dataset.blob_key, what=f"dataset {dataset.id}", field="dataset_id")
-    job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0, history=[],
-              enqueued_at=utcnow(), kind=BATCH, source_model_id=model.id, dataset_id=dataset.id,
-              algorithm=model.algorithm, family=model.family,
-              queue=registry.get(model.algorithm).queue, name=spec.name,
-              params={"output": spec.output, "format": spec.format}, features=features,
-              target=None, metrics={})
+    job = jobs.new_queued(
+        project=project, kind=BATCH, source_model_id=model.id, dataset_id=dataset.id,
+        algorithm=model.algorithm, family=model.family,
+        queue=registry.get(model.algorithm).queue, name=spec.name,
+        params={"output": spec.output, "format": spec.format}, features=features,
+        target=None, metrics={})
     session.add(job)
     session.flush()
     return job

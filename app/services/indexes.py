@@ -18,14 +18,12 @@ from app.data import text
 from app.data.training import JobData
 from app.db.tables import (
     INDEX,
-    QUEUED,
     SUCCEEDED,
     Dataset,
     Job,
     Model,
     NeighborIndex,
     new_id,
-    utcnow,
 )
 from app.errors import NotFound, field_error
 from app.ml import registry
@@ -123,11 +121,11 @@ def _insert(session: Session, project: str, model: Model, spec: IndexSpec,
     index_id = new_id("idx")
     # The job carries what the worker needs besides the index row: the model's columns
     # (features) and the label column (target), read as at training.
-    job = Job(id=new_id("job"), project=project, kind=INDEX, source_model_id=model.id,
-              dataset_id=data.dataset_id, algorithm=model.algorithm, family=model.family,
-              queue=algo.queue, params={"index_id": index_id}, features=list(data.features),
-              target=data.target, status=QUEUED, progress=0.0, history=[], metrics={},
-              enqueued_at=utcnow())
+    job = jobs.new_queued(
+        project=project, kind=INDEX, source_model_id=model.id, dataset_id=data.dataset_id,
+        algorithm=model.algorithm, family=model.family, queue=algo.queue,
+        params={"index_id": index_id}, features=list(data.features), target=data.target,
+        metrics={})
     row = NeighborIndex(id=index_id, project=project, model_id=model.id,
                         dataset_id=data.dataset_id, job_id=job.id, metric=metric,
                         params=params.model_dump(), id_column=_id_column(data),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -78,6 +79,13 @@ def enqueue(settings: Settings, job: Job) -> None:
     log.info("job.enqueued", job_id=job.id, queue=job.queue, algorithm=job.algorithm)
 
 
+def new_queued(*, project: str, **fields: Any) -> Job:
+    """A new job row as every kind of job starts: queued, no progress, no history, enqueued
+    now (fields: what it runs on what)."""
+    return Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0, history=[],
+               enqueued_at=utcnow(), **fields)
+
+
 def _insert(*, session: Session, project: str, spec: JobSpec,
            quota_defaults: dict[str, int] | None = None, weights_dir: Path | None = None,
            max_devices: int | None = None) -> Job:
@@ -91,8 +99,7 @@ def _insert(*, session: Session, project: str, spec: JobSpec,
     if quota_defaults is not None:
         quotas.check(session=session, project=project, defaults=quota_defaults,
                      adding={"queued_jobs": 1, "models": 1})
-    job = Job(id=new_id("job"), project=project, status=QUEUED, progress=0.0,
-              history=[], enqueued_at=utcnow(), **fields)
+    job = new_queued(project=project, **fields)
     session.add(job)
     session.flush()
     return job
