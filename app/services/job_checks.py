@@ -47,7 +47,7 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     weights_dir: where transfer backbones' weights files are (for a transfer job).
     max_devices: the most processes any worker trains one job on (params.devices).
     """
-    algo = _algorithm(spec.algorithm)
+    algo = algorithm_named(spec.algorithm)
     params = _params(algo, spec.params)
     _check_devices(params, max_devices)
     ds = _dataset(session, project, spec.dataset_id, algo)
@@ -65,7 +65,8 @@ def validate_spec(*, session: Session, project: str, spec: JobSpec,
     }
 
 
-def _algorithm(name: str) -> Algorithm:
+def algorithm_named(name: str) -> Algorithm:
+    """The registered algorithm of that name, or a 422 on `algorithm` saying which exist."""
     try:
         return registry.get(name)
     except KeyError as exc:

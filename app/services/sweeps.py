@@ -46,7 +46,7 @@ from app.errors import (
 )
 from app.ml.base import Algorithm
 from app.services import jobs, owned, page, webhooks
-from app.services.job_checks import JobSpec, _algorithm, validate_spec
+from app.services.job_checks import JobSpec, algorithm_named, validate_spec
 from app.services.sweep_trials import plan, record, rows
 from app.storage import BlobStore, open_store
 
@@ -93,7 +93,7 @@ def create(*, session: Session, project: str, spec: SweepSpec, settings: Setting
 # --- checks: every refusal a 422 naming the field ---------------------------------------
 
 def _checked(session: Session, project: str, spec: SweepSpec, settings: Settings) -> Sweep:
-    algo = _algorithm(spec.algorithm)
+    algo = algorithm_named(spec.algorithm)
     if spec.trials > settings.max_sweep_trials:
         raise field_error("trials", f"at most {settings.max_sweep_trials} "
                           "(PRETRAINER_MAX_SWEEP_TRIALS)")
