@@ -65,7 +65,7 @@ def _insert(session: Session, project: str, spec: BatchSpec, settings: Settings,
         can = ", ".join(c for c in model.capabilities if c in OUTPUTS) or "neither predict nor embed"
         raise field_error("output", f"a {model.algorithm} model cannot {spec.output} new rows; "
                           f"it can: {can}")
-    dataset = _dataset(session, project, spec.dataset_id)
+    dataset = datasets.named(session=session, project=project, dataset_id=spec.dataset_id)
     features = model_columns(model, dataset)
     # The job counts as queued and running work, but makes no model (see quotas.usage).
     quotas.check(session=session, project=project, defaults=settings.quota_defaults,
@@ -86,13 +86,6 @@ def _insert(session: Session, project: str, spec: BatchSpec, settings: Settings,
 def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise field_error(field, f"unknown {field} {value!r}; one of: {', '.join(choices)}")
-
-
-def _dataset(session: Session, project: str, dataset_id: str) -> Dataset:
-    try:
-        return datasets.get(session=session, project=project, dataset_id=dataset_id)
-    except NotFound as exc:
-        raise field_error("dataset_id", "no such dataset", detail=exc.detail) from exc
 
 
 def model_columns(model: Model, dataset: Dataset) -> list[str]:

@@ -18,7 +18,7 @@ from app.data.export import csv_chunks
 from app.data.inspect import inspect_file
 from app.data.inspect.archive import ZipLimits
 from app.db.tables import ACTIVE, Dataset, Job, new_id
-from app.errors import Conflict, field_error
+from app.errors import Conflict, NotFound, field_error
 from app.services import idempotency, owned, page, quotas
 from app.storage import BlobStore
 
@@ -52,6 +52,15 @@ def create(*, session: Session, project: str, dataset_id: str, fields: dict[str,
 def get(*, session: Session, project: str, dataset_id: str) -> Dataset:
     """One dataset of the project, or NotFound."""
     return owned(session, Dataset, dataset_id, project=project, what="dataset")
+
+
+def named(*, session: Session, project: str, dataset_id: str) -> Dataset:
+    """The dataset a request body names (dataset_id), or a 422 on that field when the project
+    has none of that id (the body is wrong, not the path)."""
+    try:
+        return get(session=session, project=project, dataset_id=dataset_id)
+    except NotFound as exc:
+        raise field_error("dataset_id", "no such dataset", detail=exc.detail) from exc
 
 
 def stored_file(*, session: Session, store: BlobStore, project: str,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.data import training
 from app.data.training import JobData
 from app.db.tables import TRAIN, Dataset
-from app.errors import NotFound, did_you_mean, field_error, field_errors
+from app.errors import did_you_mean, field_error, field_errors
 from app.ml import registry
 from app.ml.base import Algorithm, Params
 from app.services import backbones, datasets
@@ -106,12 +106,7 @@ def _check_devices(params: Params, max_devices: int | None) -> None:
 
 
 def _dataset(session: Session, project: str, dataset_id: str, algo: Algorithm) -> Dataset:
-    try:
-        ds = datasets.get(session=session, project=project, dataset_id=dataset_id)
-    except NotFound as exc:
-        raise field_error(
-            "dataset_id", "no such dataset",
-            detail=exc.detail) from exc
+    ds = datasets.named(session=session, project=project, dataset_id=dataset_id)
     if ds.kind not in algo.data_kinds:
         raise field_error(
             "dataset_id", f"{ds.kind} data does not fit {algo.name}",
