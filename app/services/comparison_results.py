@@ -28,6 +28,8 @@ from app.db.tables import (
 )
 
 # The two-sided confidence level of the deltas' intervals.
+# A comparison's id is new_id(ID_PREFIX): a job whose parent_id starts so is one of its jobs.
+ID_PREFIX = "cmp"
 CONFIDENCE = 0.95
 NO_INTERVAL = "one paired seed: an interval needs at least two (ask for more seeds)"
 NO_PAIR = "no seed where both the pretrained and the scratch job succeeded"
@@ -67,6 +69,11 @@ class Result:
     counts: dict[str, int]
     rows: list[Row] = field(default_factory=list)
     deltas: list[Delta] = field(default_factory=list)
+
+
+def is_child(job: Job) -> bool:
+    """Whether the job is one of a comparison's jobs (not a sweep's trial, not alone)."""
+    return bool(job.parent_id and job.parent_id.startswith(f"{ID_PREFIX}_"))
 
 
 def children(*, session: Session, comparison_id: str) -> list[Job]:

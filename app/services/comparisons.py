@@ -55,7 +55,7 @@ def create(*, session: Session, project: str, spec: ComparisonSpec, settings: Se
     _check_backbones(spec.backbones)
     params = _shared_params(spec.params)
     comparison = Comparison(
-        id=new_id("cmp"), project=project, name=spec.name, dataset_id=spec.dataset_id,
+        id=new_id(comparison_results.ID_PREFIX), project=project, name=spec.name, dataset_id=spec.dataset_id,
         backbones=list(spec.backbones), seeds=seeds, params=params, features=spec.features,
         target=spec.target, metric=_metric(spec.metric, params), cancel_requested=False,
         created_at=utcnow())

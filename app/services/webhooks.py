@@ -168,7 +168,7 @@ def job_ended(*, session: Session, job: Job) -> None:
     the last job of a comparison."""
     event = f"{EVENT_PREFIX.get(job.kind or 'train', 'job')}.{job.status}"
     emit(session=session, project=job.project, event=event, data={"job": job_data(job)})
-    if job.parent_id and job.parent_id.startswith("cmp_"):
+    if job.parent_id and comparison_results.is_child(job):
         status = comparison_results.ended_status(session=session, comparison_id=job.parent_id)
         if status is not None:
             emit(session=session, project=job.project, event=f"comparison.{status}",
