@@ -11,9 +11,11 @@ from datetime import timedelta
 from sqlalchemy.engine import make_url
 
 from app import logs
+from app.api.errors import problem_body
 from app.config import Settings
 from app.db.session import session_scope
 from app.db.tables import utcnow
+from app.errors import Problem
 from app.queue import enqueue_train
 from app.services import identity, leases, orphans, sweeps, uploads
 from app.storage import BlobStore, S3BlobStore, StoreOwned
@@ -93,10 +95,9 @@ def sweep_uploads(settings: Settings, store: BlobStore) -> list[str]:
         # An API process stopped while inspecting one: its staging went with it.
         stale = utcnow() - timedelta(seconds=settings.orphan_grace_seconds)
         for row in uploads.interrupted(session=s, before=stale):
-            uploads.finish(session=s, upload=row, problem={
-                "type": "https://pretrainer.dev/problems/unavailable", "status": 503,
-                "title": "Service unavailable", "detail": "the service stopped while it "
-                "inspected this upload; upload the file again"})
+            uploads.finish(session=s, upload=row, problem=problem_body(Problem(
+                "the service stopped while it inspected this upload; upload the file again",
+                status=503)))
         idle = store.resumable_idle()
         pending = uploads.pending_ids(session=s, ids=[name for name, _ in idle])
     removed = [name for name, age in idle if name in expired
