@@ -22,10 +22,9 @@ from app.data.training import JobData
 from app.db.session import session_scope
 from app.db.tables import Dataset, Model
 from app.job_report import LeaseLost, set_deadline
-from app.ml import registry
 from app.ml.base import EMBED, Trained
 from app.runs.batch_output import Block, embed_block, open_writer, predict_block
-from app.services import leases
+from app.services import leases, models
 from app.services.leases import Lease
 from app.storage import BlobStore
 
@@ -90,8 +89,8 @@ def _read_job(settings: Settings, lease: Lease, report: Any) -> BatchFacts:
 
 def _load_model(model: Model, store: BlobStore) -> Trained:
     """The model as serving loads it; a torch model on the worker's GPU when it has one."""
-    path = store.require(model.artifact_key, what=f"model {model.id}", field="model_id")
-    trained = registry.load_trained(model.algorithm, path)
+    trained = models.load_trained(store=store, model_id=model.id, algorithm=model.algorithm,
+                                  artifact_key=model.artifact_key)
     move = getattr(trained, "to", None)
     if callable(move):  # only torch models move; the import stays off the scikit-learn path
         from app.ml.deep.runtime import resolve_device

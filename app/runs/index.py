@@ -22,10 +22,10 @@ from app.data.training import JobData
 from app.db.session import session_scope
 from app.db.tables import Dataset, Model
 from app.job_report import LeaseLost, set_deadline
-from app.ml import ann, registry
+from app.ml import ann
 from app.ml.ann import AnnIndex, IndexParams
 from app.ml.base import Trained
-from app.services import indexes, leases
+from app.services import indexes, leases, models
 from app.services.leases import Lease
 from app.storage import BlobStore
 
@@ -53,8 +53,8 @@ def run(settings: Settings, lease: Lease, report: Any, store: BlobStore) -> None
     report.progress(0.01)
     t0 = time.perf_counter()
     loaded = training.load(plan.data, store.path)
-    path = store.require(plan.artifact_key, what=f"model {plan.model_id}", field="model_id")
-    trained = registry.load_trained(plan.algorithm, path)
+    trained = models.load_trained(store=store, model_id=plan.model_id,
+                                  algorithm=plan.algorithm, artifact_key=plan.artifact_key)
     report.check()
     t1 = time.perf_counter()
     index = _embed_all(trained, loaded.x, plan, report, settings.index_chunk_rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app import storage
-from app.ml import exporting, registry
+from app.ml import exporting
 from app.services import models
 from app.storage import BlobStore
 
@@ -24,8 +24,8 @@ def archive(*, session: Session, store: BlobStore, project: str, model_id: str,
     key = storage.export_key(row.id, fmt)
     if fmt in exporting.FORMATS and store.exists(key):
         return store.path(key)
-    folder = store.require(row.artifact_key, what=f"model {row.id}", field="model_id")
-    trained = registry.load_trained(row.algorithm, folder)
+    trained = models.load_trained(store=store, model_id=row.id, algorithm=row.algorithm,
+                                  artifact_key=row.artifact_key)
     features = [str(f["name"]) for f in (row.input_schema or {}).get("features", [])]
     data = exporting.build(trained, fmt, model_id=row.id, features=features)
     try:

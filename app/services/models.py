@@ -14,6 +14,7 @@ from app.data import training
 from app.data.training import JobData
 from app.db.tables import ACTIVE, INDEX, Dataset, Job, Model, new_id
 from app.errors import field_error
+from app.ml import registry as algorithms
 from app.ml import reproduce
 from app.ml.base import Algorithm, BackboneRef, Trained
 from app.ml.transfer.backbones import MODEL_PREFIX
@@ -80,6 +81,14 @@ def get(*, session: Session, project: str, model_id: str) -> Model:
 def list_(*, session: Session, project: str, limit: int, offset: int) -> tuple[list[Model], int]:
     """A page of the project's models, newest first, and the total count."""
     return page(session, Model, [Model.project == project], limit=limit, offset=offset)
+
+
+def load_trained(*, store: BlobStore, model_id: str, algorithm: str,
+                 artifact_key: str) -> Trained:
+    """A model's trained object, read from its artifact folder (410 on model_id when the blob
+    store lost the folder): how serving, exports, batch and index jobs all load a model."""
+    path = store.require(artifact_key, what=f"model {model_id}", field="model_id")
+    return algorithms.load_trained(algorithm, path)
 
 
 def training_data(*, session: Session, model: Model) -> JobData | None:

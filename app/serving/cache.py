@@ -9,8 +9,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.ml import registry
 from app.ml.base import Trained
+from app.services import models
 from app.serving.batcher import MicroBatcher
 from app.serving.inputs import InputSpec
 from app.serving.pool import ServingPool
@@ -98,8 +98,8 @@ class ModelCache:
         return entry
 
     def _build(self, row: Any) -> Loaded:
-        path = self.store.require(row.artifact_key, what=f"model {row.id}", field="model_id")
-        trained = registry.load_trained(row.algorithm, path)
+        trained = models.load_trained(store=self.store, model_id=row.id,
+                                      algorithm=row.algorithm, artifact_key=row.artifact_key)
         entry = Loaded(
             model_id=row.id, project=row.project, algorithm=row.algorithm,
             capabilities=tuple(row.capabilities), spec=InputSpec.of(dict(row.input_schema)),
