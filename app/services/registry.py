@@ -282,13 +282,6 @@ def model_deleted(*, session: Session, project: str, model_id: str) -> None:
         ModelVersion.model_deleted_at.is_(None)).values(model_deleted_at=utcnow()))
 
 
-def versions_of(*, session: Session, project: str, model_id: str) -> list[ModelVersion]:
-    """The registry versions a model is, by name then number."""
-    return list(session.scalars(select(ModelVersion).where(
-        ModelVersion.project == project, ModelVersion.model_id == model_id)
-        .order_by(ModelVersion.name, ModelVersion.version)))
-
-
 def registered_as(*, session: Session, project: str,
                   model_ids: list[str]) -> dict[str, list[Registered]]:
     """The registry versions each of these models is (two queries, whatever their number)."""
