@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per trial is noise here
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
-SAMPLERS = ("auto", "tpe", "random", "grid")
 # Trial states of a sweep's leaderboard (an active trial's state is its job's status).
 SUCCEEDED, PRUNED, FAILED, CANCELLED = "succeeded", "pruned", "failed", "cancelled"
 _STATES = {SUCCEEDED: TrialState.COMPLETE, PRUNED: TrialState.PRUNED, FAILED: TrialState.FAIL,

@@ -1,4 +1,4 @@
-"""Server-sent events of a job: status, progress and each epoch's metrics as they happen."""
+"""Server-sent events of a job or a sweep: one polling loop, and the frames (status, progress, epochs or trials, end) each one makes as it changes."""
 
 from __future__ import annotations
 
