@@ -46,7 +46,9 @@ def queue_once(*, session: Session, project: str, settings: Settings, route: str
                fingerprint: str = "") -> Job:
     """Insert the job prepare() makes (checked, uncommitted), commit, then send it to its
     queue; with an idempotency key, a retry of the same request on the route answers the first
-    job and sends nothing. Every kind of job is submitted through here."""
+    job and sends nothing. A job alone (training, reproduce, batch) is submitted through here;
+    a group's jobs (prepare_child) and an index build are committed with the row they belong
+    to and then sent with enqueue."""
     claim = idempotency.Claim[Job](
         session=session, project=project, route=route, key=idempotency_key,
         fingerprint=fingerprint,
