@@ -83,6 +83,12 @@ def checkpoint_key(job_id: str) -> str:
     return f"{JOBS}/{job_id}/checkpoint.pt"
 
 
+def entry_id(key: str) -> str:
+    """The id a top-level folder's entry is named by: datasets/<id> → <id> (what children()
+    lists under DATASETS, MODELS, JOBS, RESULTS or INDEXES)."""
+    return key.rsplit("/", 1)[1]
+
+
 def job_result_key(job_id: str, fmt: str) -> str:
     """Where a batch job's result file lives (fmt: its format, the file's suffix)."""
     return f"{RESULTS}/{job_id}/result.{fmt}"

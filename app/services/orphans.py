@@ -8,9 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.tables import ACTIVE, Dataset, Job, Model
-from app.storage import DATASETS, INDEXES, JOBS, MODELS, RESULTS, STAGING, BlobStore
-
-# The blob store's top-level folders, and the rows that keep an entry of each alive.
+from app.storage import (
+    DATASETS,
+    INDEXES,
+    JOBS,
+    MODELS,
+    RESULTS,
+    STAGING,
+    BlobStore,
+    entry_id,
+)
 
 
 def _live_ids(session: Session, table: type, ids: list[str]) -> set[str]:
@@ -33,7 +40,7 @@ def unknown_to_this_database(*, session: Session, store: BlobStore) -> list[str]
     found: list[str] = []
     for prefix, table in ((DATASETS, Dataset), (MODELS, Model)):
         keys = [key for key, _ in store.children(prefix)]
-        if _live_ids(session, table, [key.rsplit("/", 1)[1] for key in keys]):
+        if _live_ids(session, table, [entry_id(key) for key in keys]):
             return []
         found += keys
     return found
@@ -57,7 +64,7 @@ def sweep(*, session: Session, store: BlobStore, grace_seconds: float) -> list[s
         (INDEXES, lambda ids: _live_ids(session, Model, ids)),
         (STAGING, lambda ids: set()))
     for prefix, keep in kept_by:
-        old = [(key, key.rsplit("/", 1)[1]) for key, age in store.children(prefix)
+        old = [(key, entry_id(key)) for key, age in store.children(prefix)
                if age > grace_seconds]
         alive = keep([name for _, name in old])
         for key, name in old:
