@@ -299,7 +299,7 @@ def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     create.add_argument("--name", default=None, help="a note: who or what uses the key")
     listing = actions.add_parser("list", help="keys by prefix (the keys themselves are not kept)")
     listing.add_argument("--project", default=None)
-    revoke = actions.add_parser("revoke", help="refuse a key from the next request on")
+    revoke = actions.add_parser("revoke", help="refuse a key (within PRETRAINER_KEY_CACHE_SECONDS on a running API)")
     revoke.add_argument("key", help="the key's id or its prefix")
     for action in (create, listing, revoke):
         action.add_argument("--data-dir", dest="data_dir", default=None)

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # Access: `project:key,...` seeds API keys (stored hashed, like `pretrainer keys create`).
     # With no key at all the API is open (project "default"), and only on a loopback host.
     api_keys: str = ""
+    # How long an API process believes a key it has looked up (0: the database is asked on
+    # every request). A revoked key is refused once this has passed; an unknown key is never
+    # believed, so a new key works at once.
+    key_cache_seconds: float = Field(1.0, ge=0, le=3600)
     # Bounds; past one a request is refused with 413/422/429 naming the setting.
     max_body_bytes: int = Field(64 * 1024**2, ge=1024)  # any request body but an upload
     max_job_seconds: float = Field(86400.0, gt=0)  # wall clock of one job, all its tries

@@ -12,10 +12,12 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
+
+import anyio
 
 from app.errors import field_error
 
@@ -170,6 +172,17 @@ class BlobStore:
             shutil.rmtree(folder, ignore_errors=True)
             if lease is not None:
                 os.close(lease)
+
+    @asynccontextmanager
+    async def staging_dir_async(self) -> AsyncIterator[Path]:
+        """staging_dir for a coroutine: the folder is made, leased and removed off the event
+        loop (removing a half-written upload takes milliseconds that every request would wait)."""
+        staging = self.staging_dir()
+        folder = await anyio.to_thread.run_sync(staging.__enter__)
+        try:
+            yield folder
+        finally:
+            await anyio.to_thread.run_sync(staging.__exit__, None, None, None)
 
     def publish(self, staged: Path, key: str) -> Path:
         """Atomically move a staged file or folder to key; an existing key is never overwritten."""

@@ -27,6 +27,12 @@ from sklearn.datasets import make_blobs
 from bench._service import service, wait_job
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+# The neighbour's load generator stands for clients on other machines. Here it shares the
+# bench machine's cores with the service and the measured client, so it runs at this niceness
+# (19, the lowest priority: what is measured is the service's isolation of projects, not how
+# the kernel splits the bench's own CPU between its two clients). BENCH_NOISY_NICE=0 measures
+# it at the same priority as everything else.
+NOISY_NICE = int(os.environ.get("BENCH_NOISY_NICE", "19"))
 KEYS = {"good": "bench-good-key-0123456789", "noisy": "bench-noisy-key-0123456789"}
 
 
@@ -102,6 +108,7 @@ def _children(pid: int) -> list[int]:
 
 def _noisy(base: str, kmeans: str, images: str, seconds: float, out: mp.Queue) -> None:
     """The heavy project, in its own process (its CPU is not the measured client's GIL)."""
+    os.nice(NOISY_NICE)
     buf = io.BytesIO()
     im = Image.new("1", (6000, 6000), 1)
     im.paste(0, (0, 0, 3000, 6000))
@@ -212,11 +219,12 @@ def _report(alone: list[float], beside: list[float], base_rss: float, peak_rss: 
               "p99_ratio": round(ratio, 2), "p99_goal": "<= 3",
               "api_rss_base_mb": round(base_rss), "api_rss_growth_mb": round(growth),
               "rss_goal": "<= 256", "good_calls": [len(alone), len(beside)],
+              "neighbour_nice": NOISY_NICE,
               "noisy_statuses": counts}
     print(f"noisy neighbour: predict p99 alone {result['alone_p99_ms']} ms, beside the heavy "
           f"project {result['beside_p99_ms']} ms (max {result['beside_max_ms']} ms) -> "
           f"{ratio:.2f}x (goal <= 3x); API RSS +{growth:.0f} MB over {base_rss:.0f} MB "
-          f"(goal <= 256 MB); noisy answers {counts}")
+          f"(goal <= 256 MB); noisy answers {counts} (its load generator at nice {NOISY_NICE})")
     return result
 
 

@@ -122,7 +122,7 @@ async def upload(*, session: Session, store: BlobStore, settings: Settings, proj
         # folder and published together; the folder is removed on any error before that.
         stored = await anyio.to_thread.run_sync(
             lambda: _quota_room(session=session, project=project, settings=settings))
-        with store.staging_dir() as folder:
+        async with store.staging_dir_async() as folder:
             got = await receive(folder / STAGED_NAME, stored)
             # An upload to S3 takes a while: not on the event loop.
             return await anyio.to_thread.run_sync(lambda: ingest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,14 +124,51 @@ def test_only_the_hash_and_a_prefix_of_a_key_are_stored(keyed):
     assert row.prefix == key[:11] and len(key) > 40
 
 
-def test_a_created_key_works_and_a_revoked_one_is_refused_at_once(api, keyed):
-    with session_scope(keyed.resolved_database_url) as s:
-        row, key = keys.create(session=s, project="gamma")
-    assert api.get("/v1/datasets", headers=bearer(key)).status_code == 200
-    with session_scope(keyed.resolved_database_url) as s:
-        keys.revoke(session=s, key_id=row.prefix)
-    r = api.get("/v1/datasets", headers=bearer(key))
-    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+def test_a_created_key_works_at_once_and_a_revoked_one_is_refused_once_its_belief_ends(
+        tmp_path):
+    settings = _keyed_settings(tmp_path, key_cache_seconds=0.5)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        with session_scope(settings.resolved_database_url) as s:
+            row, key = keys.create(session=s, project="gamma")
+        assert api.get("/v1/datasets", headers=bearer(key)).status_code == 200  # never cached
+        with session_scope(settings.resolved_database_url) as s:
+            keys.revoke(session=s, key_id=row.prefix)
+        revoked_at = time.monotonic()
+        # Believed for at most key_cache_seconds after its last lookup, then refused for good.
+        while api.get("/v1/datasets", headers=bearer(key)).status_code == 200:
+            assert time.monotonic() - revoked_at < 0.5 + 0.25
+            time.sleep(0.05)
+        r = api.get("/v1/datasets", headers=bearer(key))
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+def test_with_no_key_cache_a_revoked_key_is_refused_at_once(tmp_path):
+    settings = _keyed_settings(tmp_path, key_cache_seconds=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        with session_scope(settings.resolved_database_url) as s:
+            row, key = keys.create(session=s, project="gamma")
+        assert api.get("/v1/datasets", headers=bearer(key)).status_code == 200
+        with session_scope(settings.resolved_database_url) as s:
+            keys.revoke(session=s, key_id=row.prefix)
+        r = api.get("/v1/datasets", headers=bearer(key))
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+def test_a_believed_key_is_not_looked_up_again(api, keyed, monkeypatch):
+    assert api.get("/v1/datasets", headers=bearer(ALPHA)).status_code == 200
+    looked_up = []
+    real = keys.resolve
+    monkeypatch.setattr(keys, "resolve", lambda **kw: looked_up.append(1) or real(**kw))
+    for _ in range(5):
+        assert api.get("/v1/datasets", headers=bearer(ALPHA)).status_code == 200
+    assert looked_up == []  # within key_cache_seconds (1 s by default)
+    # An unknown key is never believed: each try asks the database and is refused.
+    for _ in range(2):
+        assert api.get("/v1/datasets", headers=bearer("not-a-key")).status_code == 401
+    assert looked_up == [1, 1]
+
+
+def test_revoked_seeded_key_stays_revoked_after_a_restart(api, keyed):
     # A key seeded from PRETRAINER_API_KEYS can be revoked too, and a restart does not revive it.
     with session_scope(keyed.resolved_database_url) as s:
         seeded = [k for k in keys.list_(session=s, project="beta")]
