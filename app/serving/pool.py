@@ -8,6 +8,7 @@ import ctypes
 import functools
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,7 +24,8 @@ class ServingPool:
     """
 
     def __init__(self, threads: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serving")
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serving",
+                                            initializer=_lower_thread_priority)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """fn(*args, **kwargs) in the pool, awaited."""
@@ -84,6 +86,16 @@ class DecodePool:
 
 def _lower_priority() -> None:
     os.nice(10)
+
+
+def _lower_thread_priority() -> None:
+    """Run this pool thread (and the OpenMP/BLAS threads it starts, which inherit it) at nice
+    10: on Linux a thread has its own priority, so a big model call yields the CPU to the event
+    loop thread, which answers the small calls. Elsewhere the thread keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _libc() -> Any:
