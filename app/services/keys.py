@@ -89,7 +89,8 @@ def list_(*, session: Session, project: str | None = None) -> list[ApiKey]:
 
 
 def revoke(*, session: Session, key_id: str, project: str | None = None) -> ApiKey:
-    """Revoke a key by id or prefix (of the project, when given); refused from the next request."""
+    """Revoke a key by id or prefix (of the project, when given); refused once an API stops believing it
+    (PRETRAINER_KEY_CACHE_SECONDS)."""
     where: list[ColumnElement[bool]] = [(ApiKey.id == key_id) | (ApiKey.prefix == key_id)]
     if project:
         where.append(ApiKey.project == project)
