@@ -71,6 +71,33 @@ def upload(client: TestClient, content: bytes, filename: str = "data.csv", **dat
     return {"status": r.status_code, "body": r.json(), "headers": dict(r.headers)}
 
 
+def finished(client: TestClient, settings: Settings, response, headers: dict | None = None) -> dict:
+    """Run the job a 202 response queued, in this process as a worker would; the job as
+    GET /v1/jobs/{id} shows it then, whatever its status."""
+    from app.runner import run_job  # not at import: most tests never run a job
+
+    assert response.status_code == 202, response.json()
+    run_job(response.json()["id"], settings=settings, worker="test")
+    return client.get(f"/v1/jobs/{response.json()['id']}", headers=headers).json()
+
+
+def run_in_process(client: TestClient, settings: Settings, body: dict,
+                   headers: dict | None = None) -> dict:
+    """POST /v1/jobs with body and run the job in this process: the job as GET shows it after."""
+    return finished(client, settings, client.post("/v1/jobs", json=body, headers=headers), headers)
+
+
+def trained(client: TestClient, settings: Settings, content: bytes, filename: str,
+            algorithm: str, params: dict, **job: object) -> tuple[str, str]:
+    """Upload content and train a job on it in this process: (model id, dataset id); the job
+    must succeed."""
+    ds = upload(client, content, filename)["body"]["id"]
+    done = run_in_process(client, settings, {"dataset_id": ds, "algorithm": algorithm,
+                                             "params": params, **job})
+    assert done["status"] == "succeeded", done
+    return done["model_id"], ds
+
+
 def read_events(http, job_id: str, resource: str = "jobs", **kwargs) -> list[tuple[str, dict]]:
     """Follow GET /v1/{resource}/{id}/events (a job's, or a sweep's) to its end; return
     (event, data) pairs."""

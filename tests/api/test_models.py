@@ -14,16 +14,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.runner import run_job
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, run_in_process, to_csv, upload
 
 
 def train(client, settings, algorithm: str, params: dict, content: bytes | None = None) -> dict:
     """Upload, submit and run a job in-process; return the finished job."""
     ds = upload(client, content or to_csv(blobs()))["body"]["id"]
-    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": algorithm, "params": params})
-    assert job.status_code == 202, job.json()
-    run_job(job.json()["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{job.json()['id']}").json()
+    return run_in_process(client, settings, {"dataset_id": ds, "algorithm": algorithm,
+                                             "params": params})
 
 
 def test_kmeans_predict_and_embed_equal_sklearn(client, settings):

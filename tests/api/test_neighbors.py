@@ -18,7 +18,7 @@ from app import storage
 from app.ml.ann import AnnIndex
 from app.runner import run_job
 from tests.api.test_models import train
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, run_in_process, to_csv, upload
 from tests.data.test_images import digits, png, zip_bytes
 
 EXACT = {"m": 16, "ef_construction": 200, "ef_search": 400}
@@ -48,10 +48,8 @@ def pca(client, settings):
     the dataset id."""
     x, csv = labelled_blobs()
     ds = upload(client, csv)["body"]["id"]
-    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "pca",
-                                        "params": {"n_components": 3}}).json()
-    run_job(job["id"], settings=settings, worker="test")
-    model_id = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+    model_id = run_in_process(client, settings, {"dataset_id": ds, "algorithm": "pca",
+                                                 "params": {"n_components": 3}})["model_id"]
     return model_id, ds, x
 
 

@@ -29,12 +29,12 @@ from app.errors import TooLarge
 from app.main import create_app
 from app.ml import registry
 from app.ml.base import FitInput, NullReport, Trained
-from app.runner import run_job
 from app.serving.batcher import MicroBatcher
 from app.serving.inputs import InstanceCount
 from app.serving.pool import ServingPool
 from app.storage import OWNER_KEY
-from tests.conftest import blobs, small_pngs_zip, to_csv, upload
+from tests import conftest
+from tests.conftest import blobs, small_pngs_zip, to_csv
 
 
 @contextmanager
@@ -50,14 +50,7 @@ def api(tmp_path: Path, **overrides: object) -> Iterator[tuple[TestClient, Setti
 def trained(client: TestClient, settings: Settings, content: bytes, filename: str,
             algorithm: str, params: dict) -> str:
     """The model id of a job trained in-process on an uploaded file."""
-    ds = upload(client, content, filename)["body"]["id"]
-    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": algorithm,
-                                        "params": params})
-    assert job.status_code == 202, job.json()
-    run_job(job.json()["id"], settings=settings, worker="test")
-    done = client.get(f"/v1/jobs/{job.json()['id']}").json()
-    assert done["status"] == "succeeded", done
-    return done["model_id"]
+    return conftest.trained(client, settings, content, filename, algorithm, params)[0]
 
 
 def big_png() -> bytes:

@@ -16,8 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.main import create_app
-from app.runner import run_job
-from tests.conftest import blobs, to_csv
+from tests.conftest import blobs, run_in_process, to_csv
 
 X = blobs(120)
 NEW = (X[:15] + 0.3).tolist()
@@ -27,11 +26,10 @@ ALPHA, BETA = "key-alpha-0123456789", "key-beta-0123456789"
 def train(client: TestClient, settings: Settings, k: int, headers: dict | None = None) -> str:
     """A k-means model with k clusters on X, trained in-process; its id."""
     ds = client.post("/v1/datasets", files={"file": ("x.csv", to_csv(X))}, headers=headers)
-    job = client.post("/v1/jobs", headers=headers, json={
-        "dataset_id": ds.json()["id"], "algorithm": "kmeans",
-        "params": {"n_clusters": k, "random_state": 0}})
-    run_job(job.json()["id"], settings=settings, worker="test")
-    return str(client.get(f"/v1/jobs/{job.json()['id']}", headers=headers).json()["model_id"])
+    job = run_in_process(client, settings, {"dataset_id": ds.json()["id"], "algorithm": "kmeans",
+                                            "params": {"n_clusters": k, "random_state": 0}},
+                         headers)
+    return str(job["model_id"])
 
 
 def reference(k: int) -> list[int]:

