@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.chromium import Browser
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("PRETRAINER_TEST_REDIS", "redis://127.0.0.1:6379/15")
 PG_ADMIN = os.environ.get("PRETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -177,3 +179,13 @@ def production(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
         yield svc
     finally:
         svc.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """A headless chromium for a dashboard test (its profile in tmp_path), closed after it."""
+    b = Browser(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pretrainer_client import Client
 from tests.conftest import small_pngs_zip, to_csv
-from tests.integration.chromium import Browser, chromium_binary
+from tests.integration.chromium import chromium_binary
 from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
@@ -96,28 +96,24 @@ def test_client_batch_on_texts(embedded, tmp_path):
 
 @pytest.mark.skipif(chromium_binary() is None,
                     reason="chromium is not installed (apt-get install chromium)")
-def test_the_dashboard_starts_a_batch_job_and_links_its_result(embedded, tmp_path):
+def test_the_dashboard_starts_a_batch_job_and_links_its_result(embedded, browser):
     x, _ = make_blobs(n_samples=200, n_features=3, centers=3, random_state=0)
     ds = embedded.http.post("/v1/datasets", files={"file": ("pts.csv", to_csv(x))}).json()["id"]
     train = embedded.http.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "kmeans",
                                                  "params": {"n_clusters": 3}}).json()
     with Client(embedded.base) as c:
         model = c.follow(train["id"]).model_id
-    browser = Browser(tmp_path)
-    try:
-        browser.goto(f"{embedded.base}/ui/#models/{model}")
-        browser.wait_for(f"!!document.querySelector('#batch-dataset option[value={ds}]')")
-        for selector, value in (("#batch-dataset", ds), ("#batch-output", "embed"),
-                                ("#batch-format", "csv")):
-            browser.evaluate(f"document.querySelector({selector!r}).value = {value!r}")
-        browser.evaluate("document.querySelector('#batch-start').click()")
-        job = browser.wait_for("document.querySelector('#batch-job-link')?.textContent",
-                               timeout=60).split()[1]
-        browser.evaluate("document.querySelector('#batch-job-link').click()")
-        link = browser.wait_for("document.querySelector('#job-result')?.textContent",
-                                timeout=120)
-        assert f"{job}.csv" in link and "200 rows" in link
-    finally:
-        browser.close()
+    browser.goto(f"{embedded.base}/ui/#models/{model}")
+    browser.wait_for(f"!!document.querySelector('#batch-dataset option[value={ds}]')")
+    for selector, value in (("#batch-dataset", ds), ("#batch-output", "embed"),
+                            ("#batch-format", "csv")):
+        browser.evaluate(f"document.querySelector({selector!r}).value = {value!r}")
+    browser.evaluate("document.querySelector('#batch-start').click()")
+    job = browser.wait_for("document.querySelector('#batch-job-link')?.textContent",
+                           timeout=60).split()[1]
+    browser.evaluate("document.querySelector('#batch-job-link').click()")
+    link = browser.wait_for("document.querySelector('#job-result')?.textContent",
+                            timeout=120)
+    assert f"{job}.csv" in link and "200 rows" in link
     got = embedded.http.get(f"/v1/jobs/{job}")
     assert got.json()["params"] == {"output": "embed", "format": "csv"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from sklearn.datasets import make_classification
 
 from tests.api.test_webhooks import Receiver, verify
 from tests.conftest import to_csv
-from tests.integration.chromium import Browser, chromium_binary
+from tests.integration.chromium import chromium_binary
 from tests.integration.conftest import Service, make_run
 from tests.integration.test_end_to_end import wait_job
 
@@ -87,36 +86,32 @@ def test_the_worker_trains_every_job_and_the_receiver_gets_each_end_signed(
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed")
-def test_the_dashboard_draws_the_comparison(service, compared, tmp_path: Path):
+def test_the_dashboard_draws_the_comparison(service, compared, browser):
     got = compared["comparison"]
-    browser = Browser(tmp_path)
-    try:
-        browser.goto(f"{service.base}/ui/#compare/{got['id']}")
-        browser.wait_for("!!document.querySelector('#comparison-chart circle.delta')")
-        means = browser.evaluate("[...document.querySelectorAll('#comparison-chart circle.mean')]"
-                                 ".map((c) => [c.dataset.pretrained, Number(c.dataset.mean)])")
-        assert means == [[str(r["pretrained"]).lower(), pytest.approx(r["mean"])]
-                         for r in got["rows"]]
-        ci = browser.evaluate("(() => { const l = document.querySelector('#comparison-chart "
-                              "line.ci'); return [Number(l.dataset.ciLow), "
-                              "Number(l.dataset.ciHigh)]; })()")
-        delta = got["deltas"][0]
-        assert ci == [pytest.approx(delta["ci_low"]), pytest.approx(delta["ci_high"])]
-        assert browser.evaluate("document.querySelector('#compare-status').textContent") \
-            == "succeeded"
-        # The form: a backbone that does not exist is refused, and the page says which one.
-        browser.goto(f"{service.base}/ui/#compare")
-        browser.wait_for("!!document.querySelector('#compare-form')")
-        browser.evaluate("document.querySelector('#compare-backbones').value = 'resnet9000';"
-                         "document.querySelector('#compare-target').value = 'label';"
-                         "document.querySelector('#compare-submit').click()")
-        notice = browser.wait_for("document.querySelector('#notice:not([hidden])')?.textContent")
-        assert "422" in notice and "backbones[0]" in notice
-        browser.goto(f"{service.base}/ui/#webhooks/{compared['hook']['id']}")
-        shown = browser.wait_for("[...document.querySelectorAll('h2')].map((h) => h.textContent)"
-                                 ".find((t) => t.startsWith('Deliveries'))")
-        assert shown == f"Deliveries ({len(got['job_ids']) + 2})"
-        assert browser.evaluate("document.querySelectorAll('tbody tr').length") \
-            == len(got["job_ids"]) + 2
-    finally:
-        browser.close()
+    browser.goto(f"{service.base}/ui/#compare/{got['id']}")
+    browser.wait_for("!!document.querySelector('#comparison-chart circle.delta')")
+    means = browser.evaluate("[...document.querySelectorAll('#comparison-chart circle.mean')]"
+                             ".map((c) => [c.dataset.pretrained, Number(c.dataset.mean)])")
+    assert means == [[str(r["pretrained"]).lower(), pytest.approx(r["mean"])]
+                     for r in got["rows"]]
+    ci = browser.evaluate("(() => { const l = document.querySelector('#comparison-chart "
+                          "line.ci'); return [Number(l.dataset.ciLow), "
+                          "Number(l.dataset.ciHigh)]; })()")
+    delta = got["deltas"][0]
+    assert ci == [pytest.approx(delta["ci_low"]), pytest.approx(delta["ci_high"])]
+    assert browser.evaluate("document.querySelector('#compare-status').textContent") \
+        == "succeeded"
+    # The form: a backbone that does not exist is refused, and the page says which one.
+    browser.goto(f"{service.base}/ui/#compare")
+    browser.wait_for("!!document.querySelector('#compare-form')")
+    browser.evaluate("document.querySelector('#compare-backbones').value = 'resnet9000';"
+                     "document.querySelector('#compare-target').value = 'label';"
+                     "document.querySelector('#compare-submit').click()")
+    notice = browser.wait_for("document.querySelector('#notice:not([hidden])')?.textContent")
+    assert "422" in notice and "backbones[0]" in notice
+    browser.goto(f"{service.base}/ui/#webhooks/{compared['hook']['id']}")
+    shown = browser.wait_for("[...document.querySelectorAll('h2')].map((h) => h.textContent)"
+                             ".find((t) => t.startsWith('Deliveries'))")
+    assert shown == f"Deliveries ({len(got['job_ids']) + 2})"
+    assert browser.evaluate("document.querySelectorAll('tbody tr').length") \
+        == len(got["job_ids"]) + 2

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,15 +17,6 @@ pytestmark = [pytest.mark.integration,
                                  reason="chromium is not installed (apt-get install chromium)")]
 EPOCHS = 20  # a few seconds even on an idle machine: the page polls the stream 4x/s
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def _click(browser: Browser, selector: str) -> None:

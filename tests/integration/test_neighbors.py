@@ -14,7 +14,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from pretrainer_client import AsyncClient, Client, PretrainerError
 from tests.conftest import to_csv
-from tests.integration.chromium import Browser, chromium_binary
+from tests.integration.chromium import chromium_binary
 from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
@@ -74,27 +74,23 @@ def test_an_index_built_by_the_worker_answers_the_exact_neighbours(embedded, poi
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed")
-def test_the_model_page_builds_an_index_and_finds_neighbours(embedded, points, tmp_path):
+def test_the_model_page_builds_an_index_and_finds_neighbours(embedded, points, browser):
     _, path = points
     with Client(embedded.base) as c:
         model = c.train("pca", c.upload(path), {"n_components": 2}).model_id
-    browser = Browser(tmp_path)
-    try:
-        browser.goto(f"{embedded.base}/ui/#models/{model}")
-        browser.wait_for("!!document.querySelector('#build-index')")
-        browser.evaluate("document.querySelector('#build-index').click()")
-        # The list polls the build until it ends.
-        status = browser.wait_for("(() => { const r = document.querySelector('#indexes tbody tr');"
-                                  " const s = r && r.cells[1].textContent;"
-                                  " return ['succeeded', 'failed', 'cancelled'].includes(s) && s;"
-                                  " })()", timeout=120)
-        assert status == "succeeded"
-        browser.evaluate("document.querySelector('#find-neighbors').click()")
-        rows = browser.wait_for("(() => { const r = [...document.querySelectorAll("
-                                "'#neighbors-output tbody tr')]; return r.length ? r.map((tr) => "
-                                "[...tr.cells].map((td) => td.textContent)) : null; })()",
-                                timeout=60)
-    finally:
-        browser.close()
+    browser.goto(f"{embedded.base}/ui/#models/{model}")
+    browser.wait_for("!!document.querySelector('#build-index')")
+    browser.evaluate("document.querySelector('#build-index').click()")
+    # The list polls the build until it ends.
+    status = browser.wait_for("(() => { const r = document.querySelector('#indexes tbody tr');"
+                              " const s = r && r.cells[1].textContent;"
+                              " return ['succeeded', 'failed', 'cancelled'].includes(s) && s;"
+                              " })()", timeout=120)
+    assert status == "succeeded"
+    browser.evaluate("document.querySelector('#find-neighbors').click()")
+    rows = browser.wait_for("(() => { const r = [...document.querySelectorAll("
+                            "'#neighbors-output tbody tr')]; return r.length ? r.map((tr) => "
+                            "[...tr.cells].map((td) => td.textContent)) : null; })()",
+                            timeout=60)
     assert [r[1] for r in rows] == ["1", "2", "3", "4", "5"]  # k=5 for the one example row
     assert all(r[4].startswith("p") and r[5] in ("north", "south", "west") for r in rows)

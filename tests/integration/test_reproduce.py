@@ -12,7 +12,7 @@ import pytest
 
 from pretrainer_client import AsyncClient, Client
 from tests.conftest import blobs, to_csv
-from tests.integration.chromium import Browser, chromium_binary
+from tests.integration.chromium import chromium_binary
 from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
@@ -60,27 +60,23 @@ def test_the_async_client_and_the_command_line_reproduce_too(embedded, trained):
 
 @pytest.mark.skipif(chromium_binary() is None,
                     reason="chromium is not installed (apt-get install chromium)")
-def test_the_dashboard_shows_the_record_and_its_button_reproduces(embedded, trained, tmp_path):
+def test_the_dashboard_shows_the_record_and_its_button_reproduces(embedded, trained, browser):
     model, content = trained
-    browser = Browser(tmp_path)
-    try:
-        browser.goto(f"{embedded.base}/ui/#models/{model.id}")
-        facts = browser.wait_for(
-            "(() => { const r = [...document.querySelectorAll('#reproducibility tbody tr')];"
-            " return r.length ? r.map((tr) => [...tr.cells].map((c) => c.textContent)) : null; })()")
-        shown = {row[0]: row[1] for row in facts}
-        assert shown["dataset sha256"] == hashlib.sha256(content).hexdigest()
-        assert shown["estimator.skops"] == model.reproducibility["artifact_sha256"]["estimator.skops"]
-        assert shown["seed"] == str(model.reproducibility["seed"])
-        browser.evaluate("document.querySelector('#reproduce').click()")
-        job_id = browser.wait_for("location.hash.startsWith('#jobs/') ? location.hash.slice(6) : null")
-        status = browser.wait_for("(() => { const s = document.querySelector('#job-status');"
-                                  " return s && ['succeeded', 'failed'].includes(s.textContent)"
-                                  " ? s.textContent : null; })()", timeout=120)
-        assert status == "succeeded"
-        job = embedded.http.get(f"/v1/jobs/{job_id}").json()
-        assert job["kind"] == "reproduce" and job["metrics"]["identical"] is True
-        text = browser.evaluate("document.body.innerText")
-        assert "identical" in text and "max_abs_diff" in text
-    finally:
-        browser.close()
+    browser.goto(f"{embedded.base}/ui/#models/{model.id}")
+    facts = browser.wait_for(
+        "(() => { const r = [...document.querySelectorAll('#reproducibility tbody tr')];"
+        " return r.length ? r.map((tr) => [...tr.cells].map((c) => c.textContent)) : null; })()")
+    shown = {row[0]: row[1] for row in facts}
+    assert shown["dataset sha256"] == hashlib.sha256(content).hexdigest()
+    assert shown["estimator.skops"] == model.reproducibility["artifact_sha256"]["estimator.skops"]
+    assert shown["seed"] == str(model.reproducibility["seed"])
+    browser.evaluate("document.querySelector('#reproduce').click()")
+    job_id = browser.wait_for("location.hash.startsWith('#jobs/') ? location.hash.slice(6) : null")
+    status = browser.wait_for("(() => { const s = document.querySelector('#job-status');"
+                              " return s && ['succeeded', 'failed'].includes(s.textContent)"
+                              " ? s.textContent : null; })()", timeout=120)
+    assert status == "succeeded"
+    job = embedded.http.get(f"/v1/jobs/{job_id}").json()
+    assert job["kind"] == "reproduce" and job["metrics"]["identical"] is True
+    text = browser.evaluate("document.body.innerText")
+    assert "identical" in text and "max_abs_diff" in text

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import blobs, to_csv
-from tests.integration.chromium import Browser, chromium_binary
+from tests.integration.chromium import chromium_binary
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(chromium_binary() is None,
                                  reason="chromium is not installed (apt-get install chromium)")]
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-def test_a_sweep_shows_its_leaderboard_value_chart_and_best_model(embedded, page):
+def test_a_sweep_shows_its_leaderboard_value_chart_and_best_model(embedded, browser):
     http = embedded.http
     ds = http.post("/v1/datasets", files={"file": ("b.csv", to_csv(blobs()))}).json()["id"]
     r = http.post("/v1/sweeps", json={
@@ -39,15 +28,15 @@ def test_a_sweep_shows_its_leaderboard_value_chart_and_best_model(embedded, page
         time.sleep(0.5)
     assert sweep["status"] == "succeeded"
 
-    page.goto(f"{embedded.base}/ui/#sweeps")
-    assert page.wait_for(f"!!document.querySelector('tr[data-id=\"{sweep_id}\"]')")
-    page.evaluate(f"location.hash = 'sweeps/{sweep_id}'")
-    assert page.wait_for("Number(document.querySelector('#sweep-chart')?.dataset.points)") == 3
-    rows = page.evaluate("[...document.querySelectorAll('tbody tr')].map((tr) => "
+    browser.goto(f"{embedded.base}/ui/#sweeps")
+    assert browser.wait_for(f"!!document.querySelector('tr[data-id=\"{sweep_id}\"]')")
+    browser.evaluate(f"location.hash = 'sweeps/{sweep_id}'")
+    assert browser.wait_for("Number(document.querySelector('#sweep-chart')?.dataset.points)") == 3
+    rows = browser.evaluate("[...document.querySelectorAll('tbody tr')].map((tr) => "
                          "[...tr.cells].map((c) => c.textContent))")
     assert len(rows) == 3 and {row[3] for row in rows} == {"succeeded", "succeeded ★"}
     starred = next(row for row in rows if row[3].endswith("★"))
     assert starred[1] == sweep["best_job_id"] and '"n_clusters":3' in starred[2]
-    assert page.evaluate("document.querySelector('#sweep-best').getAttribute('href')") == \
+    assert browser.evaluate("document.querySelector('#sweep-best').getAttribute('href')") == \
         f"#models/{sweep['best_model_id']}"
-    assert page.evaluate("document.querySelector('#sweep-cancel').hidden") is True
+    assert browser.evaluate("document.querySelector('#sweep-cancel').hidden") is True
