@@ -62,7 +62,11 @@ class Service:
     def stop(self) -> None:
         self.http.close()
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            # SIGTERM to the leader alone (make passes it on to `pretrainer up`, which stops the
+            # API and the worker), as `docker stop` does. A SIGTERM to the whole group also
+            # reaches the worker's pool children, and one that dies holding the pool's queue
+            # lock leaves the worker hung until the SIGKILL below (a billiard deadlock).
+            os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
