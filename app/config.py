@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(1.0, ge=0, le=3600)
     # Bounds; past one a request is refused with 413/422/429 naming the setting.
     max_body_bytes: int = Field(64 * 1024**2, ge=1024)  # any request body but an upload
+    # The rest of a body answered before it was read (a 413, a 401) is read at most this many
+    # bytes a second, shared by all such requests of an API process, for at most
+    # refused_body_linger_seconds; then the connection closes (see bounds.RefusedBodyDrain).
+    refused_body_rate: int = Field(64 * 1024**2, ge=1024)
+    refused_body_linger_seconds: float = Field(10.0, ge=0)
     max_job_seconds: float = Field(86400.0, gt=0)  # wall clock of one job, all its tries
     # Serving calls (predict, embed, generate) per second per API key, with bursts (0: off).
     predict_rate: float = Field(0.0, ge=0)

@@ -33,7 +33,7 @@ from app.api import (
     webhooks,
 )
 from app.api.access import Access
-from app.api.bounds import BodyLimit, RateLimiter, ServingSlots
+from app.api.bounds import BodyLimit, RateLimiter, RefusedBodyDrain, ServingSlots
 from app.api.deps import get_caller
 from app.config import Settings, get_settings
 from app.metrics import Metrics
@@ -126,4 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.mount(app)
     openapi.install(app, tag_order=[tag for m in (health, *V1_ORDER, tus) for tag in m.router.tags])
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
+    # Outermost: a route's time in the metrics ends with its answer, not with the drain.
+    app.add_middleware(RefusedBodyDrain, rate=settings.refused_body_rate,
+                       linger=settings.refused_body_linger_seconds)
     return app

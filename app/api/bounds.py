@@ -1,8 +1,9 @@
-"""Request bounds: a serving rate per API key, serving calls in flight per project, and the
-size of a request body."""
+"""Request bounds: a serving rate per API key, serving calls in flight per project, the
+size of a request body, and the rate at which refused bodies are read."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -125,3 +126,82 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class RefusedBodyDrain:
+    """ASGI middleware: the unread rest of a refused request's body is read at a bounded rate.
+
+    A request answered before its body was read (a 413 past a bound, a 401, a 422 on too many
+    instances) still has that body on the wire, and an HTTP/1.1 client sends all of it before
+    it reads the answer: closing the connection on it would reset it, and on some systems the
+    reset loses the answer. uvicorn reads such a rest as fast as it comes, so one client
+    sending 60 MB bodies past a bound kept the event loop reading ~1 GB/s of bytes nobody
+    needs while every other project waited for it.
+
+    Here the answer is sent at once, marked `Connection: close`, and the rest is read at most
+    `rate` bytes a second, shared by every refused request of this process (a token bucket
+    touched only on the event loop), for at most `linger` seconds; then the connection closes.
+    A client sending past the limit gets its answer as late as a link of that rate would give
+    it; its bytes cost the API a bounded share of its loop.
+    """
+
+    def __init__(self, app: ASGIApp, *, rate: int, linger: float) -> None:
+        self.app, self.rate, self.linger = app, rate, linger
+        self._tokens, self._at = float(rate), time.monotonic()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        # A client that sent `Expect: 100-continue` sends its body only once the app reads it:
+        # if the app never did, there is nothing on the wire to drain (and reading now would
+        # send a "100 Continue" after the answer).
+        waits = (b"expect", b"100-continue") in [(k, v.lower()) for k, v in scope["headers"]]
+        body_read, refused = False, False
+
+        async def tracked() -> Message:
+            nonlocal body_read, waits
+            waits = False
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def answer(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and not body_read:
+                refused = True
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            elif (message["type"] == "http.response.body" and refused and not body_read
+                  and not waits and not message.get("more_body", False)):
+                await send({**message, "more_body": True})  # the whole answer, on the wire now
+                await self._drain(tracked)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(scope, tracked, answer)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop the rest of the body, within the shared rate and the linger time."""
+        give_up = time.monotonic() + self.linger
+        while time.monotonic() < give_up:
+            now = time.monotonic()
+            self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 0:
+                await asyncio.sleep(min(-self._tokens / self.rate, give_up - now))
+                continue
+            message = await receive()
+            self._tokens -= len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request declares a body (a Content-Length past 0, or a chunked one)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import socket
 import threading
 import time
 import zipfile
@@ -18,8 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -63,7 +66,7 @@ def big_png() -> bytes:
 
 
 
-def healthz_while(client: TestClient, heavy: Callable[[], Any]) -> tuple[Any, list[float]]:
+def healthz_while(client: TestClient | httpx.Client, heavy: Callable[[], Any]) -> tuple[Any, list[float]]:
     """Run heavy() in a thread; time GET /healthz calls until it ends. (its result, latencies)"""
     out: dict[str, object] = {}
     worker = threading.Thread(target=lambda: out.setdefault("r", heavy()))
@@ -333,3 +336,70 @@ def test_errors_from_the_decode_process_are_the_api_s_own(tmp_path):
         big = c.post(f"/v1/models/{model}/predict", json={"instances": rows, "extra": 1})
         assert small.status_code == big.status_code == 422
         assert big.json()["errors"] == small.json()["errors"]
+
+
+@contextmanager
+def over_tcp(settings: Settings) -> Iterator[str]:
+    """The API on a real uvicorn server in a thread, on a free loopback port: its base URL.
+
+    What happens to a body the app did not read is uvicorn's business, which an in-process
+    TestClient does not reach.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_rest_of_a_refused_body_is_read_at_a_bounded_rate(tmp_path):
+    """A body past PRETRAINER_MAX_BODY_BYTES is answered 413 at once, then the rest of it is
+    read at PRETRAINER_REFUSED_BODY_RATE, not as fast as the client sends: uvicorn read such
+    bodies at ~1 GB/s through the event loop, so a loop of them slowed every other project."""
+    mib = 1024 * 1024
+    s = Settings(data_dir=tmp_path / "data", max_body_bytes=mib, refused_body_rate=16 * mib)
+    s.data_dir.mkdir(parents=True)
+    upgrade(s.resolved_database_url)
+    with over_tcp(s) as base, httpx.Client(base_url=base, timeout=60) as http:
+        # The client reads the answer once its body is sent, and the kernel takes what fits
+        # in the sockets' buffers (up to ~36 MiB here): past those, it waits for the drain.
+        body = b"x" * (96 * mib)
+        t0 = time.perf_counter()
+        r, latencies = healthz_while(http, lambda: http.post(
+            "/v1/jobs", content=body, headers={"content-type": "application/json"}))
+        took = time.perf_counter() - t0
+        assert_problem(r, 413, "PRETRAINER_MAX_BODY_BYTES")
+        assert r.headers["connection"] == "close"
+        # At least 96 - 36 - 16 (the burst) MiB at 16 MiB/s: ~3 s, where it took ~0.1 s.
+        assert took > 2.0, took
+        assert latencies and max(latencies) < 0.5, latencies
+        # The connection is closed after the drain; the next request gets a fresh one.
+        assert http.post("/v1/jobs", json={}).status_code == 422
+
+
+def test_a_refused_body_past_the_linger_time_gets_its_answer_and_the_connection_closes(tmp_path):
+    """A client that keeps sending past PRETRAINER_REFUSED_BODY_LINGER_SECONDS is cut off; the
+    answer it was sent first is still what it reads."""
+    mib = 1024 * 1024
+    s = Settings(data_dir=tmp_path / "data", max_body_bytes=mib, refused_body_rate=mib,
+                 refused_body_linger_seconds=0.5)
+    s.data_dir.mkdir(parents=True)
+    upgrade(s.resolved_database_url)
+    with over_tcp(s) as base, httpx.Client(base_url=base, timeout=60) as http:
+        t0 = time.perf_counter()
+        r = http.post("/v1/jobs", content=b"x" * (64 * mib),
+                      headers={"content-type": "application/json"})
+        took = time.perf_counter() - t0
+        assert_problem(r, 413, "PRETRAINER_MAX_BODY_BYTES")
+        assert took < 5, took  # 64 MiB at 1 MiB/s would take a minute
+        assert http.get("/healthz").status_code == 200
