@@ -84,8 +84,22 @@ def _api_pid(parent: int) -> int:
 
 
 def _rss_mb(pid: int) -> float:
-    """The resident memory of the API process and of its children (its decode processes)."""
-    return _own_rss_mb(pid) + sum(_own_rss_mb(child) for child in _children(pid))
+    """The resident memory of the API process and of its children (its decode processes).
+
+    A child caught between its fork and its exec still maps all of the API's pages, which its
+    RSS counts a second time (~1 GB for a few milliseconds while a decode process starts): it
+    is left out until it runs its own program.
+    """
+    own = _cmdline(pid)
+    return _own_rss_mb(pid) + sum(_own_rss_mb(child) for child in _children(pid)
+                                  if _cmdline(child) != own)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _own_rss_mb(pid: int) -> float:
