@@ -131,10 +131,10 @@ class BodyLimit:
 class RefusedBodyDrain:
     """ASGI middleware: the unread rest of a refused request's body is read at a bounded rate.
 
-    A request answered before its body was read (a 413 past a bound, a 401, a 422 on too many
-    instances) still has that body on the wire, and an HTTP/1.1 client sends all of it before
-    it reads the answer: closing the connection on it would reset it, and on some systems the
-    reset loses the answer. uvicorn reads such a rest as fast as it comes, so one client
+    A request answered before its body was read (a 413 on its size, its instances or its form
+    fields; a 401) still has the rest of that body on the wire, and an HTTP/1.1 client sends
+    all of it before it reads the answer: closing the connection on it would reset it, and on
+    some systems the reset loses the answer. uvicorn reads such a rest as fast as it comes, so one client
     sending 60 MB bodies past a bound kept the event loop reading ~1 GB/s of bytes nobody
     needs while every other project waited for it.
 
