@@ -60,6 +60,11 @@ class Service:
         wait_ready(self.http, self.proc, self.log, timeout)
 
     def stop(self) -> None:
+        self.begin_stop()
+        self.finish_stop()
+
+    def begin_stop(self) -> None:
+        """Ask the service to stop; it ends in finish_stop."""
         self.http.close()
         if self.proc.poll() is None:
             # SIGTERM to the leader alone (make passes it on to `pretrainer up`, which stops the
@@ -67,16 +72,29 @@ class Service:
             # reaches the worker's pool children, and one that dies holding the pool's queue
             # lock leaves the worker hung until the SIGKILL below (a billiard deadlock).
             os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # Nothing of ours may outlive the test (a stray worker would eat later tests' jobs).
+
+    def finish_stop(self) -> None:
+        """Wait for the stop begun by begin_stop (30 s, then SIGKILL); nothing of it is left."""
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# Services of make_run still stopping; all of them end before the session does.
+_STOPPING: list[Service] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stopping_services_end_with_the_session() -> Iterator[None]:
+    yield
+    while _STOPPING:
+        _STOPPING.pop().finish_stop()
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -102,7 +120,11 @@ def make_run(tmp: Path, **env: str) -> Iterator[Service]:
         svc.wait_ready()
         yield svc
     finally:
-        svc.stop()
+        # The service's warm shutdown takes seconds (its worker's loop wakes every 2 s on the
+        # filesystem broker, then waits for its pool) and needs no CPU: the next tests run
+        # meanwhile. It cannot take their jobs: its broker is a folder of its own data dir.
+        svc.begin_stop()
+        _STOPPING.append(svc)
 
 
 def _redis_available() -> str | None:

@@ -158,12 +158,20 @@ def test_the_image_migrates_starts_and_serves(image_venv: Path, tmp_path: Path) 
         assert ping is not None and ping.returncode == 0, ping and ping.stderr[-2000:]
     finally:
         http.close()
-        os.killpg(proc.pid, 15)
+        # SIGTERM to `pretrainer up` alone, as `docker stop` sends it to the container's first
+        # process: it stops the API and the worker. A SIGTERM to the whole group also reaches
+        # the worker's pool children, and one dying with the pool's queue lock held leaves the
+        # worker hung until the SIGKILL (see conftest.Service.stop).
+        proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            pass
+        try:
+            os.killpg(proc.pid, 9)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def test_worker_ping_fails_when_no_worker_answers(image_venv: Path, tmp_path: Path) -> None:

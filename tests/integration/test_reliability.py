@@ -51,7 +51,9 @@ class Proc:
             pass
 
     def stop(self, timeout: float = 30) -> None:
-        self.signal(signal.SIGTERM, group=True)
+        # SIGTERM to the leader, which stops its own children (see conftest.Service.stop for why
+        # not the whole group); then nothing of the group may outlive the test.
+        self.signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
