@@ -134,9 +134,9 @@ class RefusedBodyDrain:
     A request answered before its body was read (a 413 on its size, its instances or its form
     fields; a 401) still has the rest of that body on the wire, and an HTTP/1.1 client sends
     all of it before it reads the answer: closing the connection on it would reset it, and on
-    some systems the reset loses the answer. uvicorn reads such a rest as fast as it comes, so one client
-    sending 60 MB bodies past a bound kept the event loop reading ~1 GB/s of bytes nobody
-    needs while every other project waited for it.
+    some systems the reset loses the answer. uvicorn reads such a rest as fast as it comes, so
+    one client sending 60 MB bodies past a bound kept the event loop reading ~1 GB/s of bytes
+    nobody needs while every other project waited for it.
 
     Here the answer is sent at once, marked `Connection: close`, and the rest is read at most
     `rate` bytes a second, shared by every refused request of this process (a token bucket

@@ -66,24 +66,36 @@ class Service:
     def begin_stop(self) -> None:
         """Ask the service to stop; it ends in finish_stop."""
         self.http.close()
-        if self.proc.poll() is None:
-            # SIGTERM to the leader alone (make passes it on to `pretrainer up`, which stops the
-            # API and the worker), as `docker stop` does. A SIGTERM to the whole group also
-            # reaches the worker's pool children, and one that dies holding the pool's queue
-            # lock leaves the worker hung until the SIGKILL below (a billiard deadlock).
-            os.kill(self.proc.pid, signal.SIGTERM)
+        terminate(self.proc)
 
     def finish_stop(self) -> None:
-        """Wait for the stop begun by begin_stop (30 s, then SIGKILL); nothing of it is left."""
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """Wait for the stop begun by begin_stop; nothing of it is left."""
+        reap(self.proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the leader of proc's group alone, as `docker stop` sends it.
+
+    The leader (make, `pretrainer up`, a worker) stops its own children. A SIGTERM to the whole
+    group also reaches a worker's pool children, and one that dies holding the pool's queue
+    lock leaves the worker hung until a SIGKILL (a billiard deadlock).
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+
+def reap(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait up to timeout for proc, then SIGKILL what is left of its group: nothing of ours may
+    outlive the test (a stray worker would eat later tests' jobs)."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 # Services of make_run still stopping; all of them end before the session does.

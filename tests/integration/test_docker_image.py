@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import ROOT, free_port, wait_ready
+from tests.integration.conftest import ROOT, free_port, reap, terminate, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -158,20 +158,8 @@ def test_the_image_migrates_starts_and_serves(image_venv: Path, tmp_path: Path) 
         assert ping is not None and ping.returncode == 0, ping and ping.stderr[-2000:]
     finally:
         http.close()
-        # SIGTERM to `pretrainer up` alone, as `docker stop` sends it to the container's first
-        # process: it stops the API and the worker. A SIGTERM to the whole group also reaches
-        # the worker's pool children, and one dying with the pool's queue lock held leaves the
-        # worker hung until the SIGKILL (see conftest.Service.stop).
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, 9)  # whatever is left of the group
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        terminate(proc)  # `pretrainer up` stops the API and the worker
+        reap(proc)
 
 
 def test_worker_ping_fails_when_no_worker_answers(image_venv: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import blobs, to_csv
-from tests.integration.conftest import ROOT, _env, free_port, wait_ready
+from tests.integration.conftest import ROOT, _env, free_port, reap, terminate, wait_ready
 
 pytestmark = pytest.mark.integration
 KEY = "reliability-key-0123456789"
@@ -51,15 +51,8 @@ class Proc:
             pass
 
     def stop(self, timeout: float = 30) -> None:
-        # SIGTERM to the leader, which stops its own children (see conftest.Service.stop for why
-        # not the whole group); then nothing of the group may outlive the test.
-        self.signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        self.signal(signal.SIGKILL, group=True)
-        self.proc.wait()
+        terminate(self.proc)
+        reap(self.proc, timeout)
 
 
 class Stack:
